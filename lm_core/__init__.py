@@ -1,0 +1,1 @@
+"""lm: a floating-license server pool."""

@@ -1,0 +1,1 @@
+"""Pure, deterministic engine: no IO, no clock, no randomness of its own."""

@@ -1,0 +1,1 @@
+"""asyncio runtime: transport, store, daemon, client and admin libraries."""
