@@ -197,3 +197,202 @@ class AdminReply(Message):
 
 # ---------------------------------------------------------------- server <-> server
 # Defined by the engine's server module owner below this line.
+#
+# Leader -> follower: ServerHeartbeat (lease grant, per-follower allowance), DistributionSync,
+# RlfTransfer, BorrowGrant. Follower -> leader: ServerAck (own rows), LeaderCheck,
+# BorrowRequest, ForwardedAdmin. Anyone: ServerUp/ServerUpReply, VoteRequest/VoteReply
+# (pre-votes and real votes), RlfOffer/RlfAccept/RlfTransfer. Config versions are
+# ordered pairs (cfg_term, cfg_version). See docs/ENGINE.md.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Allowance:
+    """How many seats of `license` a follower may have in use (its serving limit)."""
+
+    license: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LicenseRow:
+    """A follower's own row of one license, as it reports it in its ACK."""
+
+    license: str
+    distribution: int
+    allowed: int
+    in_use: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerCount:
+    """One server's current distribution of one license."""
+
+    id: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LicenseDistribution:
+    """The pool-wide distribution of one license (leader's table, without in-use)."""
+
+    license: str
+    hard_limit: int
+    expires: str  # ISO date of the last day a base code is valid
+    free_pool: int
+    rows: tuple[ServerCount, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerHeartbeat(Message):
+    """HEARTBEAT leader -> follower, every heartbeat interval.
+
+    `echo` is the follower's own clock reading from its latest ACK the leader has seen
+    (0 = none yet); the follower may serve until ``echo + lease`` on its own clock.
+    `up` lists the servers the leader is in contact with (itself included).
+    `allowed` is the follower's serving limit per license; None = keep what you have
+    (a new leader that has not yet heard the follower's rows)."""
+
+    seq: int
+    echo: float = 0.0
+    lease: float = 0.0
+    up: tuple[str, ...] = ()
+    cfg_term: int = 0
+    cfg_version: int = 0
+    rlf_seq: int = 0
+    allowed: tuple[Allowance, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerAck(Message):
+    """ACK follower -> leader: answers heartbeat `seq` (0 = none yet), reports the
+    follower's own rows and the config version it holds durably. `ts` is the follower's
+    clock at sending (echoed back to anchor its lease). `ok` False = refused (stale
+    term: `term` then carries the refuser's higher term)."""
+
+    seq: int = 0
+    ts: float = 0.0
+    ok: bool = True
+    cfg_term: int = 0
+    cfg_version: int = 0
+    rlf_seq: int = 0
+    rows: tuple[LicenseRow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaderCheck(Message):
+    """LEADER_CHECK: a follower that heard no heartbeat asks the leader if it is alive;
+    a live leader answers with a heartbeat."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VoteRequest(Message):
+    """Election: `term` is the term the candidate stands for. `pre` = pre-vote (asks
+    "would you vote?" without changing anyone's term)."""
+
+    pre: bool = False
+    cfg_term: int = 0
+    cfg_version: int = 0
+    rlf_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VoteReply(Message):
+    """`for_term` is the term asked for; `term` the voter's own. `leader` names a leader
+    the voter is following (set when refusing because a leader exists)."""
+
+    for_term: int
+    pre: bool = False
+    granted: bool = False
+    leader: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerUp(Message):
+    """SERVER_UP: a server announces it started, with its RLF sequence and config version."""
+
+    rlf_seq: int = 0
+    cfg_term: int = 0
+    cfg_version: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerUpReply(Message):
+    """Answer to SERVER_UP with the answerer's RLF sequence and the leader it follows."""
+
+    rlf_seq: int = 0
+    cfg_term: int = 0
+    cfg_version: int = 0
+    leader: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RlfOffer(Message):
+    """RLF_OFFER: "I hold a newer RLF (sequence `rlf_seq`)"."""
+
+    rlf_seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RlfAccept(Message):
+    """Answer to RLF_OFFER: "send it" (the receiver is in receive mode)."""
+
+    rlf_seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RlfTransfer(Message):
+    """RLF_TRANSFER: the complete signed RLF text."""
+
+    rlf_text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BorrowRequest(Message):
+    """BORROW_REQUEST follower -> leader: `count` more seats of `license` wanted.
+    `failover` = for a client in fail-over mode (claims 13-15: the leader may also take
+    from other functioning followers)."""
+
+    license: str
+    count: int
+    failover: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BorrowGrant(Message):
+    """BORROW_GRANT leader -> follower: `count` seats moved to it (0 = none found now).
+    The seats themselves arrive with the DistributionSync and heartbeat allowance."""
+
+    license: str
+    count: int
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DistributionSync(Message):
+    """DISTRIBUTION_SYNC (distribution criteria sync) leader -> follower: the whole
+    distribution table at config version (cfg_term, cfg_version), plus the license codes
+    added at run time. The follower persists it, then ACKs with that version."""
+
+    cfg_term: int
+    cfg_version: int
+    rlf_seq: int
+    licenses: tuple[LicenseDistribution, ...] = ()
+    codes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardedAdmin(Message):
+    """A follower forwards an admin operation to the leader. `token` is the follower's
+    connection token to answer on; `op` the admin message as received."""
+
+    token: str
+    op: Message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardedReply(Message):
+    """The leader's answer to a forwarded admin operation, relayed to `token`."""
+
+    token: str
+    reply: AdminReply

@@ -1,0 +1,138 @@
+"""The key table: which clients hold authorizations from this server.
+
+One entry per (client id, license): seat count, the server's own expiry time (later
+than the client's: see `leases`), the last heartbeat and the request id. A heartbeat
+renews the entry; an entry whose expiry passes is reclaimed.
+
+Entries loaded from the store after a restart are *stale* until their client heartbeats
+back in (re-adoption, S4). Stale seats still count as in use (nobody else may get them
+while their client may still believe it holds them), but re-adopting one needs room in
+the live count only.
+
+Expiry uses a heap of (expires, generation, key) pushed once per entry; a popped item
+whose entry was renewed meanwhile is pushed again at the new time, so a renewal costs
+O(1) and an expiry O(log n).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class KeyEntry:
+    client_id: str
+    license: str
+    count: int
+    request_id: int
+    expires: float
+    last_heartbeat: float
+    live: bool = True
+    gen: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        """The durable part (times are this process's clock and are not kept)."""
+        return {
+            "client_id": self.client_id,
+            "license": self.license,
+            "count": self.count,
+            "request_id": self.request_id,
+        }
+
+
+class KeyTable:
+    """Authorizations with leases, counted per license."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], KeyEntry] = {}
+        self._in_use: dict[str, int] = {}
+        self._live: dict[str, int] = {}
+        self._heap: list[tuple[float, int, str, str]] = []
+        self._gen = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[KeyEntry]:
+        return iter(self._entries.values())
+
+    def get(self, client_id: str, license: str) -> KeyEntry | None:
+        return self._entries.get((client_id, license))
+
+    def in_use(self, license: str) -> int:
+        """Seats counted as in use (live and stale)."""
+        return self._in_use.get(license, 0)
+
+    def live(self, license: str) -> int:
+        """Seats held by clients seen since this process started."""
+        return self._live.get(license, 0)
+
+    def add(
+        self,
+        client_id: str,
+        license: str,
+        count: int,
+        request_id: int,
+        *,
+        now: float,
+        expires: float,
+        live: bool = True,
+    ) -> KeyEntry:
+        """Insert a new entry (the caller checked there is none)."""
+        self._gen += 1
+        entry = KeyEntry(client_id, license, count, request_id, expires, now, live, self._gen)
+        self._entries[(client_id, license)] = entry
+        self._in_use[license] = self._in_use.get(license, 0) + count
+        if live:
+            self._live[license] = self._live.get(license, 0) + count
+        heapq.heappush(self._heap, (expires, entry.gen, client_id, license))
+        return entry
+
+    def renew(self, entry: KeyEntry, *, now: float, expires: float, request_id: int) -> None:
+        """Extend an entry (re-adopting it if stale). Never shortens it."""
+        if not entry.live:
+            entry.live = True
+            self._live[entry.license] = self._live.get(entry.license, 0) + entry.count
+        entry.expires = max(entry.expires, expires)
+        entry.last_heartbeat = now
+        entry.request_id = request_id
+
+    def resize(self, entry: KeyEntry, count: int) -> None:
+        """Change an entry's seat count."""
+        delta = count - entry.count
+        entry.count = count
+        self._in_use[entry.license] = self._in_use.get(entry.license, 0) + delta
+        if entry.live:
+            self._live[entry.license] = self._live.get(entry.license, 0) + delta
+
+    def remove(self, client_id: str, license: str) -> KeyEntry | None:
+        entry = self._entries.pop((client_id, license), None)
+        if entry is not None:
+            self._in_use[license] -= entry.count
+            if entry.live:
+                self._live[license] -= entry.count
+        return entry
+
+    def expire(self, now: float) -> list[KeyEntry]:
+        """Remove and return every entry whose expiry is at or before `now`."""
+        out: list[KeyEntry] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, gen, client_id, license = heapq.heappop(heap)
+            entry = self._entries.get((client_id, license))
+            if entry is None or entry.gen != gen:
+                continue
+            if entry.expires > now:
+                heapq.heappush(heap, (entry.expires, gen, client_id, license))
+                continue
+            self.remove(client_id, license)
+            out.append(entry)
+        return out
+
+    @property
+    def next_expiry(self) -> float | None:
+        """The earliest time `expire` may have something to do (may be early, never late)."""
+        return self._heap[0][0] if self._heap else None

@@ -1,0 +1,73 @@
+"""Timing rules of the engine, derived from the RLF's `Timing` (all seconds, own clocks).
+
+Every duration a holder measures on its own clock is shrunk by the drift bound and every
+duration an observer waits out is stretched by it, so clocks running at different rates
+(within `drift`) never make two holders overlap:
+
+* leader lease: from the send time of a heartbeat a majority acknowledged, for
+  ``server_lease * (1 - drift)``;
+* follower lease: from the follower's own send time of the ACK the leader echoed, for
+  at most the leader's remaining lease (counted from when the leader received that
+  ACK), shrunk by ``1 - 2*drift``;
+* client key-table entry: the server counts a seat until ``client_lease * (1 + 4*drift)
+  + heartbeat_interval`` after it granted/renewed it (the client's own lease runs from
+  its send time, so it always ends first);
+* fencing: a server out of contact for ``(server_lease + client_keep) * (1 + 4*drift) +
+  heartbeat_interval`` since max(last ACK received, became leader) can no longer hold a
+  lease nor have a live client; only then may the leader take its seats without its ACK;
+* election delay: a follower that heard nothing for ``leader_timeout`` sends
+  LEADER_CHECK; it stands after ``leader_timeout + rank * heartbeat_interval`` more
+  (rank = position in the leader priority list), so higher priority stands first;
+* restart grace (S4): one client keep-time after a restart with persisted state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lm_core.engine.rlf import Timing
+
+
+@dataclass(frozen=True, slots=True)
+class Clocks:
+    """Durations the server uses, computed once per RLF."""
+
+    heartbeat: float
+    leader_timeout: float
+    server_lease: float  # nominal, as granted
+    leader_lease: float  # what a leader counts for itself
+    client_lease: float  # what a client is told
+    client_heartbeat: float
+    client_keep: float  # how long the server counts a seat after a grant/renewal
+    fence: float
+    grace: float
+    drift: float
+    retry_after: float  # hint in DENY no_seats
+    admin_timeout: float  # an admin op not durable on a majority by then is answered "failed"
+
+    @classmethod
+    def from_timing(cls, t: Timing) -> Clocks:
+        d = t.drift
+        keep = t.client_lease * (1 + 4 * d) + t.heartbeat_interval
+        return cls(
+            heartbeat=t.heartbeat_interval,
+            leader_timeout=t.leader_timeout,
+            server_lease=t.server_lease,
+            leader_lease=t.server_lease * (1 - d),
+            client_lease=t.client_lease,
+            client_heartbeat=t.client_heartbeat,
+            client_keep=keep,
+            fence=(t.server_lease + keep) * (1 + 4 * d) + t.heartbeat_interval,
+            grace=keep,
+            drift=d,
+            retry_after=2 * t.heartbeat_interval,
+            admin_timeout=5 * t.leader_timeout + 10 * t.heartbeat_interval,
+        )
+
+    def follower_lease(self, granted: float) -> float:
+        """What a follower counts of a lease of `granted` seconds."""
+        return max(0.0, granted * (1 - 2 * self.drift))
+
+    def election_delay(self, rank: int) -> float:
+        """How long after LEADER_CHECK (or start-up) a server of `rank` waits to stand."""
+        return self.leader_timeout + rank * self.heartbeat

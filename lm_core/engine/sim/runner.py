@@ -1,0 +1,463 @@
+"""Randomized runs: one seed -> one pool, one fault schedule, one verdict.
+
+`run_seed(seed, rng)` draws a configuration from ``rng`` (3-11 servers, 10-200 clients,
+random timing, 1-2 licenses), boots the pool, lets clients come and go, injects faults
+and admin operations until ``heal_at``, heals everything, and at ``heal_at + bound``
+checks L1 (one leader, everyone follows, every waiting client served where seats are
+free), S2 and S6. S1, one-leader-per-term and S2-on-change run after every step. Any
+broken promise raises `SimFailure` carrying the seed and a short trace.
+
+The caller creates the generator (``random.Random(seed)``): the engine never imports
+`random`, and the same seed replays the same run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from lm_core.engine.codes import issue_code
+from lm_core.engine.keys import generate_keypair, load_private
+from lm_core.engine.messages import (
+    AddAllocations,
+    AddLicenseCode,
+    ChangeDistribution,
+    UpdateRlf,
+)
+from lm_core.engine.rlf import Rlf, Timing, render_rlf, sign_rlf
+from lm_core.engine.sim.faults import KINDS, plan_faults
+from lm_core.engine.sim.invariants import SimFailure, Violation, check_conservation, check_healed
+from lm_core.engine.sim.pool import (
+    EXPIRES,
+    TODAY,
+    VENDOR,
+    PoolKit,
+    admin_key,
+    make_pool,
+    vendor_key,
+)
+from lm_core.engine.sim.rng import Rng
+from lm_core.engine.sim.trace import Trace
+from lm_core.engine.sim.world import AdminOp, ServerFactory, SimClient, World, default_factory
+
+_ROGUE: list[Any] = []
+
+
+def _rogue_key() -> Any:
+    if not _ROGUE:
+        _ROGUE.append(load_private(generate_keypair()[0]))
+    return _ROGUE[0]
+
+
+@dataclass
+class SimConfig:
+    """Everything a run depends on besides the generator's later draws."""
+
+    n_servers: int = 3
+    n_clients: int = 20
+    licenses: tuple[tuple[str, str, int], ...] = (("Application", "1.0", 15),)
+    distribution: dict[str, dict[str, int]] | None = None
+    timing: Timing = field(default_factory=Timing)
+    majority_rule: bool = True
+    duration: float = 1200.0
+    faults: bool = True
+    fault_kinds: tuple[str, ...] = KINDS
+    fault_gap: float = 45.0
+    fault_length: float = 20.0
+    admin_gap: float = 150.0
+    hold_mean: float = 240.0
+    idle_mean: float = 120.0
+    want_at_start: float = 0.7
+    check_every: float = 60.0
+
+    @property
+    def bound(self) -> float:
+        """L1: how long after healing the pool has to settle."""
+        t = self.timing
+        raw = (
+            2 * t.leader_timeout
+            + 2 * t.heartbeat_interval
+            + t.server_lease
+            + 2 * t.client_lease
+            + 4 * t.client_heartbeat
+        )
+        return raw * (1 + 4 * t.drift) + 5.0
+
+    @property
+    def heal_at(self) -> float:
+        return max(self.duration - self.bound, self.duration / 2)
+
+    def describe(self) -> str:
+        t = self.timing
+        lic = ", ".join(f"{p} {v}: {s}" for p, v, s in self.licenses)
+        return (
+            f"{self.n_servers} servers, {self.n_clients} clients, {lic}; "
+            f"hb {t.heartbeat_interval:.2f}s leader_timeout {t.leader_timeout:.2f}s "
+            f"server_lease {t.server_lease:.2f}s client hb {t.client_heartbeat:.1f}s "
+            f"client_lease {t.client_lease:.1f}s drift {t.drift:.3f}; "
+            f"{self.duration:.0f}s, heal at {self.heal_at:.0f}s"
+        )
+
+
+def random_config(
+    rng: Rng,
+    *,
+    servers: tuple[int, int] = (3, 11),
+    clients: tuple[int, int] = (10, 200),
+    duration: float = 1200.0,
+) -> SimConfig:
+    n_servers = rng.randint(*servers)
+    n_clients = rng.randint(*clients)
+    n_lic = 1 if rng.random() < 0.7 else 2
+    licenses = []
+    for k in range(n_lic):
+        seats = max(3, rng.randint(n_clients // 3, n_clients + n_clients // 5) // n_lic)
+        licenses.append(("Application" if k == 0 else "Designer", f"{k + 1}.0", seats))
+    ids = tuple("ABCDEFGHIJK"[:n_servers])
+    dist: dict[str, dict[str, int]] | None = None
+    if rng.random() < 0.6:
+        dist = {}
+        for p, v, seats in licenses:
+            left = seats
+            row = {}
+            for sid in ids:
+                n = rng.randint(0, max(0, 2 * seats // n_servers))
+                n = min(n, left)
+                left -= n
+                row[sid] = n
+            dist[f"{p} {v}"] = row
+    hb = rng.uniform(1.0, 3.0)
+    chb = rng.uniform(8.0, 30.0)
+    timing = Timing(
+        heartbeat_interval=hb,
+        leader_timeout=hb * rng.uniform(3.0, 5.0),
+        server_lease=hb * rng.uniform(1.5, 2.5),
+        client_heartbeat=chb,
+        client_lease=chb * rng.uniform(2.5, 4.0),
+        drift=rng.uniform(0.0, 0.05),
+    )
+    return SimConfig(
+        n_servers=n_servers,
+        n_clients=n_clients,
+        licenses=tuple(licenses),
+        distribution=dist,
+        timing=timing,
+        duration=duration,
+        fault_gap=rng.uniform(20.0, 90.0),
+        fault_length=rng.uniform(5.0, 60.0),
+        admin_gap=rng.uniform(60.0, 300.0),
+        hold_mean=rng.uniform(60.0, 600.0),
+        idle_mean=rng.uniform(30.0, 300.0),
+    )
+
+
+@dataclass
+class SeedResult:
+    seed: int | None
+    config: SimConfig
+    ok: bool
+    invariant: str = ""
+    message: str = ""
+    trace: str = ""
+    sim_seconds: float = 0.0
+    server_steps: int = 0
+    client_steps: int = 0
+    events: int = 0
+    elections: int = 0
+    crashes: int = 0
+    faults: int = 0
+    admin_ok: int = 0
+    admin_refused: int = 0
+    peak_seats: dict[str, int] = field(default_factory=dict)
+    messages: int = 0
+    dropped: int = 0
+
+
+class Admin:
+    """The simulated license admin: issues codes, edits and pushes RLFs."""
+
+    def __init__(self, world: World, kit: PoolKit, rng: Rng) -> None:
+        self.world = world
+        self.kit = kit
+        self.rng = rng
+        self.next_id = 1
+        self.latest: Rlf = kit.signed
+        self.extra_codes: list[str] = []
+        self.total: dict[str, int] = dict(world.base_limits)
+        self.pushed_ok = False
+        self.new_products = 0
+
+    def _op(self, kind: str, msg_kind: Any, valid: bool, **kw: Any) -> AdminOp:
+        rid = self.next_id
+        self.next_id += 1
+        sender = "admin"
+        extra = {k: kw.pop(k) for k in ("codes", "new_license", "rlf_seq") if k in kw}
+        msg = msg_kind(pool=self.latest.pool, sender=sender, request_id=rid, **kw)
+        target = self.rng.choice(list(self.world.nodes))
+        return AdminOp(msg=msg, target=target, valid=valid, kind=kind, request_id=rid, **extra)
+
+    def random_op(self) -> AdminOp:
+        rng = self.rng
+        x = rng.random()
+        lics = sorted(self.world.base_limits)
+        lic = rng.choice(lics)
+        ids = list(self.world.nodes)
+        if x < 0.3:
+            left = self.world.base_limits[lic]
+            dist = []
+            for sid in ids:
+                n = rng.randint(0, max(0, left))
+                n = min(n, left // 2 + 1, left)
+                left -= n
+                dist.append((sid, n))
+            return self._op(
+                "change_distribution",
+                ChangeDistribution,
+                True,
+                license=lic,
+                distribution=tuple(dist),
+            )
+        if x < 0.38:
+            dist = [(ids[0], self.total[lic] + 1)] if rng.random() < 0.5 else [("ZZ", 1)]
+            return self._op(
+                "change_distribution(bad)",
+                ChangeDistribution,
+                False,
+                license=lic,
+                distribution=tuple(dist),
+            )
+        if x < 0.58:
+            product, version = lic.rsplit(" ", 1)
+            seats = rng.randint(1, 10)
+            code = self.kit.code(product, version, seats, kind="add")
+            self.extra_codes.append(code.text())
+            self.total[lic] += seats
+            return self._op(
+                "add_allocations",
+                AddAllocations,
+                True,
+                code=code.text(),
+                codes=((code.serial, lic, seats),),
+            )
+        if x < 0.66:
+            self.new_products += 1
+            product = f"Tool{self.new_products}"
+            seats = rng.randint(1, 20)
+            code = self.kit.code(product, "1.0", seats)
+            self.extra_codes.append(code.text())
+            new_lic = f"{product} 1.0"
+            return self._op(
+                "add_license_code",
+                AddLicenseCode,
+                True,
+                code=code.text(),
+                codes=((code.serial, new_lic, seats),),
+                new_license=new_lic,
+            )
+        if x < 0.74:
+            product, version = lic.rsplit(" ", 1)
+            if rng.random() < 0.5:
+                code = issue_code(
+                    _rogue_key(),
+                    vendor=VENDOR,
+                    product=product,
+                    version=version,
+                    seats=50,
+                    expires=EXPIRES,
+                    issued=TODAY,
+                    serial="ROGUE",
+                    kind="add",
+                )
+                kind = "add_allocations(bad signature)"
+            else:
+                code = issue_code(
+                    vendor_key(),
+                    vendor=VENDOR,
+                    product=product,
+                    version=version,
+                    seats=50,
+                    expires=datetime.date(2021, 1, 1),
+                    issued=datetime.date(2020, 1, 1),
+                    serial="OLD",
+                    kind="add",
+                )
+                kind = "add_allocations(expired)"
+            return self._op(kind, AddAllocations, False, code=code.text())
+        if x < 0.94 or not self.pushed_ok:
+            codes = tuple(dict.fromkeys(self.latest.codes + tuple(self.extra_codes)))
+            rlf = replace(
+                self.latest, sequence=self.latest.sequence + 1, codes=codes, signature=None
+            )
+            rlf = sign_rlf(rlf, admin_key())
+            self.latest = rlf
+            new = tuple((c.serial, c.license, c.seats) for c in rlf.license_codes())
+            return self._op(
+                "update_rlf",
+                UpdateRlf,
+                True,
+                rlf_text=render_rlf(rlf),
+                codes=new,
+                rlf_seq=rlf.sequence,
+            )
+        return self._op("update_rlf(stale)", UpdateRlf, False, rlf_text=render_rlf(self.kit.signed))
+
+    def on_reply(self, op: AdminOp, ok: bool) -> None:
+        if op.kind == "update_rlf" and ok:
+            self.pushed_ok = True
+
+
+def build_world(
+    cfg: SimConfig,
+    rng: Rng,
+    *,
+    factory: ServerFactory = default_factory,
+    trace: Trace | None = None,
+) -> tuple[World, PoolKit]:
+    kit = make_pool(
+        cfg.n_servers,
+        cfg.licenses,
+        distribution=cfg.distribution,
+        timing=cfg.timing,
+        majority_rule=cfg.majority_rule,
+    )
+    world = World(kit.signed, rng, today=TODAY, factory=factory, trace=trace)
+    return world, kit
+
+
+def run_config(
+    cfg: SimConfig,
+    rng: Rng,
+    *,
+    seed: int | None = None,
+    factory: ServerFactory = default_factory,
+    trace: Trace | None = None,
+    raise_on_failure: bool = True,
+) -> SeedResult:
+    """Run one configuration to the end; see the module docstring."""
+    world, kit = build_world(cfg, rng, factory=factory, trace=trace)
+    result = SeedResult(seed=seed, config=cfg, ok=True)
+    heal_at = cfg.heal_at
+    end = heal_at + cfg.bound
+    try:
+        _populate(world, kit, cfg, rng, heal_at)
+        t = 0.0
+        while t < end:
+            step = min(cfg.check_every, end - t)
+            world.run(t + step)
+            t += step
+            _periodic_checks(world)
+        _final_checks(world)
+    except Violation as v:
+        result.ok = False
+        result.invariant = v.invariant
+        result.message = v.message
+        result.trace = world.trace.render()
+        _fill(result, world, cfg)
+        if raise_on_failure:
+            raise SimFailure(seed, v, result.trace) from v
+        return result
+    _fill(result, world, cfg)
+    return result
+
+
+def _fill(result: SeedResult, world: World, cfg: SimConfig) -> None:
+    s = world.stats
+    result.sim_seconds = world.now
+    result.server_steps = s.server_steps
+    result.client_steps = s.client_steps
+    result.events = s.events
+    result.elections = s.elections
+    result.crashes = s.crashes
+    result.admin_ok = s.admin_ok
+    result.admin_refused = s.admin_refused
+    result.peak_seats = dict(world.seats.peak)
+    result.messages = world.net.sent
+    result.dropped = world.net.dropped
+
+
+def _populate(world: World, kit: PoolKit, cfg: SimConfig, rng: Rng, heal_at: float) -> None:
+    ids = list(world.nodes)
+    # Start-up: servers boot within a few heartbeats of each other.
+    for sid in ids:
+        world.call_at(
+            rng.uniform(0.0, 3 * cfg.timing.heartbeat_interval),
+            functools.partial(world.start_server, sid),
+        )
+    lics = sorted(world.base_limits)
+    for k in range(cfg.n_clients):
+        cl = world.add_client(f"c{k}", lics[k % len(lics)], home=rng.choice(ids))
+        if rng.random() < cfg.want_at_start:
+            world.want(cl.id, rng.uniform(1.0, 30.0))
+        else:
+            world.want(cl.id, rng.expovariate(1.0 / cfg.idle_mean) + 1.0)
+
+    def toggle(cl: SimClient) -> float | None:
+        wants = cl.machine.wants
+        nxt = rng.expovariate(1.0 / (cfg.hold_mean if wants else cfg.idle_mean))
+        if world.now + nxt >= heal_at:
+            return None
+        return nxt
+
+    world.toggle = toggle
+    if cfg.faults:
+        lease = cfg.timing.server_lease + cfg.timing.client_lease
+        for f in plan_faults(
+            rng,
+            tuple(ids),
+            start=20.0,
+            heal_at=heal_at,
+            mean_gap=cfg.fault_gap,
+            mean_length=cfg.fault_length,
+            lease=lease,
+            kinds=cfg.fault_kinds,
+        ):
+            world.schedule_fault(f)
+        admin = Admin(world, kit, rng)
+        world.on_admin_reply = lambda op, msg: admin.on_reply(op, msg.ok)
+        t = 30.0 + rng.expovariate(1.0 / cfg.admin_gap)
+        while t < heal_at - 5.0:
+            world.call_at(t, lambda: _admin_now(world, admin))
+            t += rng.expovariate(1.0 / cfg.admin_gap)
+    world.call_at(heal_at, world.heal)
+
+
+def _admin_now(world: World, admin: Admin) -> None:
+    op = admin.random_op()
+    world.admin_send(op, f"admin:{op.request_id}")
+
+
+def _periodic_checks(world: World) -> None:
+    st = world.leader_status()
+    if st is not None:
+        check_conservation(world.now, st)
+
+
+def _final_checks(world: World) -> None:
+    statuses = world.statuses()
+    wanting, holding = world.demand()
+    lead = check_healed(world.now, statuses, wanting, holding)
+    leader = statuses[lead]
+    assert leader is not None
+    check_conservation(world.now, leader)
+    world.admin.check(world.now, leader, world.base_limits)
+    world.trace.note(world.now, "healed", f"L1/S2/S6 hold; leader {lead}")
+
+
+def run_seed(
+    seed: int,
+    rng: Rng,
+    *,
+    servers: tuple[int, int] = (3, 11),
+    clients: tuple[int, int] = (10, 200),
+    duration: float = 1200.0,
+    factory: ServerFactory = default_factory,
+    trace: Trace | None = None,
+    raise_on_failure: bool = True,
+) -> SeedResult:
+    """One randomized run; ``rng`` must be freshly seeded with ``seed``."""
+    cfg = random_config(rng, servers=servers, clients=clients, duration=duration)
+    return run_config(
+        cfg, rng, seed=seed, factory=factory, trace=trace, raise_on_failure=raise_on_failure
+    )

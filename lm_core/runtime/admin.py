@@ -1,0 +1,388 @@
+"""The admin client: what `lm status`, `lm code add`, `lm rlf push`... and the TUI use.
+
+Theory of operation
+-------------------
+`status()` asks every server of the RLF for its own view at once (each with a short
+timeout) and merges the answers (`poolstatus.merge_status`); a server that does not
+answer is reported unreachable, with the reason in `servers[].error`.
+
+An admin operation goes to the leader when the last status named one, else to the
+first reachable server in priority order; a follower forwards it to the leader, and the
+answer comes only once the change is durable on a majority (S6). An operation is sent
+to the next server only if the connection could not be opened (so never twice); if the
+answer does not come in time the result says so ("the change may still apply").
+
+`push_rlf` verifies the RLF locally first (signature, same pool and admin key, sequence
+above the pool's), sends UPDATE_RLF, then polls status until every reachable server
+reports the new sequence, and returns what each server said.
+
+`watch()` keeps one WATCH connection per server (reconnecting with backoff) and yields
+the merged status whenever a server pushes a change or goes away, at most once per
+`interval` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import itertools
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lm_core.engine import messages as m
+from lm_core.engine.codes import parse_code
+from lm_core.engine.rlf import Rlf, parse_rlf, verify_rlf
+from lm_core.errors import InputError, RefusedError
+from lm_core.runtime import tlsconfig
+from lm_core.runtime.codec import ProtocolError
+from lm_core.runtime.connection import (
+    ConnectError,
+    Connection,
+    RequestTimeout,
+    TransportError,
+)
+from lm_core.runtime.poolstatus import merge_status
+
+OP_TIMEOUT = 15.0  # an admin operation waits for majority durability
+PUSH_TIMEOUT = 15.0  # push_rlf waits this long for every reachable server
+
+
+@dataclass(frozen=True)
+class AdminResult:
+    """The answer to one admin operation."""
+
+    ok: bool
+    message: str
+    server: str  # the server that answered ("" if none could be reached)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """The outcome of `push_rlf`: per server "seq 3" / "down" / "refused: ..." /
+    "still seq 2"."""
+
+    ok: bool
+    message: str
+    per_server: dict[str, str] = field(default_factory=dict)
+
+
+class AdminClient:
+    """Talks to every server of a pool as an admin (admin certificate under TLS)."""
+
+    def __init__(
+        self,
+        rlf: Rlf,
+        *,
+        tls: tlsconfig.TlsPaths | None = None,
+        timeout: float = 3.0,
+        name: str = "admin",
+        op_timeout: float = OP_TIMEOUT,
+    ) -> None:
+        self.rlf = rlf
+        self.timeout = timeout
+        self.op_timeout = op_timeout
+        self.name = name
+        self._ssl = tlsconfig.admin_context(tls) if tls is not None else None
+        self._conns: dict[str, Connection] = {}
+        self._ids = itertools.count(1)
+        self.leader: str | None = None
+        self.errors: dict[str, str] = {}
+
+    # -- connections
+
+    def _address(self, sid: str) -> str:
+        return self.rlf.server(sid).address
+
+    async def _conn(self, sid: str) -> Connection:
+        conn = self._conns.get(sid)
+        if conn is not None and not conn.closed:
+            return conn
+        conn = await Connection.open(
+            self._address(sid), ssl=self._ssl, connect_timeout=self.timeout
+        )
+        self._conns[sid] = conn
+        return conn
+
+    async def _request(self, sid: str, msg: m.Message, reply_timeout: float) -> m.Message:
+        conn = await self._conn(sid)
+        try:
+            return await conn.request(msg, reply_timeout=reply_timeout)
+        except (TransportError, ProtocolError):
+            if not isinstance(conn, Connection) or conn.closed:
+                self._conns.pop(sid, None)
+            raise
+
+    async def aclose(self) -> None:
+        conns, self._conns = list(self._conns.values()), {}
+        await asyncio.gather(*(c.aclose() for c in conns))
+
+    async def __aenter__(self) -> AdminClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _msg_base(self) -> dict[str, Any]:
+        return {"pool": self.rlf.pool, "sender": self.name, "request_id": next(self._ids)}
+
+    # -- status
+
+    async def server_status(self, sid: str) -> dict[str, Any] | None:
+        """One server's own status, or None (reason in `self.errors[sid]`)."""
+        try:
+            reply = await self._request(sid, m.StatusRequest(**self._msg_base()), self.timeout)
+        except ConnectError as exc:
+            self.errors[sid] = f"unreachable: {exc}"
+            return None
+        except RequestTimeout:
+            self.errors[sid] = f"no answer within {self.timeout:g} s"
+            return None
+        except (TransportError, ProtocolError) as exc:
+            self.errors[sid] = f"connection failed: {exc}"
+            return None
+        if isinstance(reply, m.StatusReply):
+            self.errors.pop(sid, None)
+            return dict(reply.status)
+        if isinstance(reply, m.AdminReply) and not reply.ok:
+            self.errors[sid] = f"refused: {reply.message}"
+            return None
+        self.errors[sid] = f"unexpected reply {type(reply).__name__}"
+        return None
+
+    async def status(self) -> dict[str, Any]:
+        """The merged pool status (the `lm status --json` contract).
+
+        Raises `RefusedError` if every server that answered refused (e.g. no admin
+        certificate)."""
+        ids = list(self.rlf.server_ids)
+        answers = await asyncio.gather(*(self.server_status(sid) for sid in ids))
+        per = dict(zip(ids, answers, strict=True))
+        refusals = {self.errors[s] for s in ids if self.errors.get(s, "").startswith("refused:")}
+        if refusals and all(
+            per[s] is None and self.errors.get(s, "").startswith(("refused:", "unreachable:"))
+            for s in ids
+        ):
+            raise RefusedError(sorted(refusals)[0].removeprefix("refused: "))
+        return self._merge(per)
+
+    def _merge(self, per: Mapping[str, dict[str, Any] | None]) -> dict[str, Any]:
+        pool = merge_status(self.rlf, per, _utc_now())
+        for row in pool["servers"]:
+            row["error"] = None if row["reachable"] else self.errors.get(row["id"])
+        self.leader = pool["leader"] if pool["leader"] in per and per[pool["leader"]] else None
+        return pool
+
+    async def watch(self, interval: float = 0.5) -> AsyncIterator[dict[str, Any]]:
+        """Merged status whenever it changes (pushed by the servers), at most once per
+        `interval` seconds. Survives servers going down and coming back."""
+        latest: dict[str, dict[str, Any] | None] = dict.fromkeys(self.rlf.server_ids)
+        changed = asyncio.Event()
+        tasks = [
+            asyncio.create_task(self._watch_one(sid, latest, changed), name=f"watch-{sid}")
+            for sid in self.rlf.server_ids
+        ]
+        try:
+            last = 0.0
+            while True:
+                await changed.wait()
+                wait = last + interval - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                changed.clear()
+                last = time.monotonic()
+                yield self._merge(latest)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _watch_one(
+        self, sid: str, latest: dict[str, dict[str, Any] | None], changed: asyncio.Event
+    ) -> None:
+        backoff = 0.1
+        first = True
+        while True:
+            conn: Connection | None = None
+            try:
+                conn = await Connection.open(
+                    self._address(sid), ssl=self._ssl, connect_timeout=self.timeout
+                )
+                await conn.send(m.Watch(**self._msg_base()))
+                while True:
+                    # the daemon refreshes at least every 2 s; silence means trouble
+                    msg = await conn.recv(idle_timeout=max(5.0, 2 * self.timeout))
+                    if msg is None:
+                        raise ConnectError("closed by the server")
+                    if isinstance(msg, m.StatusReply):
+                        latest[sid] = dict(msg.status)
+                        self.errors.pop(sid, None)
+                        changed.set()
+                        backoff = 0.1
+                    elif isinstance(msg, m.AdminReply) and not msg.ok:
+                        self.errors[sid] = f"refused: {msg.message}"
+                        break
+            except (TransportError, ProtocolError) as exc:
+                self.errors[sid] = f"unreachable: {exc}"
+            finally:
+                if conn is not None:
+                    await conn.aclose()
+            if latest[sid] is not None or first:
+                latest[sid] = None
+                changed.set()
+            first = False
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    # -- operations
+
+    async def _targets(self) -> list[str]:
+        if self.leader is None:
+            with contextlib.suppress(RefusedError):
+                await self.status()
+        ids = list(self.rlf.server_ids)
+        if self.leader in ids:
+            ids.remove(self.leader)
+            ids.insert(0, self.leader)
+        return ids
+
+    async def _operation(self, make: Any) -> AdminResult:
+        """Send one operation (built by `make(**base)`) to the leader or the first server
+        that accepts a connection; never to two servers."""
+        tried: list[str] = []
+        for sid in await self._targets():
+            msg = make(**self._msg_base())
+            try:
+                conn = await self._conn(sid)
+            except ConnectError as exc:
+                tried.append(f"{sid}: {exc}")
+                continue
+            try:
+                reply = await conn.request(msg, reply_timeout=self.op_timeout)
+            except RequestTimeout:
+                return AdminResult(
+                    False,
+                    f"no answer from {sid} within {self.op_timeout:g} s (the change may still "
+                    "apply; check `lm status`)",
+                    sid,
+                )
+            except (TransportError, ProtocolError) as exc:
+                self._conns.pop(sid, None)
+                return AdminResult(
+                    False, f"{sid} closed the connection: {exc} (the change may still apply)", sid
+                )
+            if isinstance(reply, m.AdminReply):
+                return AdminResult(reply.ok, reply.message, sid, dict(reply.data))
+            return AdminResult(False, f"unexpected reply {type(reply).__name__} from {sid}", sid)
+        return AdminResult(False, "no server reachable (" + "; ".join(tried) + ")", "")
+
+    async def add_code(self, code: str) -> AdminResult:
+        """ADD_LICENSE_CODE. Raises `CodeError` (InputError) for a malformed code."""
+        text = parse_code(code).text()
+        return await self._operation(lambda **b: m.AddLicenseCode(code=text, **b))
+
+    async def add_allocations(self, code: str) -> AdminResult:
+        """ADD_ALLOCATIONS with an add-on code. Raises `CodeError` for a malformed code."""
+        parsed = parse_code(code)
+        if parsed.kind != "add":
+            raise InputError(
+                f"this is a {parsed.kind!r} code; add allocations takes an add-on code "
+                "(use `lm code add` for a new license code)",
+                field="code",
+            )
+        text = parsed.text()
+        return await self._operation(lambda **b: m.AddAllocations(code=text, **b))
+
+    async def set_distribution(self, license: str, distribution: dict[str, int]) -> AdminResult:
+        """CHANGE_DISTRIBUTION. Raises `InputError` for unknown servers or negative counts."""
+        ids = set(self.rlf.server_ids)
+        for sid, n in distribution.items():
+            if sid not in ids:
+                raise InputError(
+                    f"unknown server {sid!r} (servers: {', '.join(self.rlf.server_ids)})",
+                    field="distribution",
+                )
+            if n < 0:
+                raise InputError(f"{sid}: negative count {n}", field="distribution")
+        pairs = tuple(sorted(distribution.items()))
+        return await self._operation(
+            lambda **b: m.ChangeDistribution(license=license, distribution=pairs, **b)
+        )
+
+    async def reclaim(self, client_id: str, license: str, reason: str) -> AdminResult:
+        """Take back a stale authorization (logged with the reason)."""
+        if not reason.strip():
+            raise InputError("a reason is required", field="reason")
+        return await self._operation(
+            lambda **b: m.Reclaim(client_id=client_id, license=license, reason=reason, **b)
+        )
+
+    async def push_rlf(self, rlf_text: str, *, file: str = "<rlf>") -> PushResult:
+        """UPDATE_RLF: verify locally, send, wait until every reachable server runs it.
+
+        Raises `InputError` (bad file, bad signature, other pool or admin key, sequence not
+        above the pool's)."""
+        new = parse_rlf(rlf_text, file=file)
+        verify_rlf(new, file=file, text=rlf_text)
+        if new.pool != self.rlf.pool:
+            raise InputError(f"RLF is for pool {new.pool!r}, not {self.rlf.pool!r}", file=file)
+        if new.admin_key != self.rlf.admin_key:
+            raise InputError(
+                "signed by a different admin key than the pool's RLF", file=file, field="admin_key"
+            )
+        pool = await self.status()
+        seqs = [s["rlf_seq"] for s in pool["servers"] if s["reachable"] and s["rlf_seq"]]
+        current = max([pool["rlf_seq"], *seqs])
+        if not any(s["reachable"] for s in pool["servers"]):
+            return PushResult(
+                False, "no server reachable", {s["id"]: "down" for s in pool["servers"]}
+            )
+        if new.sequence <= current:
+            raise InputError(
+                f"sequence {new.sequence} is not above the pool's sequence {current}",
+                file=file,
+                field="sequence",
+            )
+        result = await self._operation(lambda **b: m.UpdateRlf(rlf_text=rlf_text, **b))
+        if not result.ok and result.server:
+            per = dict.fromkeys(self.rlf.server_ids, "?")
+            per[result.server] = f"refused: {result.message}"
+            return PushResult(False, result.message, per)
+        if not result.ok:
+            return PushResult(False, result.message, dict.fromkeys(self.rlf.server_ids, "down"))
+        old_rlf = self.rlf
+        deadline = time.monotonic() + PUSH_TIMEOUT
+        while True:
+            pool = await self.status()
+            rows = {s["id"]: s for s in pool["servers"]}
+            pending = [
+                sid
+                for sid, s in rows.items()
+                if s["reachable"] and (s["rlf_seq"] or 0) < new.sequence
+            ]
+            if not pending or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        per = {}
+        for sid in old_rlf.server_ids:
+            s = rows[sid]
+            if not s["reachable"]:
+                per[sid] = "down"
+            elif (s["rlf_seq"] or 0) >= new.sequence:
+                per[sid] = f"seq {s['rlf_seq']}"
+            else:
+                per[sid] = f"still seq {s['rlf_seq']}"
+        self.rlf = new
+        took = sum(1 for v in per.values() if v.startswith("seq "))
+        ok = not pending
+        msg = f"RLF seq {new.sequence} on {took} of {len(per)} servers"
+        if pending:
+            msg += f"; not yet on {', '.join(pending)} after {PUSH_TIMEOUT:g} s"
+        return PushResult(ok, msg, per)
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,512 @@
+"""The license client library: a thin IO shell around the engine's `ClientMachine`.
+
+Theory of operation
+-------------------
+A protected program does::
+
+    client = LicenseClient(rlf, trust=load_tls_dir(tls_dir, "client"))
+    with client.acquire("Application 1.0") as lease:      # or: async with
+        ...  # work while lease.holds; heartbeats and fail-over happen in the background
+
+All decisions (which server to ask, when to heartbeat, when to walk the server list,
+how long the lease is believed) are the sans-IO `lm_core.engine.client.ClientMachine`'s.
+This module only moves its effects onto sockets and feeds back what comes in:
+
+* one `Connection` per server, opened lazily when the machine first sends to it, with
+  a reader task that puts each answer into one inbox;
+* one loop task: wait for the inbox or the machine's `next_deadline`, step the machine
+  (`handle` / `tick`), carry out its effects, report events;
+* a server that cannot be reached (refused, handshake failed, connection lost while
+  sending) is reported to the machine as a ``Deny(reason="unreachable")`` for that
+  request, so the machine walks on at once instead of waiting for its answer timeout;
+  a server that is reachable but silent is left to the machine's timeout.
+
+Entering `acquire` waits for the first grant; a refusal from every server raises
+`LicenseDenied` (with ``wait=True`` it keeps trying until granted or a final refusal).
+While held, denials and losses are reported to ``on_event`` and the machine keeps trying
+(``lease.holds`` says whether the program may go on). Leaving sends Release to the
+holding server, waits briefly for its Released, and closes every connection.
+
+The plain ``with`` form runs the same loop on a private event loop in a daemon thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import ssl as _ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from lm_core.engine.client import (
+    Authorized,
+    ClientEffect,
+    ClientMachine,
+    Denied,
+    Lost,
+    ReleasedLocally,
+    SendTo,
+)
+from lm_core.engine.messages import (
+    ClientHeartbeat,
+    Deny,
+    Message,
+    Release,
+    Released,
+    Request,
+    ServerAddress,
+)
+from lm_core.engine.rlf import Rlf
+from lm_core.errors import InputError, RefusedError
+from lm_core.runtime.codec import ProtocolError
+from lm_core.runtime.connection import (
+    Connection,
+    TransportError,
+    is_loopback,
+    parse_address,
+)
+from lm_core.runtime.tlsconfig import TlsPaths, client_context
+
+UNREACHABLE = "unreachable"  # the Deny reason this shell reports for a server it cannot reach
+
+EventHandler = Callable[[dict[str, Any]], None]
+
+
+class LicenseDenied(RefusedError):
+    """No seat: every server refused (or none could be reached). `reason` is the last
+    refusal's machine word (see `messages.DENY_REASONS`, or "unreachable")."""
+
+    def __init__(self, license: str, reason: str, detail: str = "") -> None:
+        self.license = license
+        self.reason = reason
+        self.detail = detail
+        text = f"{license}: denied ({reason})"
+        super().__init__(f"{text}: {detail}" if detail else text)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LicenseDenied, (self.license, self.reason, self.detail))
+
+
+def _default_client_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class LicenseClient:
+    """Where the pool is and how to trust it; hands out `Lease`s.
+
+    `servers` is the pool's RLF or a list of ``(id, "host:port")`` in leader-priority order
+    (then `pool` is required). `trust` is the pool CA (and optional client certificate)
+    from `load_tls_dir(dir, "client")`; None means plaintext, allowed only when every
+    server is on loopback. `prefer` names the server to ask first (the patent's clients
+    pick their server); otherwise the first of the list.
+    """
+
+    def __init__(
+        self,
+        servers: Rlf | Sequence[tuple[str, str]],
+        trust: TlsPaths | None,
+        *,
+        pool: str | None = None,
+        client_id: str | None = None,
+        prefer: str | None = None,
+        answer_timeout: float = 1.0,
+        connect_timeout: float = 1.0,
+        release_timeout: float = 1.0,
+    ) -> None:
+        if isinstance(servers, Rlf):
+            self.pool = pool if pool is not None else servers.pool
+            entries = [ServerAddress(id=s.id, address=s.address) for s in servers.servers]
+        else:
+            if pool is None:
+                raise InputError("a server list needs the pool name", field="pool")
+            self.pool = pool
+            entries = [ServerAddress(id=sid, address=addr) for sid, addr in servers]
+        if not entries:
+            raise InputError("no servers to ask", field="servers")
+        for entry in entries:
+            try:
+                host, _ = parse_address(entry.address)
+            except ValueError as exc:
+                raise InputError(str(exc), field=f"servers.{entry.id}") from None
+            if trust is None and not is_loopback(host):
+                raise InputError(
+                    f"server {entry.id} at {entry.address} is not on loopback: TLS needed "
+                    "(give the pool CA)",
+                    field="trust",
+                )
+        if prefer is not None and prefer not in {e.id for e in entries}:
+            raise InputError(f"no server {prefer!r} in the pool", field="server")
+        self.servers: tuple[ServerAddress, ...] = tuple(entries)
+        self.trust = trust
+        self.client_id = client_id or _default_client_id()
+        self.prefer = prefer
+        self.answer_timeout = answer_timeout
+        self.connect_timeout = connect_timeout
+        self.release_timeout = release_timeout
+        self._ssl: _ssl.SSLContext | None = client_context(trust) if trust is not None else None
+
+    def acquire(
+        self,
+        license: str,
+        count: int = 1,
+        *,
+        wait: bool = False,
+        on_event: EventHandler | None = None,
+    ) -> Lease:
+        """A lease to enter with ``with`` or ``async with`` (see the module docstring)."""
+        if count < 1:
+            raise InputError("count must be at least 1", field="count")
+        return Lease(self, license, count, wait=wait, on_event=on_event)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """A snapshot of a lease for display."""
+
+    license: str
+    count: int
+    server: str | None
+    holds: bool
+    expires_in: float | None
+    state: str
+
+
+class Lease:
+    """One held authorization (``count`` seats of ``license``). Use as a context manager,
+    sync or async, once."""
+
+    def __init__(
+        self,
+        client: LicenseClient,
+        license: str,
+        count: int,
+        *,
+        wait: bool,
+        on_event: EventHandler | None,
+    ) -> None:
+        self.client = client
+        self.license = license
+        self.count = count
+        self.wait = wait
+        self.on_event = on_event
+        self.machine = ClientMachine(
+            client.client_id,
+            client.pool,
+            license,
+            client.servers,
+            count=count,
+            home=client.prefer,
+            answer_timeout=client.answer_timeout,
+            retry=True,
+        )
+        self._conns: dict[str, Connection] = {}
+        self._readers: dict[str, asyncio.Task[None]] = {}
+        self._inbox: asyncio.Queue[tuple[str, Message] | None] | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._first: asyncio.Future[None] | None = None
+        self._released_ids: set[int] = set()
+        self._got_released: asyncio.Event | None = None
+        self._stopping = False
+        self._used = False
+        self._thread: _LoopThread | None = None
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def server(self) -> str | None:
+        """The server holding (or being asked for) the authorization."""
+        return self.machine.server
+
+    @property
+    def holds(self) -> bool:
+        """True while the client believes it holds an unexpired authorization."""
+        return self.machine.holds(time.monotonic())
+
+    def info(self) -> LeaseInfo:
+        now = time.monotonic()
+        exp = self.machine.lease_expires
+        return LeaseInfo(
+            license=self.license,
+            count=self.count,
+            server=self.machine.server,
+            holds=self.machine.holds(now),
+            expires_in=None if exp is None else max(0.0, exp - now),
+            state=self.machine.state.value,
+        )
+
+    # ------------------------------------------------------------------ async use
+
+    async def __aenter__(self) -> Lease:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Ask for the seat and wait for the first grant; raises `LicenseDenied`."""
+        if self._used:
+            raise RuntimeError("a Lease is entered once; call acquire() again")
+        self._used = True
+        loop = asyncio.get_running_loop()
+        self._inbox = asyncio.Queue()
+        self._first = loop.create_future()
+        self._got_released = asyncio.Event()
+        self._loop_task = asyncio.create_task(self._run(), name=f"lm-client {self.license}")
+        try:
+            await self._first
+        except BaseException:
+            await self._shutdown(release=True)
+            raise
+
+    async def stop(self) -> None:
+        """Release the seat (waits briefly for the server's Released) and close."""
+        await self._shutdown(release=True)
+
+    # ------------------------------------------------------------------ sync use
+
+    def __enter__(self) -> Lease:
+        self._thread = _LoopThread(f"lm-client {self.license}")
+        try:
+            self._thread.run(self.start())
+        except BaseException:
+            self._thread.close()
+            self._thread = None
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        try:
+            thread.run(self.stop())
+        finally:
+            thread.close()
+
+    # ------------------------------------------------------------------ the loop
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    async def _run(self) -> None:
+        try:
+            await self._steps()
+        except BaseException as exc:
+            # A bug must not leave `start` waiting for ever.
+            if self._first is not None and not self._first.done():
+                self._first.set_exception(exc)
+            raise
+
+    async def _steps(self) -> None:
+        assert self._inbox is not None
+        await self._carry_out(self.machine.acquire(time.monotonic()))
+        while True:
+            delay = self.machine.next_deadline - time.monotonic()
+            item: tuple[str, Message] | None
+            try:
+                if delay <= 0:
+                    item = self._inbox.get_nowait()
+                else:
+                    async with asyncio.timeout(min(delay, 3600.0)):
+                        item = await self._inbox.get()
+            except (TimeoutError, asyncio.QueueEmpty):
+                await self._carry_out(self.machine.tick(time.monotonic()))
+                continue
+            if item is None:
+                return
+            sid, msg = item
+            if isinstance(msg, Released):
+                self._released_ids.add(msg.request_id)
+                if self._got_released is not None:
+                    self._got_released.set()
+            now = time.monotonic()
+            effects = self.machine.handle(now, sid, msg)
+            effects += self.machine.tick(now)
+            await self._carry_out(effects)
+
+    async def _carry_out(self, effects: list[ClientEffect]) -> None:
+        now = time.monotonic()
+        for eff in effects:
+            if isinstance(eff, SendTo):
+                await self._send(eff.server, eff.msg)
+            elif isinstance(eff, Authorized):
+                self._emit(
+                    {
+                        "event": "renewed" if eff.renewed else "authorized",
+                        "server": eff.server,
+                        "license": eff.license,
+                        "count": eff.count,
+                        "lease_expires_in": round(max(0.0, eff.expires - now), 3),
+                    }
+                )
+                if self._first is not None and not self._first.done():
+                    self._first.set_result(None)
+            elif isinstance(eff, Denied):
+                self._emit(
+                    {
+                        "event": "denied",
+                        "license": eff.license,
+                        "reason": eff.reason,
+                        "detail": eff.detail,
+                        "final": eff.final,
+                    }
+                )
+                first = self._first
+                if first is not None and not first.done() and (eff.final or not self.wait):
+                    first.set_exception(LicenseDenied(eff.license, eff.reason, eff.detail))
+            elif isinstance(eff, Lost):
+                self._emit({"event": "lost", "license": eff.license, "reason": eff.reason})
+            elif isinstance(eff, ReleasedLocally):
+                self._emit(
+                    {"event": "released", "license": eff.license, "server": self.machine.server}
+                )
+
+    async def _send(self, sid: str, msg: Message) -> None:
+        try:
+            conn = await self._connection(sid)
+            await conn.send(msg)
+        except (TransportError, ProtocolError) as exc:
+            self._drop(sid)
+            if isinstance(msg, (Request, ClientHeartbeat)) and not self._stopping:
+                # Tell the machine now rather than after its answer timeout.
+                assert self._inbox is not None
+                self._inbox.put_nowait(
+                    (
+                        sid,
+                        Deny(
+                            pool=self.client.pool,
+                            sender=sid,
+                            request_id=msg.request_id,
+                            license=msg.license,
+                            reason=UNREACHABLE,
+                            detail=str(exc),
+                        ),
+                    )
+                )
+
+    async def _connection(self, sid: str) -> Connection:
+        conn = self._conns.get(sid)
+        if conn is not None and not conn.closed:
+            return conn
+        address = self.machine.address_of(sid)
+        if address is None:
+            raise TransportError(f"no address for server {sid!r}")
+        conn = await Connection.open(
+            address, ssl=self.client._ssl, connect_timeout=self.client.connect_timeout
+        )
+        self._conns[sid] = conn
+        self._readers[sid] = asyncio.create_task(self._read(sid, conn), name=f"lm-client<-{sid}")
+        return conn
+
+    async def _read(self, sid: str, conn: Connection) -> None:
+        assert self._inbox is not None
+        try:
+            while (msg := await conn.recv()) is not None:
+                self._inbox.put_nowait((sid, msg))
+        except (TransportError, ProtocolError):
+            pass
+        finally:
+            conn.abort()
+            if self._conns.get(sid) is conn:
+                del self._conns[sid]
+                self._readers.pop(sid, None)
+
+    def _drop(self, sid: str) -> None:
+        conn = self._conns.pop(sid, None)
+        if conn is not None:
+            conn.abort()
+        task = self._readers.pop(sid, None)
+        if task is not None:
+            task.cancel()
+
+    async def _shutdown(self, *, release: bool) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        task, self._loop_task = self._loop_task, None
+        if task is not None and not task.done():
+            assert self._inbox is not None
+            self._inbox.put_nowait(None)
+            await asyncio.wait([task])
+        if task is not None and not task.cancelled():
+            task.exception()  # retrieved: it was reported through `start` already
+        if release:
+            effects = self.machine.release(time.monotonic())
+            sent: list[int] = []
+            for eff in effects:
+                if isinstance(eff, SendTo) and isinstance(eff.msg, Release):
+                    sent.append(eff.msg.request_id)
+            await self._carry_out(effects)
+            if sent and self._conns:
+                await self._await_released(set(sent))
+        for sid in list(self._conns):
+            conn = self._conns.get(sid)
+            self._drop(sid)
+            if conn is not None:
+                await conn.aclose(wait=0.5)
+        readers = list(self._readers.values())
+        for r in readers:
+            r.cancel()
+        if readers:
+            await asyncio.wait(readers, timeout=1.0)
+
+    async def _await_released(self, ids: set[int]) -> None:
+        """Wait (at most release_timeout) for the Released answering our Release."""
+        assert self._inbox is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.client.release_timeout):
+                while not ids & self._released_ids:
+                    item = await self._inbox.get()
+                    if item is not None and isinstance(item[1], Released):
+                        self._released_ids.add(item[1].request_id)
+
+
+class _LoopThread:
+    """A private event loop in a daemon thread, for the plain ``with`` form."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        async def _drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=1.0)
+            await self.loop.shutdown_asyncgens()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(_drain(), self.loop).result(timeout=5.0)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5.0)
+        if not self.thread.is_alive():
+            self.loop.close()

@@ -1,0 +1,201 @@
+"""Merge every server's own status into the pool status (the `lm status --json` contract).
+
+Pure: no IO. The admin client asks each server of the RLF for `LicenseServer.status(now)`
+(per-server schema in docs/CONTRACTS.md) and hands the answers here, `None` for a server
+it could not reach in time.
+
+Which view wins: the distribution table of a license is the *leader's* (only the leader
+has the global picture; a follower's rows for other servers are "don't care"). The leader
+is the reachable server that says it leads with the highest term; if no leader answered,
+the leader named by the most reachable servers at the highest term is reported (its rows
+stay empty `{}`: nobody reachable has the global table). A server's `up` is the leader's
+view of it, or merely `reachable` when there is no leader view. `own` keeps each server's
+own row as that server reports it, so a follower that disagrees with the leader shows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lm_core.engine.rlf import Rlf
+
+Status = dict[str, Any]
+
+
+def find_leader(per_server: Mapping[str, Status | None]) -> tuple[str | None, Status | None]:
+    """(leader id, the leader's own status if it answered)."""
+    answered = {sid: st for sid, st in per_server.items() if st is not None}
+    leaders = [
+        (int(st.get("term") or 0), sid)
+        for sid, st in answered.items()
+        if st.get("role") == "leader"
+    ]
+    if leaders:
+        _, sid = min(leaders, key=lambda t: (-t[0], t[1]))
+        return sid, answered[sid]
+    if not answered:
+        return None, None
+    top = max(int(st.get("term") or 0) for st in answered.values())
+    named = Counter(
+        st["leader"]
+        for st in answered.values()
+        if st.get("leader") and int(st.get("term") or 0) == top
+    )
+    if not named:
+        return None, None
+    sid = sorted(named.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+    return sid, answered.get(sid)
+
+
+def merge_status(
+    rlf: Rlf, per_server: Mapping[str, Status | None], collected_at: str
+) -> dict[str, Any]:
+    """The pool status of `rlf`'s servers from their own answers (None = unreachable)."""
+    ids = [s.id for s in rlf.servers]
+    answered = {sid: st for sid in ids if (st := per_server.get(sid)) is not None}
+    leader, lead = find_leader({sid: per_server.get(sid) for sid in ids})
+
+    servers = [_server_row(s.id, s.address, answered.get(s.id), leader, lead) for s in rlf.servers]
+    up = sum(1 for row in servers if row["up"])
+    if lead is not None and isinstance(lead.get("majority"), Mapping):
+        majority = dict(lead["majority"])
+    else:
+        majority = {"up": up, "size": len(ids), "ok": up * 2 > len(ids) and lead is not None}
+
+    seqs = [int(st["rlf_seq"]) for st in answered.values() if st.get("rlf_seq") is not None]
+    if lead is not None and lead.get("rlf_seq") is not None:
+        rlf_seq = int(lead["rlf_seq"])
+    else:
+        rlf_seq = max(seqs, default=rlf.sequence)
+    terms = [int(st.get("term") or 0) for st in answered.values()]
+    term = int(lead.get("term") or 0) if lead is not None else max(terms, default=0)
+
+    return {
+        "pool": rlf.pool,
+        "rlf_seq": rlf_seq,
+        "leader": leader,
+        "term": term,
+        "collected_at": collected_at,
+        "majority": majority,
+        "servers": servers,
+        "licenses": _licenses(ids, answered, lead),
+        "clients": _clients(ids, answered),
+        "events": _events(ids, answered),
+    }
+
+
+def _server_row(
+    sid: str, address: str, st: Status | None, leader: str | None, lead: Status | None
+) -> dict[str, Any]:
+    reachable = st is not None
+    age: float | None
+    if lead is not None:
+        if sid == leader:
+            up, age = True, 0.0
+        else:
+            peer = (lead.get("peers") or {}).get(sid) or {}
+            up, age = bool(peer.get("up", False)), peer.get("last_heartbeat_age")
+    else:
+        up, age = reachable, None
+    st = st or {}
+    return {
+        "id": sid,
+        "address": address,
+        "up": up,
+        "reachable": reachable,
+        "role": st.get("role"),
+        "term": st.get("term"),
+        "rlf_seq": st.get("rlf_seq"),
+        "config_version": st.get("config_version"),
+        "serving": st.get("serving"),
+        "not_serving_reason": st.get("not_serving_reason"),
+        "leader": st.get("leader"),
+        "last_heartbeat_age": age,
+    }
+
+
+def _licenses(
+    ids: list[str], answered: Mapping[str, Status], lead: Status | None
+) -> list[dict[str, Any]]:
+    names: list[str] = []
+    info: dict[str, Mapping[str, Any]] = {}
+    # The leader's list first (its order), then licenses only followers know of.
+    sources = ([lead] if lead is not None else []) + [answered[s] for s in ids if s in answered]
+    for st in sources:
+        for lic in st.get("licenses") or []:
+            name = lic.get("license")
+            if isinstance(name, str) and name not in info:
+                names.append(name)
+                info[name] = lic
+    out = []
+    for name in names:
+        lic = info[name]
+        lead_lic = _find_license(lead, name) if lead is not None else None
+        if lead_lic is not None:
+            rows = {
+                sid: dict(row) if isinstance(row, Mapping) else {}
+                for sid, row in (lead_lic.get("servers") or {}).items()
+            }
+            for sid in ids:
+                rows.setdefault(sid, {})
+            pool_available, free_pool = lead_lic.get("pool_available"), lead_lic.get("free_pool")
+        else:
+            rows = {sid: {} for sid in ids}
+            pool_available = free_pool = None
+        own: dict[str, Any] = {}
+        for sid in ids:
+            mine = _find_license(answered.get(sid), name)
+            row = (mine or {}).get("servers", {}).get(sid) if mine else None
+            if isinstance(row, Mapping):
+                own[sid] = dict(row)
+        out.append(
+            {
+                "license": name,
+                "hard_limit": (lead_lic or lic).get("hard_limit"),
+                "expires": (lead_lic or lic).get("expires"),
+                "pool_available": pool_available,
+                "free_pool": free_pool,
+                "servers": rows,
+                "own": own,
+            }
+        )
+    return out
+
+
+def _find_license(st: Status | None, name: str) -> Mapping[str, Any] | None:
+    if st is None:
+        return None
+    for lic in st.get("licenses") or []:
+        if lic.get("license") == name:
+            return lic  # type: ignore[no-any-return]
+    return None
+
+
+def _clients(ids: list[str], answered: Mapping[str, Status]) -> list[dict[str, Any]]:
+    out = []
+    for sid in ids:
+        st = answered.get(sid)
+        for c in (st or {}).get("clients") or []:
+            out.append(
+                {
+                    "client_id": c.get("client_id"),
+                    "server": sid,
+                    "license": c.get("license"),
+                    "count": c.get("count"),
+                    "lease_expires_in": c.get("lease_expires_in"),
+                    "last_heartbeat_age": c.get("last_heartbeat_age"),
+                }
+            )
+    return out
+
+
+def _events(ids: list[str], answered: Mapping[str, Status]) -> list[dict[str, Any]]:
+    out = []
+    for sid in ids:
+        for e in (answered.get(sid) or {}).get("events") or []:
+            out.append({"server": sid, **e})
+    out.sort(key=lambda e: float(e.get("age") or 0.0))
+    return out

@@ -1,0 +1,357 @@
+"""One SQLite file per server: what a pool member must not forget across a crash.
+
+Theory of operation
+-------------------
+The file `<data-dir>/lm.sqlite3` (WAL, `synchronous=FULL`) holds
+
+* `meta`   -- schema version, the pool name and server id the directory belongs to;
+* `rlf`    -- the current RLF text and its sequence number (one row);
+* `state`  -- the engine's small durable state (`PersistState`, JSON, one row, replaced);
+* `keys`   -- the key table (`PersistKey`: one row per client id + license; upsert/delete);
+* `usage`  -- the append-only usage log (`LogUsage`: grant, release, deny, expire, reclaim).
+
+Every write goes through `commit(batch)`: one transaction, one fsync (WAL + FULL). The
+daemon gathers the persist effects of one step (or of several queued inputs) into a
+`Batch` and commits it before it sends any message that depends on it: that is the group
+commit of the grant path, and admin changes (`PersistState`) ride in the same fsync.
+
+A data directory is bound to one (pool, server id) when it is first used. Opening it for
+another pool or server, opening a file that is not an lm store (or is damaged), or opening
+it while another daemon holds it raises `StoreError` -- the daemon prints that one line and
+exits 2. The store never resets or rewrites a directory it does not recognise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from lm_core.errors import InputError
+
+SCHEMA_VERSION = 1
+DB_NAME = "lm.sqlite3"
+LOCK_NAME = "lm.lock"
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE rlf (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, text TEXT NOT NULL);
+CREATE TABLE state (id INTEGER PRIMARY KEY CHECK (id = 1), json TEXT NOT NULL);
+CREATE TABLE keys (
+    client_id TEXT NOT NULL, license TEXT NOT NULL, entry TEXT NOT NULL,
+    PRIMARY KEY (client_id, license)
+);
+CREATE TABLE usage (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
+    client_id TEXT NOT NULL, license TEXT NOT NULL, count INTEGER NOT NULL, reason TEXT NOT NULL
+);
+"""
+_TABLES = {"meta", "rlf", "state", "keys", "usage"}
+
+
+class StoreError(InputError):
+    """The data directory cannot be used (foreign, damaged, locked): exit 2, one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One line of the usage log."""
+
+    id: int
+    at: float  # wall-clock seconds since the epoch (UTC)
+    kind: str
+    client_id: str
+    license: str
+    count: int
+    reason: str
+
+
+@dataclass(slots=True)
+class Batch:
+    """Writes gathered from the engine's effects, committed together with one fsync."""
+
+    state: dict[str, Any] | None = None
+    rlf: tuple[int, str] | None = None  # (sequence, text)
+    keys: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
+    usage: list[tuple[str, str, str, int, str]] = field(default_factory=list)
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    def set_rlf(self, seq: int, text: str) -> None:
+        self.rlf = (seq, text)
+
+    def put_key(self, client_id: str, license: str, entry: dict[str, Any] | None) -> None:
+        # A later write for the same key replaces an earlier one in the same batch.
+        self.keys[(client_id, license)] = entry
+
+    def log_usage(self, kind: str, client_id: str, license: str, count: int, reason: str) -> None:
+        self.usage.append((kind, client_id, license, count, reason))
+
+    def __bool__(self) -> bool:
+        return self.state is not None or self.rlf is not None or bool(self.keys or self.usage)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What the store hands back at start-up."""
+
+    state: dict[str, Any] | None
+    keys: list[dict[str, Any]]
+    rlf: tuple[int, str] | None
+
+
+class Store:
+    """The SQLite store of one pool member. Not thread-safe: one caller at a time
+    (the daemon serialises its calls; `check_same_thread=False` lets it use a worker)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, lock: IO[str]) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = lock
+        self.pool = ""
+        self.server_id = ""
+
+    # ------------------------------------------------------------ open / close
+
+    @classmethod
+    def open(cls, data_dir: Path, *, pool: str, server_id: str) -> Store:
+        """Open (or create) the store in `data_dir` for `pool` / `server_id`."""
+        where = str(data_dir)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create data dir: {exc.strerror}", file=where) from None
+        if not data_dir.is_dir():
+            raise StoreError("data dir is not a directory", file=where)
+        lock = _take_lock(data_dir / LOCK_NAME)
+        path = data_dir / DB_NAME
+        try:
+            store = cls._open_locked(path, lock, pool=pool, server_id=server_id)
+        except BaseException:
+            lock.close()
+            raise
+        return store
+
+    @classmethod
+    def _open_locked(cls, path: Path, lock: IO[str], *, pool: str, server_id: str) -> Store:
+        where = str(path)
+        existed = path.exists() and path.stat().st_size > 0
+        if existed:
+            _check_header(path)
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0.5)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store: {exc}", file=where) from None
+        store = cls(conn, path, lock)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            if existed and store._has_tables():
+                store._check_existing(pool=pool, server_id=server_id)
+            else:
+                store._create(pool=pool, server_id=server_id)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(
+                f"damaged store ({exc}); move it away to start afresh", file=where
+            ) from None
+        except BaseException:
+            conn.close()
+            raise
+        store.pool = pool
+        store.server_id = server_id
+        return store
+
+    def _create(self, *, pool: str, server_id: str) -> None:
+        with self._tx():
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    self._conn.execute(stmt)
+            self._conn.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("pool", pool),
+                    ("server_id", server_id),
+                    ("created_at", _utc_now()),
+                ],
+            )
+
+    def _has_tables(self) -> bool:
+        # An SQLite file without tables is what a crash during creation leaves behind.
+        row = self._conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return bool(row[0])
+
+    def _check_existing(self, *, pool: str, server_id: str) -> None:
+        where = str(self.path)
+        row = self._conn.execute("PRAGMA quick_check").fetchone()
+        if row is None or row[0] != "ok":
+            raise StoreError(
+                f"damaged store (integrity check: {row[0] if row else '?'}); "
+                "move it away to start afresh",
+                file=where,
+            )
+        tables = {
+            r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if not tables >= _TABLES:
+            raise StoreError(
+                "not an lm-daemon store (missing tables: "
+                + ", ".join(sorted(_TABLES - tables))
+                + ")",
+                file=where,
+            )
+        meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        version = meta.get("schema_version")
+        if version != str(SCHEMA_VERSION):
+            raise StoreError(
+                f"store schema version {version!r}, this lm-daemon reads {SCHEMA_VERSION}",
+                file=where,
+            )
+        if meta.get("pool") != pool:
+            raise StoreError(
+                f"data dir belongs to pool {meta.get('pool')!r}, not {pool!r}", file=where
+            )
+        if meta.get("server_id") != server_id:
+            raise StoreError(
+                f"data dir belongs to server {meta.get('server_id')!r}, not {server_id!r}",
+                file=where,
+            )
+
+    def close(self) -> None:
+        """Close the database (a clean checkpoint) and release the directory lock."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        with contextlib.suppress(OSError):
+            self._lock.close()
+
+    # ------------------------------------------------------------ read
+
+    def load(self) -> Loaded:
+        """Everything the engine needs at start-up."""
+        where = str(self.path)
+        try:
+            row = self._conn.execute("SELECT json FROM state WHERE id = 1").fetchone()
+            state = json.loads(row[0]) if row else None
+            keys = [
+                json.loads(r[0])
+                for r in self._conn.execute("SELECT entry FROM keys ORDER BY client_id, license")
+            ]
+            rrow = self._conn.execute("SELECT seq, text FROM rlf WHERE id = 1").fetchone()
+        except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
+            raise StoreError(
+                f"damaged store ({exc}); move it away to start afresh", file=where
+            ) from None
+        rlf = (int(rrow[0]), str(rrow[1])) if rrow else None
+        return Loaded(state=state, keys=keys, rlf=rlf)
+
+    def usage(self, *, since_id: int = 0, limit: int = 10_000) -> list[UsageRow]:
+        """Usage log rows with id > since_id, oldest first."""
+        rows = self._conn.execute(
+            "SELECT id, at, kind, client_id, license, count, reason FROM usage "
+            "WHERE id > ? ORDER BY id LIMIT ?",
+            (since_id, limit),
+        ).fetchall()
+        return [UsageRow(*r) for r in rows]
+
+    def key_count(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM keys").fetchone()[0])
+
+    # ------------------------------------------------------------ write
+
+    def commit(self, batch: Batch) -> None:
+        """Write `batch` in one transaction; durable (fsynced) when this returns."""
+        if not batch:
+            return
+        at = time.time()
+        with self._tx():
+            c = self._conn
+            if batch.rlf is not None:
+                c.execute(
+                    "INSERT INTO rlf (id, seq, text) VALUES (1, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, text = excluded.text",
+                    batch.rlf,
+                )
+            if batch.state is not None:
+                c.execute(
+                    "INSERT INTO state (id, json) VALUES (1, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET json = excluded.json",
+                    (json.dumps(batch.state, sort_keys=True, separators=(",", ":")),),
+                )
+            upserts = [
+                (cid, lic, json.dumps(e, sort_keys=True, separators=(",", ":")))
+                for (cid, lic), e in batch.keys.items()
+                if e is not None
+            ]
+            deletes = [(cid, lic) for (cid, lic), e in batch.keys.items() if e is None]
+            if deletes:
+                c.executemany("DELETE FROM keys WHERE client_id = ? AND license = ?", deletes)
+            if upserts:
+                c.executemany(
+                    "INSERT INTO keys (client_id, license, entry) VALUES (?, ?, ?) "
+                    "ON CONFLICT(client_id, license) DO UPDATE SET entry = excluded.entry",
+                    upserts,
+                )
+            if batch.usage:
+                c.executemany(
+                    "INSERT INTO usage (at, kind, client_id, license, count, reason) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(at, *u) for u in batch.usage],
+                )
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+
+def _take_lock(path: Path) -> IO[str]:
+    try:
+        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 -- held for the store's lifetime
+    except OSError as exc:
+        raise StoreError(f"cannot open lock file: {exc.strerror}", file=str(path)) from None
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "?"
+        fh.close()
+        raise StoreError(
+            f"data dir is in use by another lm-daemon (pid {holder})", file=str(path.parent)
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
+def _check_header(path: Path) -> None:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise StoreError(f"cannot read store: {exc.strerror}", file=str(path)) from None
+    if head != b"SQLite format 3\x00":
+        raise StoreError("not an lm-daemon store (not an SQLite file)", file=str(path))
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _damaged(exc: BaseException, where: str) -> StoreError:
+    return StoreError(f"damaged store ({exc}); move it away to start afresh", file=where)

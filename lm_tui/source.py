@@ -1,0 +1,128 @@
+"""Where the console gets the pool's status and sends the operator's actions.
+
+`PoolSource` is the seam: the app sees nothing else. `AdminSource` wraps the runtime's
+`AdminClient` (real daemons); `RecordedSource` replays status snapshots recorded as JSON
+(snapshot tests, demos without daemons) and records the actions it is asked to do.
+
+Every action returns an `Outcome` (never raises for a refusal); transport failures raise
+and the app turns them into a toast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from lm_core.engine.rlf import Rlf
+    from lm_core.runtime.tlsconfig import TlsPaths
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an action came to: ok or refused, one line, and for pushes the per-server word."""
+
+    ok: bool
+    message: str
+    per_server: dict[str, str] = field(default_factory=dict)
+
+
+class PoolSource(Protocol):
+    async def status(self) -> dict[str, Any]: ...
+    async def add_code(self, code: str) -> Outcome: ...
+    async def add_allocations(self, code: str) -> Outcome: ...
+    async def set_distribution(self, license: str, distribution: dict[str, int]) -> Outcome: ...
+    async def push_rlf(self, rlf_text: str) -> Outcome: ...
+    async def reclaim(self, client_id: str, license: str, reason: str) -> Outcome: ...
+    async def aclose(self) -> None: ...
+
+
+class AdminSource:
+    """The real thing: every call goes through `lm_core.runtime.admin.AdminClient`."""
+
+    def __init__(self, rlf: Rlf, *, tls: TlsPaths | None, timeout: float = 3.0) -> None:
+        from lm_core.runtime.admin import AdminClient
+
+        self._client = AdminClient(rlf, tls=tls, timeout=timeout, name="lm-tui")
+
+    async def status(self) -> dict[str, Any]:
+        return await self._client.status()
+
+    @staticmethod
+    def _outcome(result: Any) -> Outcome:
+        message = result.message or ("done" if result.ok else "refused")
+        if getattr(result, "server", ""):
+            message = f"{message} (via {result.server})"
+        return Outcome(bool(result.ok), message)
+
+    async def add_code(self, code: str) -> Outcome:
+        return self._outcome(await self._client.add_code(code))
+
+    async def add_allocations(self, code: str) -> Outcome:
+        return self._outcome(await self._client.add_allocations(code))
+
+    async def set_distribution(self, license: str, distribution: dict[str, int]) -> Outcome:
+        return self._outcome(await self._client.set_distribution(license, distribution))
+
+    async def push_rlf(self, rlf_text: str) -> Outcome:
+        result = await self._client.push_rlf(rlf_text)
+        return Outcome(bool(result.ok), result.message, dict(result.per_server))
+
+    async def reclaim(self, client_id: str, license: str, reason: str) -> Outcome:
+        return self._outcome(await self._client.reclaim(client_id, license, reason))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class RecordedSource:
+    """Replays recorded snapshots: each `status()` returns the next one, then the last
+    forever. Actions are recorded in `calls` and answered with `answer`."""
+
+    def __init__(
+        self, snapshots: Sequence[dict[str, Any]], *, answer: Outcome | None = None
+    ) -> None:
+        if not snapshots:
+            raise ValueError("a recorded source needs at least one snapshot")
+        self._snapshots = list(snapshots)
+        self._next = 0
+        self.answer = answer or Outcome(True, "done")
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    @classmethod
+    def from_file(cls, path: Path) -> RecordedSource:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(data if isinstance(data, list) else [data])
+
+    async def status(self) -> dict[str, Any]:
+        snap = self._snapshots[min(self._next, len(self._snapshots) - 1)]
+        self._next += 1
+        copy: dict[str, Any] = json.loads(json.dumps(snap))
+        return copy
+
+    async def _act(self, name: str, *args: Any) -> Outcome:
+        self.calls.append((name, args))
+        return self.answer
+
+    async def add_code(self, code: str) -> Outcome:
+        return await self._act("add_code", code)
+
+    async def add_allocations(self, code: str) -> Outcome:
+        return await self._act("add_allocations", code)
+
+    async def set_distribution(self, license: str, distribution: dict[str, int]) -> Outcome:
+        return await self._act("set_distribution", license, dict(distribution))
+
+    async def push_rlf(self, rlf_text: str) -> Outcome:
+        self.calls.append(("push_rlf", (rlf_text,)))
+        ids = [s["id"] for s in self._snapshots[-1].get("servers", [])]
+        return Outcome(self.answer.ok, self.answer.message, dict.fromkeys(ids, "done"))
+
+    async def reclaim(self, client_id: str, license: str, reason: str) -> Outcome:
+        return await self._act("reclaim", client_id, license, reason)
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,75 @@
+"""CLI test helpers: an `lm` app holding only the foundation's command groups (so these
+tests do not depend on other parts), a runner, and a temp working folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner, Result
+
+from lm_cli import admin_cmd, code_cmd, rlf_cmd, vendor_cmd
+
+
+def foundation_app() -> typer.Typer:
+    app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+    for module in (vendor_cmd, code_cmd, admin_cmd, rlf_cmd):
+        module.register(app)
+    return app
+
+
+APP = foundation_app()
+
+
+class Lm:
+    """Runs `lm ARGS` in-process and keeps the last result."""
+
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, code: int = 0, stdin: str | None = None) -> Result:
+        result = self.runner.invoke(APP, list(args), input=stdin, catch_exceptions=False)
+        assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+        if code == 2:
+            # one line on stderr, no traceback
+            assert result.stderr.count("\n") == 1, result.stderr
+            assert result.stderr.startswith("error: ")
+            assert "Traceback" not in result.output
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "--json").stdout)
+
+
+@pytest.fixture
+def lm(tmp_path: Path) -> Iterator[Lm]:
+    old = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        yield Lm()
+    finally:
+        os.chdir(old)
+
+
+@pytest.fixture
+def pool(lm: Lm) -> tuple[Lm, str]:
+    """A signed three-server pool.rlf with one acme code (A:40 B:30 C:30); returns the code."""
+    lm("vendor", "keygen", "--out", "acme")
+    lm("admin", "keygen", "--out", "admin")
+    code = lm(
+        "code", "issue", "--key", "acme.key", "--vendor", "acme", "--product", "Application",
+        "--version", "1.0", "--seats", "100", "--expires", "2099-12-31",
+    ).stdout.strip()  # fmt: skip
+    lm(
+        "rlf", "new", "pool.rlf", "--pool", "eng", "--server", "A=127.0.0.1:27001",
+        "--server", "B=127.0.0.1:27002", "--server", "C=127.0.0.1:27003",
+        "--admin-key", "admin.pub", "--vendor", "acme=acme.pub",
+    )  # fmt: skip
+    lm("rlf", "add-code", "pool.rlf", code, "--dist", "A:40,B:30,C:30")
+    lm("rlf", "sign", "pool.rlf", "--key", "admin.key")
+    return lm, code

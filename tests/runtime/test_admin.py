@@ -1,0 +1,220 @@
+"""AdminClient against in-process daemons (real sockets, real store, scripted engine):
+merging, unreachable servers, refusals, local checks before anything is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lm_core.engine import effects as fx
+from lm_core.engine import messages as m
+from lm_core.engine.codes import issue_code
+from lm_core.engine.keys import generate_keypair, load_private
+from lm_core.engine.rlf import (
+    Rlf,
+    ServerEntry,
+    new_rlf,
+    render_rlf,
+    sign_rlf,
+    with_code,
+    with_vendor,
+)
+from lm_core.errors import CodeError, InputError, RefusedError, SignatureError
+from lm_core.runtime import tlsconfig
+from lm_core.runtime.admin import AdminClient
+from lm_core.runtime.daemon import Daemon
+from lm_core.runtime.pki import PkiServer, init_pki
+from lm_core.runtime.store import Store
+
+from .test_daemon import ScriptedEngine, _free_ports
+
+APP = "Application 1.0"
+
+
+@dataclasses.dataclass
+class Keys:
+    admin: str
+    vendor: str
+
+
+def _pool(keys: Keys, admin_public: str, vendor_public: str, n: int = 3) -> Rlf:
+    ports = _free_ports(n)
+    rlf = new_rlf(
+        "adm",
+        [ServerEntry(id=s, host="127.0.0.1", port=p) for s, p in zip("ABC", ports, strict=True)],
+        admin_key=admin_public,
+    )
+    rlf = with_vendor(rlf, "acme", vendor_public)
+    rlf = with_code(rlf, _code(keys, 100), {"A": 40, "B": 30, "C": 30})
+    return sign_rlf(rlf, load_private(keys.admin))
+
+
+def _code(keys: Keys, seats: int, kind: str = "base") -> str:
+    today = datetime.date.today()
+    return issue_code(
+        load_private(keys.vendor),
+        vendor="acme",
+        product="Application",
+        version="1.0",
+        seats=seats,
+        expires=today + datetime.timedelta(days=30),
+        issued=today,
+        serial=f"S{seats}{kind}",
+        kind=kind,
+    ).text()
+
+
+@pytest.fixture(scope="module")
+def keys_and_rlf() -> tuple[Keys, Rlf]:
+    admin_private, admin_public = generate_keypair()
+    vendor_private, vendor_public = generate_keypair()
+    keys = Keys(admin_private, vendor_private)
+    return keys, _pool(keys, admin_public, vendor_public)
+
+
+@pytest.fixture
+async def one_up(
+    tmp_path: Path, keys_and_rlf: tuple[Keys, Rlf]
+) -> AsyncIterator[tuple[Daemon, Keys, Rlf]]:
+    """Server A runs (scripted engine, plaintext); B and C are down."""
+    keys, rlf = keys_and_rlf
+    store = Store.open(tmp_path / "A", pool=rlf.pool, server_id="A")
+    daemon = Daemon("A", rlf, store, store.load(), tls=None, engine_factory=ScriptedEngine)
+    task = asyncio.create_task(daemon.run())
+    async with asyncio.timeout(5):
+        await daemon.started.wait()
+    try:
+        yield daemon, keys, rlf
+    finally:
+        daemon.stop()
+        async with asyncio.timeout(5):
+            await task
+
+
+async def test_status_marks_unreachable_servers(one_up: tuple[Daemon, Keys, Rlf]) -> None:
+    _, _, rlf = one_up
+    async with AdminClient(rlf, timeout=1.0) as admin:
+        pool = await admin.status()
+    assert pool["pool"] == "adm"
+    assert pool["leader"] == "A"
+    rows = {s["id"]: s for s in pool["servers"]}
+    assert rows["A"]["reachable"] is True
+    assert rows["A"]["error"] is None
+    assert rows["B"]["reachable"] is False
+    assert rows["B"]["error"].startswith("unreachable: ")
+    assert rows["C"]["up"] is False
+
+
+async def test_admin_op_goes_to_a_reachable_server(one_up: tuple[Daemon, Keys, Rlf]) -> None:
+    daemon, keys, rlf = one_up
+    async with AdminClient(rlf, timeout=1.0) as admin:
+        result = await admin.add_code(_code(keys, 10, "base"))
+    assert result.ok
+    assert result.server == "A"
+    engine = daemon.engine
+    assert isinstance(engine, ScriptedEngine)
+    assert isinstance(engine.handled[-1][1], m.AddLicenseCode)
+
+
+async def test_local_checks_before_sending(one_up: tuple[Daemon, Keys, Rlf]) -> None:
+    daemon, keys, rlf = one_up
+    async with AdminClient(rlf, timeout=1.0) as admin:
+        with pytest.raises(CodeError):
+            await admin.add_code("not a code")
+        with pytest.raises(InputError, match="add-on code"):
+            await admin.add_allocations(_code(keys, 5, "base"))
+        with pytest.raises(InputError, match="unknown server 'Z'"):
+            await admin.set_distribution(APP, {"A": 10, "Z": 5})
+        with pytest.raises(InputError, match="negative"):
+            await admin.set_distribution(APP, {"A": -1})
+        with pytest.raises(InputError, match="reason"):
+            await admin.reclaim("c1", APP, "  ")
+    engine = daemon.engine
+    assert isinstance(engine, ScriptedEngine)
+    assert engine.handled == []
+
+
+async def test_push_refuses_bad_rlfs_locally(one_up: tuple[Daemon, Keys, Rlf]) -> None:
+    daemon, keys, rlf = one_up
+    newer = dataclasses.replace(rlf, sequence=rlf.sequence + 1, signature=None)
+    good = render_rlf(sign_rlf(newer, load_private(keys.admin)))
+    tampered = good.replace("borrowing_threshold = 0.8", "borrowing_threshold = 0.7")
+    assert tampered != good
+    same = render_rlf(rlf)
+    other_admin, other_public = generate_keypair()
+    stranger = render_rlf(
+        sign_rlf(dataclasses.replace(newer, admin_key=other_public), load_private(other_admin))
+    )
+    other_pool = render_rlf(
+        sign_rlf(dataclasses.replace(newer, pool="other"), load_private(keys.admin))
+    )
+    async with AdminClient(rlf, timeout=1.0) as admin:
+        with pytest.raises(SignatureError):
+            await admin.push_rlf(tampered, file="new.rlf")
+        with pytest.raises(InputError, match="not above the pool's sequence"):
+            await admin.push_rlf(same, file="new.rlf")
+        with pytest.raises(InputError, match="pool 'other'"):
+            await admin.push_rlf(other_pool, file="new.rlf")
+        with pytest.raises(InputError, match="different admin key"):
+            await admin.push_rlf(stranger, file="new.rlf")
+    engine = daemon.engine
+    assert isinstance(engine, ScriptedEngine)
+    assert not any(isinstance(msg, m.UpdateRlf) for _, msg in engine.handled)
+
+
+async def test_watch_yields_on_change(one_up: tuple[Daemon, Keys, Rlf]) -> None:
+    daemon, _, rlf = one_up
+    engine = daemon.engine
+    assert isinstance(engine, ScriptedEngine)
+    async with AdminClient(rlf, timeout=1.0) as admin:
+        stream = admin.watch(interval=0.05)
+        async with asyncio.timeout(10):
+            first = await anext(stream)
+            while not first["servers"][0]["reachable"]:
+                first = await anext(stream)
+            assert first["clients"] == []
+            engine.keys["late"] = 1  # the next status the daemon computes shows it
+            while True:
+                pool = await anext(stream)
+                if pool["clients"]:
+                    break
+        await stream.aclose()
+    assert pool["clients"][0]["client_id"] == "late"
+    assert pool["clients"][0]["server"] == "A"
+
+
+async def test_client_certificate_cannot_read_status(
+    tmp_path: Path, keys_and_rlf: tuple[Keys, Rlf]
+) -> None:
+    _, rlf = keys_and_rlf
+    tls_dir = tmp_path / "tls"
+    init_pki(tls_dir, pool=rlf.pool, servers=[PkiServer(id=s.id, host=s.host) for s in rlf.servers])
+    store = Store.open(tmp_path / "A", pool=rlf.pool, server_id="A")
+    daemon = Daemon(
+        "A",
+        rlf,
+        store,
+        store.load(),
+        tls=tlsconfig.load_tls_dir(tls_dir, "server-A"),
+        engine_factory=ScriptedEngine,
+    )
+    task = asyncio.create_task(daemon.run())
+    try:
+        async with asyncio.timeout(5):
+            await daemon.started.wait()
+        async with AdminClient(rlf, tls=tlsconfig.load_tls_dir(tls_dir, "client")) as admin:
+            with pytest.raises(RefusedError, match="admin certificate"):
+                await admin.status()
+        async with AdminClient(rlf, tls=tlsconfig.load_tls_dir(tls_dir, "admin")) as admin:
+            pool: dict[str, Any] = await admin.status()
+        assert pool["servers"][0]["reachable"]
+    finally:
+        daemon.stop()
+        await task
+    assert fx  # effects module is what the scripted engine speaks

@@ -1,0 +1,305 @@
+"""Frames on real loopback sockets: good frames pass; oversized, empty, truncated, stalled
+and garbage frames close that one connection and the listener keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import AsyncIterator
+
+import pytest
+
+from lm_core.engine.messages import Release, Released
+from lm_core.runtime.codec import ProtocolError, encode
+from lm_core.runtime.connection import (
+    ConnectError,
+    Connection,
+    ConnectionClosed,
+    RequestTimeout,
+    close_server,
+    serve,
+)
+from lm_core.runtime.framing import (
+    MAX_FRAME,
+    FrameError,
+    FrameTimeout,
+    frame,
+    read_frame,
+    write_frame,
+)
+
+CAP = 1024
+WAIT = 5.0  # upper bound on any wait for a condition; never a sleep
+
+
+def release(rid: int = 1) -> Release:
+    return Release(pool="eng", sender="c1", request_id=rid, license="Application 1.0")
+
+
+class EchoServer:
+    """Answers every Release with Released; records why each connection ended."""
+
+    def __init__(self) -> None:
+        self.ended: list[str] = []
+        self.ended_event = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    async def handler(self, conn: Connection) -> None:
+        try:
+            while True:
+                msg = await conn.recv()
+                if msg is None:
+                    self.ended.append("eof")
+                    return
+                assert isinstance(msg, Release)
+                await conn.send(
+                    Released(pool="eng", sender="A", request_id=msg.request_id, license=msg.license)
+                )
+        except ProtocolError as exc:
+            self.ended.append(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self.ended_event.set()
+
+    async def wait_ended(self, n: int) -> None:
+        async with asyncio.timeout(WAIT):
+            while len(self.ended) < n:
+                self.ended_event.clear()
+                await self.ended_event.wait()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def echo() -> AsyncIterator[EchoServer]:
+    srv = EchoServer()
+    srv.server = await serve(
+        srv.handler, "127.0.0.1", 0, ssl=None, max_frame=CAP, frame_timeout=0.3
+    )
+    try:
+        yield srv
+    finally:
+        await close_server(srv.server)
+
+
+async def raw(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
+    """True once the peer closed the connection (EOF or reset), bounded by WAIT."""
+    async with asyncio.timeout(WAIT):
+        try:
+            while await reader.read(4096):
+                pass
+        except ConnectionResetError:
+            pass
+    return True
+
+
+async def still_serving(port: int) -> None:
+    async with await Connection.open(f"127.0.0.1:{port}", ssl=None) as conn:
+        reply = await conn.request(release(99))
+        assert isinstance(reply, Released)
+        assert reply.request_id == 99
+
+
+async def test_a_good_frame_gets_an_answer(echo: EchoServer) -> None:
+    async with await Connection.open(f"127.0.0.1:{echo.port}", ssl=None) as conn:
+        for rid in range(1, 4):
+            reply = await conn.request(release(rid))
+            assert reply == Released(
+                pool="eng", sender="A", request_id=rid, license="Application 1.0"
+            )
+    await echo.wait_ended(1)
+    assert echo.ended == ["eof"]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "why"),
+    [
+        ("oversized", struct.pack("!I", CAP + 1) + b"x" * 10, "exceeds the cap"),
+        ("huge", struct.pack("!I", 0xFFFFFFFF), "exceeds the cap"),
+        ("empty", struct.pack("!I", 0), "empty frame"),
+        ("garbage payload", frame(b"\x00\xffgarbage"), "not UTF-8"),
+        ("not a message", frame(b'{"type":"Nope"}'), "unknown type"),
+        (
+            "invalid field",
+            frame(encode(release()).replace(b'"request_id":1', b'"request_id":"1"')),
+            "request_id",
+        ),
+    ],
+)
+async def test_a_bad_frame_closes_that_connection_only(
+    echo: EchoServer, name: str, data: bytes, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="lm.wire")
+    async with await Connection.open(f"127.0.0.1:{echo.port}", ssl=None) as bystander:
+        reader, writer = await raw(echo.port)
+        writer.write(data)
+        await writer.drain()
+        assert await closed_by_peer(reader)
+        writer.close()
+        await echo.wait_ended(1)
+        assert why in echo.ended[0]
+        # One log line for it, naming why.
+        lines = [r.getMessage() for r in caplog.records if r.name == "lm.wire"]
+        assert len(lines) == 1
+        assert why in lines[0]
+        # The other connection and new connections are still served.
+        assert isinstance(await bystander.request(release(5)), Released)
+    await still_serving(echo.port)
+
+
+async def test_a_truncated_frame_closes_the_connection(echo: EchoServer) -> None:
+    reader, writer = await raw(echo.port)
+    writer.write(struct.pack("!I", 100) + b"{" * 10)
+    writer.write_eof()
+    assert await closed_by_peer(reader)
+    writer.close()
+    await echo.wait_ended(1)
+    assert "closed inside a frame" in echo.ended[0]
+    await still_serving(echo.port)
+
+
+async def test_a_stalled_frame_times_out(echo: EchoServer) -> None:
+    reader, writer = await raw(echo.port)
+    writer.write(struct.pack("!I", 100) + b"{")  # and then nothing (slowloris)
+    await writer.drain()
+    assert await closed_by_peer(reader)
+    writer.close()
+    await echo.wait_ended(1)
+    assert echo.ended[0].startswith("FrameTimeout")
+    await still_serving(echo.port)
+
+
+async def test_a_header_split_over_writes_is_fine(echo: EchoServer) -> None:
+    reader, writer = await raw(echo.port)
+    data = frame(encode(release(7)))
+    for i in range(len(data)):
+        writer.write(data[i : i + 1])
+        await writer.drain()
+    payload = await read_frame(reader, idle_timeout=WAIT)
+    assert payload is not None
+    writer.close()
+
+
+async def test_clean_eof_between_frames_is_none() -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(frame(b"abc"))
+    reader.feed_eof()
+    assert await read_frame(reader) == b"abc"
+    assert await read_frame(reader) is None
+
+
+async def test_idle_timeout_is_a_frame_timeout() -> None:
+    reader = asyncio.StreamReader()
+    with pytest.raises(FrameTimeout, match="no frame within"):
+        await read_frame(reader, idle_timeout=0.01)
+
+
+def test_frame_refuses_what_the_peer_would_refuse() -> None:
+    with pytest.raises(FrameError, match="empty"):
+        frame(b"")
+    with pytest.raises(FrameError, match="exceeds"):
+        frame(b"x" * (CAP + 1), max_frame=CAP)
+    assert frame(b"x" * CAP, max_frame=CAP)[:4] == struct.pack("!I", CAP)
+    assert MAX_FRAME == 4 * 1024 * 1024
+
+
+async def test_client_side_refuses_an_oversized_reply() -> None:
+    async def handler(conn: Connection) -> None:
+        await read_frame(conn.reader)
+        conn.writer.write(struct.pack("!I", CAP * 10) + b"x" * 100)
+        await conn.writer.drain()
+        await conn.reader.read()  # until the client hangs up
+
+    server = await serve(handler, "127.0.0.1", 0, ssl=None)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        conn = await Connection.open(f"127.0.0.1:{port}", ssl=None, max_frame=CAP)
+        with pytest.raises(FrameError, match="exceeds the cap"):
+            await conn.request(release())
+        assert conn.closed
+        with pytest.raises(ConnectionClosed):
+            await conn.send(release())
+    finally:
+        await close_server(server)
+
+
+async def test_request_timeout_leaves_the_connection_usable() -> None:
+    got: list[bytes] = []
+    answer = asyncio.Event()
+
+    async def handler(conn: Connection) -> None:
+        reader, writer = conn.reader, conn.writer
+        while (payload := await read_frame(reader)) is not None:
+            got.append(payload)
+            if len(got) == 2:
+                await answer.wait()
+                # Answer the first (stale) request, then the second.
+                for rid in (1, 2):
+                    reply = Released(pool="eng", sender="A", request_id=rid, license="L")
+                    await write_frame(writer, encode(reply))
+
+    server = await serve(handler, "127.0.0.1", 0, ssl=None)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with await Connection.open(f"127.0.0.1:{port}", ssl=None) as conn:
+            with pytest.raises(RequestTimeout):
+                await conn.request(release(1), reply_timeout=0.05)
+            assert not conn.closed
+            task = asyncio.create_task(conn.request(release(2), reply_timeout=WAIT))
+            answer.set()  # the server answers once it has both requests
+            reply = await task
+            assert getattr(reply, "request_id", None) == 2  # the stale reply 1 was skipped
+    finally:
+        await close_server(server)
+
+
+async def test_connection_refused_is_a_connect_error() -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    with pytest.raises(ConnectError, match=f"127.0.0.1:{port}"):
+        await Connection.open(f"127.0.0.1:{port}", ssl=None)
+
+
+@pytest.mark.parametrize("address", ["nohost", "host:", ":80", "h:99999", "h:x"])
+async def test_bad_addresses_are_connect_errors(address: str) -> None:
+    with pytest.raises(ConnectError):
+        await Connection.open(address, ssl=None)
+
+
+async def test_too_many_connections_from_one_host_are_closed() -> None:
+    hold = asyncio.Event()
+    both = asyncio.Event()
+    entered: list[Connection] = []
+
+    async def handler(conn: Connection) -> None:
+        entered.append(conn)
+        if len(entered) == 2:
+            both.set()
+        await hold.wait()
+
+    server = await serve(handler, "127.0.0.1", 0, ssl=None, max_per_host=2)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        first = [await raw(port) for _ in range(2)]
+        async with asyncio.timeout(WAIT):
+            await both.wait()
+        reader, writer = await raw(port)
+        assert await closed_by_peer(reader)
+        writer.close()
+        assert len(entered) == 2
+        for _, w in first:
+            w.close()
+    finally:
+        await close_server(server, grace=0.05)
+    assert not hold.is_set()  # close_server ended handlers that would have waited for ever

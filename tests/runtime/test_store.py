@@ -1,0 +1,202 @@
+"""The SQLite store on real files: round trips, group commit, foreign/damaged/locked dirs."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lm_core.errors import InputError
+from lm_core.runtime.store import DB_NAME, Batch, Store, StoreError
+
+
+def _open(tmp_path: Path, pool: str = "eng", server_id: str = "A") -> Store:
+    return Store.open(tmp_path / "data", pool=pool, server_id=server_id)
+
+
+def test_fresh_store_loads_empty(tmp_path: Path) -> None:
+    store = _open(tmp_path)
+    loaded = store.load()
+    store.close()
+    assert loaded.state is None
+    assert loaded.keys == []
+    assert loaded.rlf is None
+
+
+def test_store_is_wal_and_full_sync(tmp_path: Path) -> None:
+    _open(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / "data" / DB_NAME)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_batch_round_trips_after_reopen(tmp_path: Path) -> None:
+    store = _open(tmp_path)
+    batch = Batch()
+    batch.set_state({"term": 3, "vote": "B", "dist": {"Application 1.0": {"A": 40}}})
+    batch.set_rlf(2, "pool eng\nsequence 2\n")
+    batch.put_key("c1", "Application 1.0", {"client_id": "c1", "count": 1})
+    batch.put_key("c2", "Application 1.0", {"client_id": "c2", "count": 2})
+    batch.log_usage("grant", "c1", "Application 1.0", 1, "")
+    batch.log_usage("deny", "c3", "Application 1.0", 1, "no_seats")
+    store.commit(batch)
+    store.close()
+
+    store = _open(tmp_path)
+    loaded = store.load()
+    usage = store.usage()
+    store.close()
+    assert loaded.state == {"term": 3, "vote": "B", "dist": {"Application 1.0": {"A": 40}}}
+    assert loaded.rlf == (2, "pool eng\nsequence 2\n")
+    assert loaded.keys == [{"client_id": "c1", "count": 1}, {"client_id": "c2", "count": 2}]
+    assert [(u.kind, u.client_id, u.count, u.reason) for u in usage] == [
+        ("grant", "c1", 1, ""),
+        ("deny", "c3", 1, "no_seats"),
+    ]
+
+
+def test_state_replaces_and_key_none_deletes(tmp_path: Path) -> None:
+    store = _open(tmp_path)
+    first = Batch()
+    first.set_state({"term": 1})
+    first.put_key("c1", "L 1", {"n": 1})
+    first.put_key("c2", "L 1", {"n": 2})
+    store.commit(first)
+    second = Batch()
+    second.set_state({"term": 2})
+    second.put_key("c1", "L 1", None)
+    second.put_key("c2", "L 1", {"n": 3})
+    store.commit(second)
+    loaded = store.load()
+    assert store.key_count() == 1
+    store.close()
+    assert loaded.state == {"term": 2}
+    assert loaded.keys == [{"n": 3}]
+
+
+def test_later_write_in_batch_wins(tmp_path: Path) -> None:
+    store = _open(tmp_path)
+    batch = Batch()
+    batch.put_key("c1", "L 1", {"n": 1})
+    batch.put_key("c1", "L 1", None)
+    batch.put_key("c2", "L 1", None)
+    batch.put_key("c2", "L 1", {"n": 2})
+    store.commit(batch)
+    loaded = store.load()
+    store.close()
+    assert loaded.keys == [{"n": 2}]
+
+
+def test_empty_batch_is_false_and_writes_nothing(tmp_path: Path) -> None:
+    store = _open(tmp_path)
+    assert not Batch()
+    store.commit(Batch())
+    assert store.usage() == []
+    store.close()
+
+
+def test_usage_is_append_only_and_paged(tmp_path: Path) -> None:
+    store = _open(tmp_path)
+    for i in range(5):
+        batch = Batch()
+        batch.log_usage("grant", f"c{i}", "L 1", 1, "")
+        store.commit(batch)
+    rows = store.usage(since_id=2, limit=2)
+    store.close()
+    assert [r.client_id for r in rows] == ["c2", "c3"]
+    assert rows[0].id < rows[1].id
+
+
+def test_foreign_pool_refused(tmp_path: Path) -> None:
+    _open(tmp_path, pool="eng").close()
+    with pytest.raises(StoreError, match="belongs to pool 'eng', not 'ops'"):
+        _open(tmp_path, pool="ops")
+
+
+def test_foreign_server_refused(tmp_path: Path) -> None:
+    _open(tmp_path, server_id="A").close()
+    with pytest.raises(StoreError, match="belongs to server 'A', not 'B'") as info:
+        _open(tmp_path, server_id="B")
+    # exit 2 in the CLI: a StoreError is an InputError naming the file
+    assert isinstance(info.value, InputError)
+    assert str(info.value).startswith(str(tmp_path / "data" / DB_NAME) + ": ")
+
+
+def test_garbage_file_refused_and_left_alone(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / DB_NAME).write_bytes(b"this is not a database at all" * 10)
+    with pytest.raises(StoreError, match="not an SQLite file"):
+        _open(tmp_path)
+    assert (data / DB_NAME).read_bytes() == b"this is not a database at all" * 10
+
+
+def test_other_sqlite_file_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    conn = sqlite3.connect(data / DB_NAME)
+    conn.execute("CREATE TABLE photos (id INTEGER)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="not an lm-daemon store"):
+        _open(tmp_path)
+
+
+def test_damaged_pages_refused(tmp_path: Path) -> None:
+    store = _open(tmp_path)
+    for i in range(200):
+        batch = Batch()
+        batch.put_key(f"c{i}", "L 1", {"pad": "x" * 200})
+        store.commit(batch)
+    store.close()
+    path = tmp_path / "data" / DB_NAME
+    raw = bytearray(path.read_bytes())
+    assert len(raw) > 8192
+    # Keep the 100-byte header, smash the rest of page 1 (the schema) and page 2.
+    raw[100:8192] = b"\xa5" * (8192 - 100)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match=r"damaged store|not an lm-daemon store"):
+        _open(tmp_path)
+
+
+def test_second_opener_refused_while_locked(tmp_path: Path) -> None:
+    store = _open(tmp_path)
+    code = (
+        "import sys\nfrom pathlib import Path\n"
+        "from lm_core.runtime.store import Store, StoreError\n"
+        "try:\n"
+        f"    Store.open(Path({str(tmp_path / 'data')!r}), pool='eng', server_id='A')\n"
+        "except StoreError as e:\n    print(e); sys.exit(2)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    store.close()
+    assert out.returncode == 2
+    assert "in use by another lm-daemon" in out.stdout
+    # once closed, it opens again
+    _open(tmp_path).close()
+
+
+def test_data_dir_that_is_a_file_refused(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("x")
+    with pytest.raises(StoreError, match="data dir"):
+        _open(tmp_path)
+
+
+def test_committed_batch_survives_kill(tmp_path: Path) -> None:
+    code = (
+        "import os\nfrom pathlib import Path\n"
+        "from lm_core.runtime.store import Batch, Store\n"
+        f"s = Store.open(Path({str(tmp_path / 'data')!r}), pool='eng', server_id='A')\n"
+        "b = Batch(); b.set_state({'term': 7}); b.put_key('c1', 'L 1', {'n': 1})\n"
+        "s.commit(b)\n"
+        "os._exit(0)\n"  # no close, no checkpoint
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    store = _open(tmp_path)
+    loaded = store.load()
+    store.close()
+    assert loaded.state == {"term": 7}
+    assert loaded.keys == [{"n": 1}]
