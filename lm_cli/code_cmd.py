@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import secrets
 import sys
 from pathlib import Path
@@ -141,6 +142,18 @@ def verify(
         console().print(f"ok: vendor {parsed.vendor!r} signature verifies; {parsed.describe()}")
 
 
+def _add_live() -> None:
+    """`lm code add` (live pool) lives in lm_cli/code_live.py: add it once, if present."""
+    if importlib.util.find_spec("lm_cli.code_live") is None:
+        return
+    if any(c.name == "add" for c in code_app.registered_commands):
+        return
+    from lm_cli.code_live import register_code_add
+
+    register_code_add(code_app)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `lm code ...`."""
+    """Add `lm code ...` (including `lm code add` from lm_cli/code_live.py when present)."""
+    _add_live()
     app.add_typer(code_app, name="code")

@@ -143,6 +143,9 @@ def write_atomic(path: str | os.PathLike[str], text: str, *, private: bool = Fal
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"cannot write: {err.strerror}", file=str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

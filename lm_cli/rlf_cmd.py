@@ -7,9 +7,11 @@ commands: ``rlf_app.command("push")(push_command)``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -60,6 +62,17 @@ TodayOpt = Annotated[
     str | None,
     typer.Option("--today", help="Judge expiry on this date (YYYY-MM-DD; default: today)."),
 ]
+
+
+@contextlib.contextmanager
+def _in_file(path: Path) -> Iterator[None]:
+    """Name `path` in edit errors that do not name a file yet."""
+    try:
+        yield
+    except InputError as err:
+        if err.file is not None:
+            raise
+        raise err.located(file=str(path)) from None
 
 
 def _today(today: str | None) -> datetime.date:
@@ -184,9 +197,11 @@ def add_code(
     verify_code(parsed, load_public(known))
     if parsed.expired(_today(today)):
         warn(f"code {parsed.license} serial {parsed.serial} expired on {parsed.expires}")
-    updated = rlf if rlf.vendor_key(parsed.vendor) else with_vendor(rlf, parsed.vendor, known)
-    updated = with_code(updated, parsed.text(), parse_dist(dist, option="--dist") if dist else None)
-    updated = dataclasses.replace(updated, sequence=rlf.sequence + 1)
+    with _in_file(file):
+        updated = rlf if rlf.vendor_key(parsed.vendor) else with_vendor(rlf, parsed.vendor, known)
+        per = parse_dist(dist, option="--dist") if dist else None
+        updated = with_code(updated, parsed.text(), per)
+        updated = dataclasses.replace(updated, sequence=rlf.sequence + 1)
     _save(file, updated)
     console().print(f"added {parsed.describe()}")
     console().print(_edited_note(file, updated))
@@ -205,7 +220,8 @@ def set_dist(
     """
     rlf, _ = read_rlf(file)
     parsed = None if dist.strip().lower() == "even" else parse_dist(dist, option="distribution")
-    updated = with_distribution(rlf, license, parsed)
+    with _in_file(file):
+        updated = with_distribution(rlf, license, parsed)
     _save(file, updated)
     per, free = _distribution_of(updated, license)
     shown = ", ".join(f"{sid}:{n}" for sid, n in per.items())
@@ -237,6 +253,8 @@ def sign(
         signed = sign_rlf(rlf, private)
     except SignatureError as err:
         raise err.located(file=str(key)) from None
+    except InputError as err:
+        raise err.located(file=str(file)) from None
     # Check the vendor signatures before putting the admin's name under them.
     verify_rlf(signed, file=str(file), text=text)
     _save(file, signed)
@@ -349,6 +367,9 @@ def _print_summary(data: dict[str, Any]) -> None:
     state = (
         "unsigned" if not sig["signed"] else "signed, verifies" if sig["ok"] else "SIGNATURE BAD"
     )
+    expired = sum(1 for c in data["codes"] if c["expired"])
+    if expired:
+        state += f"; {expired} code(s) EXPIRED, serving nothing"
     out.print(f"[bold]pool {data['pool']}[/bold]  sequence {data['sequence']}  ({state})")
     if sig["error"]:
         out.print(f"  {sig['error']}", markup=False)

@@ -58,6 +58,19 @@ class CodeRequest:
     code: str
 
 
+def code_text(text: str) -> str:
+    """The code itself: `text`, or the contents of the file `text` names."""
+    candidate = text.strip()
+    if candidate and "\n" not in candidate and not candidate.upper().startswith("LM1-"):
+        path = Path(candidate).expanduser()
+        try:
+            if path.is_file():
+                return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return text
+    return text
+
+
 def describe_code(
     text: str, *, want_kind: str | None, vendors: Mapping[str, str] | None = None
 ) -> tuple[bool, Text]:
@@ -68,7 +81,10 @@ def describe_code(
     from lm_core.errors import LmError
 
     if not text.strip():
-        return False, Text("paste a license code", style="dim")
+        return False, Text(
+            "paste a license code (or type the path of a file holding one)", style="dim"
+        )
+    text = code_text(text)
     try:
         code = parse_code(text)
     except LmError as exc:
@@ -118,7 +134,7 @@ class CodeScreen(_Modal):
         title = "Add a license code" if self.kind == "add_code" else "Add allocations"
         with Vertical(classes="dialog"):
             yield Label(title, classes="dialog-title")
-            yield Label("Paste the code:")
+            yield Label("Paste the code, or type the path of a file holding it:")
             yield TextArea(id="code", soft_wrap=True, show_line_numbers=False)
             yield Static(Text("paste a license code", style="dim"), id="code-info")
             with Horizontal(classes="buttons"):
@@ -137,7 +153,7 @@ class CodeScreen(_Modal):
         text = self.query_one("#code", TextArea).text
         want = "add" if self.kind == "add_allocations" else None
         if describe_code(text, want_kind=want, vendors=self.vendors)[0]:
-            self.dismiss(CodeRequest(self.kind, " ".join(text.split())))
+            self.dismiss(CodeRequest(self.kind, " ".join(code_text(text).split())))
 
 
 # ---------------------------------------------------------------- change distribution

@@ -75,7 +75,7 @@ class KeyedTable(DataTable[Any]):
         if keep is not None and keep in self._shown:
             self.move_cursor(row=self.get_row_index(keep), animate=False)
 
-    def keys(self) -> list[str]:
+    def row_keys(self) -> list[str]:
         """Row keys in display order (for tests)."""
         return [r.key.value for r in self.ordered_rows if r.key.value is not None]
 
@@ -144,7 +144,7 @@ class LicensePanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(self.license, classes="title")
-        yield KeyedTable(DIST_TABLE_COLUMNS, cursor_type="row", zebra_stripes=False)
+        yield KeyedTable(DIST_TABLE_COLUMNS, cursor_type="none", zebra_stripes=False)
 
     def show(
         self,

@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import functools
 import json
 import math
 import re
@@ -184,7 +185,7 @@ class Rlf:
 
     def license_codes(self) -> tuple[LicenseCode, ...]:
         """The codes, parsed (signatures are checked by `verify_rlf`, not here)."""
-        return tuple(parse_code(text) for text in self.codes)
+        return tuple(_parse_cached(text) for text in self.codes)
 
     def licenses(self, today: datetime.date) -> dict[str, LicenseTotals]:
         """License -> totals over its unexpired codes, in order of first appearance.
@@ -231,6 +232,12 @@ class Rlf:
                     excess -= cut
             out[lic] = (per, hard - sum(per.values()))
         return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(text: str) -> LicenseCode:
+    # parse_code is pure and LicenseCode is frozen: safe to share.
+    return parse_code(text)
 
 
 # ------------------------------------------------------------------ problems with paths

@@ -169,7 +169,9 @@ class DistributionTable:
 
     # ------------------------------------------------------------ changes (leader only)
 
-    def set_distribution(self, license: str, dist: Mapping[str, int], servers: Sequence[str]) -> None:
+    def set_distribution(
+        self, license: str, dist: Mapping[str, int], servers: Sequence[str]
+    ) -> None:
         """Apply a checked CHANGE_DISTRIBUTION: unlisted servers get 0, the rest is free."""
         state = self.licenses[license]
         state.rows = {sid: int(dist.get(sid, 0)) for sid in servers}

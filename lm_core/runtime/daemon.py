@@ -69,6 +69,7 @@ from lm_core.runtime.peers import Peers
 from lm_core.runtime.store import Batch, Loaded, Store, StoreError
 
 log = logging.getLogger("lm.daemon")
+events = logging.getLogger("lm.event")  # one line per engine Event effect
 
 TICK = 0.05  # seconds between engine ticks at most
 BATCH = 512  # inputs stepped before effects are carried out (group commit)
@@ -322,9 +323,14 @@ class Daemon:
         last_tick = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            due = min(last_tick + TICK, self.engine.next_deadline)
+            due = last_tick + TICK
+            deadline = self.engine.next_deadline
+            if deadline > last_tick:  # a deadline already ticked past waits for TICK
+                due = min(due, deadline)
             inputs: list[tuple[str, m.Message]] = []
-            if self.inbox.empty() and due > now:
+            if not self.inbox.empty() or due <= now:
+                await asyncio.sleep(0)  # never starve the connections
+            else:
                 get = asyncio.ensure_future(self.inbox.get())
                 done, _ = await asyncio.wait({get}, timeout=due - now)
                 if not done:
@@ -343,7 +349,7 @@ class Daemon:
             effects: list[fx.Effect] = []
             for sender, msg in inputs:
                 effects.extend(self._step(sender, msg, now))
-            if now >= last_tick + TICK or now >= self.engine.next_deadline:
+            if now >= due:
                 today = _today()
                 if today != self.today:
                     self.today = today
@@ -412,8 +418,8 @@ class Daemon:
             raise StoreFailed(f"store write failed, stopping: {exc}") from exc
 
     def _log_event(self, eff: fx.Event) -> None:
-        level = logging.WARNING if eff.kind in ("deny", "reclaim") else logging.INFO
-        log.log(level, "%s: %s", eff.kind, eff.text)
+        level = logging.WARNING if eff.kind in ("bug", "error") else logging.INFO
+        events.log(level, "%s: %s", eff.kind, eff.text)
 
     # -- connections
 
@@ -597,6 +603,7 @@ def _setup_logging(level: str, server_id: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.getLogger("asyncio").setLevel(max(logging.INFO, root.level))
 
 
 def prepare(args: argparse.Namespace) -> tuple[Rlf, Store, Loaded, tlsconfig.TlsPaths | None]:

@@ -4,8 +4,6 @@ tests do not depend on other parts), a runner, and a temp working folder."""
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +45,10 @@ class Lm:
 
 
 @pytest.fixture
-def lm(tmp_path: Path) -> Iterator[Lm]:
-    old = Path.cwd()
-    os.chdir(tmp_path)
-    try:
-        yield Lm()
-    finally:
-        os.chdir(old)
+def lm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lm:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LM_POOL", raising=False)
+    return Lm()
 
 
 @pytest.fixture

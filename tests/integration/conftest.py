@@ -311,3 +311,42 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if rep.when == "call":
         item.rep_call = rep  # type: ignore[attr-defined]
     return rep
+
+
+# ---------------------------------------------------------------- status helpers
+
+
+def license_of(status: dict[str, Any], name: str = APP) -> dict[str, Any] | None:
+    for lic in status.get("licenses", []):
+        if lic["license"] == name:
+            return lic  # type: ignore[no-any-return]
+    return None
+
+
+def rows(status: dict[str, Any], name: str = APP) -> dict[str, tuple[Any, Any, Any]]:
+    """The leader's table for `name` as {server: (distribution, in_use, available)}."""
+    lic = license_of(status, name) or {"servers": {}}
+    return {
+        sid: (r.get("distribution"), r.get("in_use"), r.get("available"))
+        for sid, r in lic["servers"].items()
+    }
+
+
+def conserved(status: dict[str, Any]) -> bool:
+    """S2 in the leader's table: sum(distribution) + free pool == hard limit, and
+    in use never above distribution + what could have been borrowed (<= hard limit)."""
+    for lic in status.get("licenses", []):
+        table = [r for r in lic["servers"].values() if r]
+        if not table or lic.get("free_pool") is None:
+            continue
+        dist = sum(r["distribution"] for r in table)
+        if dist + lic["free_pool"] != lic["hard_limit"]:
+            return False
+        if sum(r["in_use"] for r in table) > lic["hard_limit"]:
+            return False
+    return True
+
+
+def held_total(status: dict[str, Any], name: str = APP) -> int:
+    """Seats held according to the servers' key tables (every reachable server)."""
+    return sum(c["count"] for c in status.get("clients", []) if c["license"] == name)

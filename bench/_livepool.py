@@ -1,0 +1,158 @@
+"""Shared by the benchmarks: a freshly generated, signed pool on loopback and its
+`lm-daemon` processes (free ports, temp dirs, always killed at exit)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lm_core.engine.codes import issue_code
+from lm_core.engine.keys import generate_keypair, load_private
+from lm_core.engine.rlf import (
+    Rlf,
+    ServerEntry,
+    Timing,
+    new_rlf,
+    render_rlf,
+    sign_rlf,
+    with_code,
+    with_vendor,
+)
+from lm_core.runtime.admin import AdminClient
+from lm_core.runtime.pki import PkiServer, init_pki
+from lm_core.runtime.tlsconfig import TlsPaths, load_tls_dir
+
+APP = "Application 1.0"
+BIN = Path(sys.executable).parent
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def daemon_cmd() -> list[str]:
+    exe = BIN / "lm-daemon"
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-c", "from lm_core.runtime.daemon import main; main()"]
+
+
+@dataclass
+class LivePool:
+    root: Path
+    rlf: Rlf
+    rlf_path: Path
+    tls_dir: Path | None
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, sid: str) -> None:
+        args = [
+            *daemon_cmd(),
+            "--rlf", str(self.rlf_path),
+            "--server-id", sid,
+            "--data-dir", str(self.root / "data" / sid),
+            "--log-level", "warning",
+        ]  # fmt: skip
+        args += ["--tls-dir", str(self.tls_dir)] if self.tls_dir else ["--insecure-loopback"]
+        with open(self.root / f"{sid}.log", "ab") as log:
+            self.procs[sid] = subprocess.Popen(args, stdout=log, stderr=log)
+
+    def kill(self, sid: str) -> None:
+        proc = self.procs[sid]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+
+    def trust(self, role: str) -> TlsPaths | None:
+        return load_tls_dir(self.tls_dir, role) if self.tls_dir else None
+
+    def admin(self, timeout: float = 1.0) -> AdminClient:
+        return AdminClient(self.rlf, tls=self.trust("admin"), timeout=timeout)
+
+    async def wait_status(
+        self, cond: Callable[[dict[str, Any]], bool], what: str, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """Poll the merged pool status until `cond` holds (fails after `timeout`)."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        async with self.admin() as admin:
+            while True:
+                with contextlib.suppress(Exception):
+                    last = await admin.status()
+                    if cond(last):
+                        return last
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"timed out waiting for {what}; last status: {last}")
+                await asyncio.sleep(0.02)
+
+
+def make_pool(
+    *, n: int = 3, seats: int = 100_000, tls: bool = True, timing: Timing | None = None
+) -> LivePool:
+    root = Path(tempfile.mkdtemp(prefix="lm-bench-"))
+    ids = [chr(ord("A") + i) for i in range(n)]
+    ports = free_ports(n)
+    admin_private, admin_public = generate_keypair()
+    vendor_private, vendor_public = generate_keypair()
+    rlf = new_rlf(
+        "bench",
+        [ServerEntry(id=sid, host="127.0.0.1", port=p) for sid, p in zip(ids, ports, strict=True)],
+        admin_key=admin_public,
+        timing=timing or Timing(),
+    )
+    rlf = with_vendor(rlf, "acme", vendor_public)
+    today = datetime.date.today()
+    code = issue_code(
+        load_private(vendor_private),
+        vendor="acme",
+        product="Application",
+        version="1.0",
+        seats=seats,
+        expires=today + datetime.timedelta(days=365),
+        issued=today,
+        serial=f"B{os.getpid()}",
+    ).text()
+    rlf = sign_rlf(with_code(rlf, code, None), load_private(admin_private))
+    path = root / "pool.rlf"
+    path.write_text(render_rlf(rlf))
+    tls_dir = None
+    if tls:
+        tls_dir = root / "tls"
+        init_pki(tls_dir, pool=rlf.pool, servers=[PkiServer(s.id, s.host) for s in rlf.servers])
+    return LivePool(root, rlf, path, tls_dir)
+
+
+def leader_of(status: dict[str, Any]) -> str | None:
+    """The leader if a majority is up and it leads, else None."""
+    if not status.get("majority", {}).get("ok"):
+        return None
+    leader = status.get("leader")
+    return leader if isinstance(leader, str) else None

@@ -1,0 +1,1597 @@
+"""`LicenseServer`: one pool member as a deterministic state machine.
+
+Theory of operation
+-------------------
+Doors: ``handle(now, sender, msg)`` and ``tick(now)`` in, a list of effects out (see
+`effects`: persist before send). ``now`` is this server's own monotonic clock. Nothing
+here reads a clock, a socket or a random generator.
+
+Roles (`Role`; every change goes through `_become`, which checks `TRANSITIONS`):
+STARTING (just up, listening for a leader), FOLLOWER, CANDIDATE (pre-vote, then vote),
+LEADER, DISASSOCIATED (cannot reach the leader that a majority follows: serves nothing,
+keeps trying to rejoin).
+
+Terms and votes (Raft-like). Every server message carries the sender's term; a higher
+term makes the receiver adopt it (persisted) and follow; a lower one is refused. A
+server that heard no heartbeat for ``leader_timeout`` sends LEADER_CHECK, then after
+``(rank + 1) * heartbeat_interval`` more stands for election: first a pre-vote (nobody
+changes term), then a real vote in ``term + 1``. Rank is the position in the RLF's
+leader-priority list, so when several start together the highest priority stands first
+and wins; a lone starter stands when its start-up window ends ("first server up
+leads"). A voter grants at most one vote per term (term and vote persisted before the
+reply), only to a candidate whose (RLF sequence, config version) is at least its own
+(S6), and never while it hears from a live leader (leader stickiness: a cut-off server
+cannot depose a healthy leader; it is told who leads and disassociates).
+
+Leases (S3, formulas in `leases`). The leader's lease runs from the *send* time of a
+heartbeat a majority has ACKed. Each heartbeat echoes the follower's own clock reading
+from its last ACK; the follower may serve until ``echo + granted`` on its own clock,
+where ``granted`` is what is left of the leader's lease. So a follower's lease always
+lies inside its leader's, and a delayed heartbeat grants nothing new. Only a server
+holding a lease issues or renews authorizations (a leader with majority rule off holds
+one always).
+
+Allowances and fencing (S1/S2, see `tables`). The distribution table is the target;
+each server serves only up to the allowance the leader sent it. Seats move away from a
+server only once it ACKed the lower allowance, or once it is *fenced*: out of contact
+for longer than a server lease plus a client keep-time (plus drift margins) since
+max(its last ACK, the leader's election), when nothing it granted can still be alive.
+A new leader raises nobody until every server ACKed or was fenced.
+
+Config versions (S6). The distribution table (with codes added at run time) has a
+version ``(cfg_term, cfg_version)``; every change bumps it (a new leader bumps it in its
+own term first, so its table wins over any unacknowledged one). Followers persist each
+DISTRIBUTION_SYNC, then ACK the version. An admin change is answered "done" only once
+a majority holds its version durably. Followers forward admin operations to the leader.
+
+Restart (S4). A server that comes up with persisted state issues nothing new for one
+client keep-time, re-adopts clients that heartbeat back in, and reports to the leader
+at least the allowance it had before the crash as in use, so seats it may have granted
+without persisting them are not handed out elsewhere.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from lm_core.engine.codes import LicenseCode, parse_code, verify_code
+from lm_core.engine.effects import (
+    Effect,
+    Event,
+    LogUsage,
+    Persisted,
+    PersistKey,
+    PersistState,
+    Reply,
+    Send,
+)
+from lm_core.engine.keys import load_public
+from lm_core.engine.keytable import KeyEntry, KeyTable
+from lm_core.engine.leases import Clocks
+from lm_core.engine.messages import (
+    MAX_COUNT,
+    AddAllocations,
+    AddLicenseCode,
+    AdminReply,
+    Allowance,
+    Authorize,
+    BorrowGrant,
+    BorrowRequest,
+    ChangeDistribution,
+    ClientHeartbeat,
+    Deny,
+    DistributionSync,
+    ForwardedAdmin,
+    ForwardedReply,
+    LeaderCheck,
+    LicenseRow,
+    Message,
+    Reclaim,
+    Release,
+    Released,
+    Request,
+    RlfAccept,
+    RlfOffer,
+    RlfTransfer,
+    ServerAck,
+    ServerAddress,
+    ServerHeartbeat,
+    ServerUp,
+    ServerUpReply,
+    StatusReply,
+    StatusRequest,
+    UpdateRlf,
+    VoteReply,
+    VoteRequest,
+    Watch,
+)
+from lm_core.engine.rlf import Rlf, parse_rlf, render_rlf, verify_rlf
+from lm_core.engine.tables import Cfg, DistributionTable, Ledger, threshold_want
+from lm_core.errors import LmError
+
+
+class Role(enum.Enum):
+    STARTING = "starting"
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+    DISASSOCIATED = "disassociated"
+
+
+# The legal moves. FOLLOWER -> FOLLOWER is a new leader or term; CANDIDATE -> CANDIDATE a
+# new election round.
+TRANSITIONS: dict[Role, frozenset[Role]] = {
+    Role.STARTING: frozenset({Role.FOLLOWER, Role.CANDIDATE, Role.DISASSOCIATED}),
+    Role.FOLLOWER: frozenset({Role.FOLLOWER, Role.CANDIDATE, Role.DISASSOCIATED}),
+    Role.CANDIDATE: frozenset({Role.CANDIDATE, Role.FOLLOWER, Role.LEADER, Role.DISASSOCIATED}),
+    Role.LEADER: frozenset({Role.FOLLOWER}),
+    Role.DISASSOCIATED: frozenset({Role.FOLLOWER, Role.CANDIDATE, Role.DISASSOCIATED}),
+}
+
+ADMIN_OPS = (ChangeDistribution, AddAllocations, AddLicenseCode, UpdateRlf)
+CLIENT_MSGS = (Request, ClientHeartbeat, Release)
+STATE_FORMAT = 1
+_NEVER = float("inf")
+_M = TypeVar("_M", bound=Message)
+
+
+@dataclass(slots=True)
+class _PendingAdmin:
+    """An admin change applied by the leader, answered once a majority holds `cfg`."""
+
+    cfg: Cfg
+    rlf_seq: int
+    request_id: int
+    token: str
+    via: str | None  # the follower that forwarded it (None: asked here)
+    deadline: float
+    message: str
+    data: dict[str, Any]
+
+
+class _Refused(Exception):
+    """An admin operation is invalid: the message is the one-line reason."""
+
+
+class LicenseServer:
+    """One pool member (see the module docstring)."""
+
+    def __init__(
+        self,
+        server_id: str,
+        rlf: Rlf,
+        *,
+        now: float,
+        today: datetime.date,
+        persisted: Persisted | None = None,
+    ) -> None:
+        verify_rlf(rlf)
+        if server_id not in rlf.server_ids:
+            raise LmError(f"server {server_id!r} is not in pool {rlf.pool!r}")
+        self.id = server_id
+        self.today = today
+        self._today_iso = today.isoformat()
+        self._events: deque[tuple[float, str, str]] = deque(maxlen=64)
+        self.term = 0
+        self.voted_for: str | None = None
+        self.role = Role.STARTING
+        self.leader_id: str | None = None
+        self.keys = KeyTable()
+        self.allowed: dict[str, int] = {}
+        self._grace_allowed: dict[str, int] = {}
+        self.grace_until = -_NEVER
+        self.started_at = now
+        self._date_dirty = False
+        self.leader_up: tuple[str, ...] = ()
+        self._rlf_text = ""
+        self._set_rlf(rlf, render_rlf(rlf))
+        self.table = DistributionTable.from_rlf(rlf, today)
+        state = persisted.state if persisted is not None else None
+        if state is not None:
+            self._load(state, rlf, now)
+        if persisted is not None:
+            for entry in persisted.keys:
+                self._load_key(entry, now)
+        if state is not None or (persisted is not None and persisted.keys):
+            self.grace_until = now + self.clocks.grace
+        # follower / candidate state
+        self.last_contact = now
+        self.lease_until = -_NEVER
+        self.last_hb_seq = 0
+        self.check_sent = False
+        self.elect_at = now + self.clocks.election_delay(self.rank)
+        self.votes: set[str] = set()
+        self.prevote = False
+        self.round_start = now
+        self.leader_hints: dict[str, str] = {}
+        self.borrow_wait: dict[str, float] = {}
+        # leader state
+        self.ledger: Ledger | None = None
+        self.hb_seq = 0
+        self.hb_times: dict[int, float] = {}
+        self.next_hb = _NEVER
+        self.acked_seq: dict[str, int] = {}
+        self.last_ack_recv: dict[str, float] = {}
+        self.last_ack_ts: dict[str, float] = {}
+        self.acked_cfg: dict[str, tuple[int, Cfg]] = {}
+        self.peer_rlf_seq: dict[str, int] = {}
+        self.last_sync_sent: dict[str, float] = {}
+        self.last_rlf_sent: dict[str, float] = {}
+        self.lease_end = -_NEVER
+        self.became_leader_at = -_NEVER
+        self.pending: list[_PendingAdmin] = []
+        self.short: set[str] = set()
+        self._boot: list[Effect] = [
+            Send(p, self._msg(ServerUp, rlf_seq=self.rlf.sequence, **self._cfg_fields()))
+            for p in self.peers
+        ]
+        self._note(now, "start", f"{self.id} up (RLF seq {self.rlf.sequence}, term {self.term})")
+
+    # ================================================================ set-up helpers
+
+    def _set_rlf(self, rlf: Rlf, text: str) -> None:
+        self.rlf = rlf
+        self._rlf_text = text
+        self.pool = rlf.pool
+        self.clocks = Clocks.from_timing(rlf.timing)
+        self.servers: tuple[str, ...] = rlf.server_ids
+        self.peers: tuple[str, ...] = tuple(s for s in self.servers if s != self.id)
+        self.rank = self.servers.index(self.id) if self.id in self.servers else len(self.servers)
+        self.size = len(self.servers)
+        self.quorum = self.size // 2 + 1 if rlf.majority_rule else 1
+        self._addresses = tuple(ServerAddress(id=s.id, address=s.address) for s in rlf.servers)
+        self._vendor_keys = {v.name: v.key for v in rlf.vendors}
+
+    def _load(self, state: dict[str, Any], rlf: Rlf, now: float) -> None:
+        try:
+            self.term = int(state.get("term", 0))
+            voted = state.get("voted_for")
+            self.voted_for = str(voted) if voted else None
+            text = state.get("rlf_text")
+            if isinstance(text, str) and text:
+                stored = parse_rlf(text)
+                if stored.pool == rlf.pool and stored.sequence > rlf.sequence:
+                    self._set_rlf(stored, text)
+            if "table" in state:
+                table = DistributionTable.from_json(state["table"])
+                if table.licenses or table.codes:
+                    self.table = table
+                if self.rlf.sequence > int(state.get("rlf_seq", 0)):
+                    # this server comes up with a newer RLF than its table: rebuild it
+                    self.table = DistributionTable.from_rlf(
+                        self.rlf, self.today, self.table.codes, self.table.cfg
+                    )
+            self._grace_allowed = {
+                str(k): int(v) for k, v in dict(state.get("allowed", {})).items()
+            }
+        except (LmError, KeyError, TypeError, ValueError) as err:
+            self._note(now, "error", f"persisted state ignored: {err}")
+
+    def _load_key(self, entry: dict[str, Any], now: float) -> None:
+        try:
+            client_id, lic = str(entry["client_id"]), str(entry["license"])
+            count, request_id = int(entry["count"]), int(entry.get("request_id", 0))
+        except (KeyError, TypeError, ValueError):
+            return
+        if self.keys.get(client_id, lic) is None and count > 0:
+            self.keys.add(
+                client_id,
+                lic,
+                count,
+                request_id,
+                now=now,
+                expires=now + self.clocks.grace,
+                live=False,
+            )
+
+    def _state_json(self) -> dict[str, Any]:
+        allowed = self.ledger.allowances(self.id) if self.ledger is not None else dict(self.allowed)
+        return {
+            "format": STATE_FORMAT,
+            "server_id": self.id,
+            "term": self.term,
+            "voted_for": self.voted_for,
+            "rlf_seq": self.rlf.sequence,
+            "rlf_text": self._rlf_text,
+            "table": self.table.as_json(),
+            "allowed": allowed,
+        }
+
+    def _persist(self) -> PersistState:
+        return PersistState(self._state_json())
+
+    # ================================================================ small helpers
+
+    def _msg(self, cls: type[_M], **fields: Any) -> _M:
+        return cls(pool=self.pool, sender=self.id, term=self.term, **fields)
+
+    def _cfg_fields(self) -> dict[str, int]:
+        return {"cfg_term": self.table.cfg[0], "cfg_version": self.table.cfg[1]}
+
+    def _version(self) -> tuple[int, int, int]:
+        return (self.rlf.sequence, *self.table.cfg)
+
+    def _note(self, now: float, kind: str, text: str, **data: Any) -> Event:
+        self._events.append((now, kind, text))
+        return Event(kind, text, data)
+
+    def _bump_cfg(self) -> None:
+        self.table.cfg = (self.term, self.table.cfg[1] + 1)
+
+    # ================================================================ doors
+
+    def handle(self, now: float, sender: str, msg: Message) -> list[Effect]:
+        """Take one message. `sender` is a peer server id or a connection token."""
+        out: list[Effect] = self._take_boot()
+        try:
+            self._dispatch(now, sender, msg, out)
+        except Exception as err:  # B1: no message may crash the server
+            out.append(self._note(now, "bug", f"{type(msg).__name__} from {sender}: {err!r}"))
+        return out
+
+    def tick(self, now: float) -> list[Effect]:
+        """Run the timers (call at or after `next_deadline`; calling more often is fine)."""
+        out: list[Effect] = self._take_boot()
+        try:
+            self._tick(now, out)
+        except Exception as err:
+            out.append(self._note(now, "bug", f"tick: {err!r}"))
+        return out
+
+    def set_today(self, today: datetime.date) -> None:
+        """The date changed: codes may have expired (hard limits are recomputed)."""
+        self.today = today
+        self._today_iso = today.isoformat()
+        self._date_dirty = True
+
+    @property
+    def next_deadline(self) -> float:
+        times = [self.keys.next_expiry or _NEVER]
+        if self.role is Role.LEADER:
+            times.append(self.next_hb)
+        else:
+            times.append(self.elect_at)
+            if self.role is Role.FOLLOWER and not self.check_sent:
+                times.append(self.last_contact + self.clocks.leader_timeout)
+        if self.grace_until > self.started_at:
+            times.append(self.grace_until)
+        if self.pending:
+            times.append(min(p.deadline for p in self.pending))
+        return min(times)
+
+    def _take_boot(self) -> list[Effect]:
+        boot, self._boot = self._boot, []
+        return boot
+
+    def _dispatch(self, now: float, sender: str, msg: Message, out: list[Effect]) -> None:
+        if msg.pool != self.pool:
+            out.append(self._note(now, "refused", f"message for pool {msg.pool!r} from {sender}"))
+            if isinstance(msg, (Request, ClientHeartbeat)):
+                out.append(Reply(sender, self._deny(msg, "bad_request", "wrong pool")))
+            return
+        handler = _HANDLERS.get(type(msg))
+        if handler is None:
+            out.append(self._note(now, "refused", f"unexpected {type(msg).__name__} from {sender}"))
+            return
+        server_msg = handler[1]
+        if server_msg and sender not in self.peers:
+            out.append(
+                self._note(now, "refused", f"{type(msg).__name__} from non-member {sender!r}")
+            )
+            return
+        handler[0](self, now, sender, msg, out)
+
+    # ================================================================ roles
+
+    def _become(self, role: Role, now: float, out: list[Effect], why: str) -> None:
+        """The one place where the role changes."""
+        old = self.role
+        if role not in TRANSITIONS[old]:
+            out.append(self._note(now, "bug", f"illegal transition {old.value} -> {role.value}"))
+            return
+        self.role = role
+        if old is Role.LEADER:
+            self._drop_leader_state(now, out)
+        if role is Role.FOLLOWER:
+            self.last_contact = now
+            self.check_sent = False
+            self.elect_at = now + self.clocks.election_delay(self.rank) + self.clocks.heartbeat
+        elif role is Role.CANDIDATE:
+            self.leader_id = None
+            self.lease_until = -_NEVER
+        elif role is Role.DISASSOCIATED:
+            self.lease_until = -_NEVER
+            self.elect_at = now + self.clocks.election_delay(self.rank) + self.clocks.leader_timeout
+        elif role is Role.LEADER:
+            self.leader_id = self.id
+            self.lease_until = -_NEVER
+            self._start_leading(now, out)
+        if old is not role or role is Role.LEADER:
+            out.append(
+                self._note(
+                    now,
+                    "role",
+                    f"{self.id}: {old.value} -> {role.value} (term {self.term}): {why}",
+                    role=role.value,
+                    term=self.term,
+                )
+            )
+
+    def _adopt_term(self, term: int, now: float, out: list[Effect]) -> None:
+        """A higher term seen: adopt it (persisted by the caller's PersistState)."""
+        self.term = term
+        self.voted_for = None
+        self.lease_until = -_NEVER
+        self.last_hb_seq = 0
+        if self.role in (Role.LEADER, Role.CANDIDATE):
+            self._become(Role.FOLLOWER, now, out, f"saw term {term}")
+        self.leader_id = None
+
+    # ================================================================ timers
+
+    def _tick(self, now: float, out: list[Effect]) -> None:
+        if self._date_dirty:
+            self._date_dirty = False
+            self._on_new_day(now, out)
+        for entry in self.keys.expire(now):
+            out.append(PersistKey(entry.client_id, entry.license, None))
+            out.append(LogUsage("expire", entry.client_id, entry.license, entry.count))
+        if self.role is Role.LEADER:
+            if now >= self.next_hb:
+                self._leader_tick(now, out)
+            self._check_pending(now, out)
+            return
+        if (
+            self.role is Role.FOLLOWER
+            and not self.check_sent
+            and now >= self.last_contact + self.clocks.leader_timeout
+            and self.leader_id
+        ):
+            self.check_sent = True
+            out.append(Send(self.leader_id, self._msg(LeaderCheck)))
+            out.append(self._note(now, "check", f"{self.id}: no heartbeat from {self.leader_id}"))
+        if now >= self.elect_at:
+            self._stand(now, out)
+
+    def _stand(self, now: float, out: list[Effect]) -> None:
+        """Start a pre-vote round (or, with a quorum of 1, win at once)."""
+        if self.role is Role.CANDIDATE and self.prevote and self.leader_hints:
+            leader = next(iter(self.leader_hints.values()))
+            self.leader_id = leader
+            self._become(Role.DISASSOCIATED, now, out, f"peers report leader {leader}")
+            out.append(Send(leader, self._msg(LeaderCheck)))
+            return
+        if self.role is not Role.CANDIDATE:
+            self._become(Role.CANDIDATE, now, out, "no leader heard")
+        self.prevote = True
+        self.votes = {self.id}
+        self.leader_hints = {}
+        self.round_start = now
+        self.elect_at = now + self.clocks.election_delay(self.rank)
+        if len(self.votes) >= self.quorum:
+            self._start_vote(now, out)
+            return
+        ask = self._msg(VoteRequest, pre=True, rlf_seq=self.rlf.sequence, **self._cfg_fields())
+        ask = replace(ask, term=self.term + 1)
+        out.extend(Send(p, ask) for p in self.peers)
+
+    def _start_vote(self, now: float, out: list[Effect]) -> None:
+        self.prevote = False
+        self.term += 1
+        self.voted_for = self.id
+        self.votes = {self.id}
+        self.round_start = now
+        self.elect_at = now + self.clocks.election_delay(self.rank)
+        out.append(self._persist())
+        out.append(self._note(now, "election", f"{self.id} stands for term {self.term}"))
+        if len(self.votes) >= self.quorum:
+            self._become(Role.LEADER, now, out, "won the election")
+            return
+        ask = self._msg(VoteRequest, pre=False, rlf_seq=self.rlf.sequence, **self._cfg_fields())
+        out.extend(Send(p, ask) for p in self.peers)
+
+    # ================================================================ elections
+
+    def _leader_alive(self, now: float) -> bool:
+        """Leader stickiness: do I follow (or am I) a leader that is alive?"""
+        if self.role is Role.LEADER:
+            return now < self.lease_end or not self.rlf.majority_rule
+        if self.role is Role.FOLLOWER:
+            return now < self.last_contact + self.clocks.leader_timeout
+        return False
+
+    def _on_vote_request(
+        self, now: float, sender: str, msg: VoteRequest, out: list[Effect]
+    ) -> None:
+        theirs = (msg.rlf_seq, msg.cfg_term, msg.cfg_version)
+
+        def reply(granted: bool, reason: str = "", leader: str = "") -> None:
+            out.append(
+                Send(
+                    sender,
+                    self._msg(
+                        VoteReply,
+                        for_term=msg.term,
+                        pre=msg.pre,
+                        granted=granted,
+                        leader=leader,
+                        reason=reason,
+                    ),
+                )
+            )
+
+        if msg.term < self.term or (msg.pre and msg.term == self.term):
+            reply(False, f"stale term {msg.term} (mine {self.term})")
+            return
+        if not msg.pre and msg.term == self.term and self.voted_for == sender:
+            reply(True)  # a repeated request: same answer
+            return
+        if self._leader_alive(now):
+            reply(False, "a leader is alive", self.leader_id or "")
+            return
+        if theirs < self._version():
+            reply(False, f"candidate config {theirs} older than mine {self._version()}")
+            return
+        if msg.pre:
+            reply(True)
+            return
+        if msg.term > self.term:
+            self._adopt_term(msg.term, now, out)
+        if self.voted_for not in (None, sender):
+            reply(False, f"already voted for {self.voted_for} in term {self.term}")
+            return
+        self.voted_for = sender
+        if self.role is Role.CANDIDATE:
+            self._become(Role.FOLLOWER, now, out, f"voted for {sender}")
+        self.last_contact = now  # do not stand while the candidate we chose is being elected
+        self.elect_at = max(self.elect_at, now + self.clocks.election_delay(self.rank))
+        out.append(self._persist())
+        reply(True)
+
+    def _on_vote_reply(self, now: float, sender: str, msg: VoteReply, out: list[Effect]) -> None:
+        if self.role is not Role.CANDIDATE:
+            if msg.term > self.term:
+                self._adopt_term(msg.term, now, out)
+                out.append(self._persist())
+            return
+        if msg.pre != self.prevote:
+            return
+        expected = self.term + 1 if self.prevote else self.term
+        if msg.for_term != expected:
+            return
+        if msg.term > self.term and not msg.granted:
+            self._adopt_term(msg.term, now, out)
+            out.append(self._persist())
+            return
+        if not msg.granted:
+            if msg.leader:
+                self.leader_hints[sender] = msg.leader
+            return
+        self.votes.add(sender)
+        if len(self.votes) < self.quorum:
+            return
+        if self.prevote:
+            self._start_vote(now, out)
+        else:
+            self._become(Role.LEADER, now, out, f"won term {self.term} ({len(self.votes)} votes)")
+
+    # ================================================================ leader
+
+    def _start_leading(self, now: float, out: list[Effect]) -> None:
+        self.became_leader_at = now
+        self.ledger = Ledger(self.id, self.servers)
+        # my own allowance is what I had as a follower (or before a restart)
+        for lic in self.table.licenses:
+            a = self.ledger.get(self.id, lic)
+            had = max(self.allowed.get(lic, 0), self._grace_allowed.get(lic, 0))
+            a.sent = a.peak = had
+            a.in_use = self.keys.in_use(lic)
+        self.hb_seq = 0
+        self.hb_times = {}
+        self.acked_seq = {}
+        self.last_ack_recv = {}
+        self.last_ack_ts = {}
+        self.acked_cfg = {}
+        self.last_sync_sent = {}
+        self.last_rlf_sent = {}
+        self.lease_end = -_NEVER
+        self.short = set(self.table.licenses)
+        self._bump_cfg()
+        out.append(self._persist())
+        for lic in list(self.short):
+            self._rebalance(lic, out, send=False)
+        self._broadcast_sync(now, out)
+        self._leader_tick(now, out)
+
+    def _drop_leader_state(self, now: float, out: list[Effect]) -> None:
+        if self.ledger is not None:
+            self.allowed = self.ledger.allowances(self.id)
+        self.ledger = None
+        self.next_hb = _NEVER
+        self.lease_end = -_NEVER
+        for p in self.pending:
+            self._answer_admin(p, False, "leader changed before the change was durable; retry", out)
+        self.pending = []
+
+    def _up(self, now: float) -> list[str]:
+        """Servers in contact with this leader (itself included)."""
+        lt = self.clocks.leader_timeout
+        return [
+            s
+            for s in self.servers
+            if s == self.id or now - self.last_ack_recv.get(s, -_NEVER) <= lt
+        ]
+
+    def _leader_tick(self, now: float, out: list[Effect]) -> None:
+        assert self.ledger is not None
+        self.next_hb = now + self.clocks.heartbeat
+        # fencing: servers out of contact long enough that nothing they had is alive
+        fenced_any = False
+        for p in self.peers:
+            if p in self.ledger.fenced:
+                continue
+            since = max(self.last_ack_recv.get(p, -_NEVER), self.became_leader_at)
+            if now - since > self.clocks.fence:
+                self.ledger.fence(p)
+                fenced_any = True
+                out.append(self._note(now, "fence", f"{p} fenced (out of contact)", server=p))
+        if fenced_any:
+            self.short = set(self.table.licenses)
+        for lic in list(self.short):
+            self._rebalance(lic, out, send=False)
+        up = tuple(self._up(now))
+        for p in self.peers:
+            out.append(Send(p, self._heartbeat(now, p, up)))
+        cutoff = now - 4 * self.clocks.server_lease
+        if len(self.hb_times) > 64:
+            self.hb_times = {k: v for k, v in self.hb_times.items() if v >= cutoff}
+
+    def _heartbeat(self, now: float, peer: str, up: tuple[str, ...]) -> ServerHeartbeat:
+        assert self.ledger is not None
+        self.hb_seq += 1
+        self.hb_times[self.hb_seq] = now
+        granted = 0.0
+        echo = self.last_ack_ts.get(peer, 0.0)
+        if echo > 0 and self._serving_lease(now):
+            if not self.rlf.majority_rule:
+                granted = self.clocks.server_lease
+            else:
+                granted = max(
+                    0.0,
+                    min(self.clocks.server_lease, self.lease_end - self.last_ack_recv[peer]),
+                )
+        allowed: tuple[Allowance, ...] | None = None
+        if self.ledger.known.get(peer, False):
+            allowed = tuple(
+                Allowance(license=lic, count=n) for lic, n in self.ledger.allowances(peer).items()
+            )
+        return self._msg(
+            ServerHeartbeat,
+            seq=self.hb_seq,
+            echo=echo,
+            lease=granted,
+            up=up,
+            rlf_seq=self.rlf.sequence,
+            allowed=allowed,
+            **self._cfg_fields(),
+        )
+
+    def _serving_lease(self, now: float) -> bool:
+        return not self.rlf.majority_rule or now < self.lease_end
+
+    def _on_ack(self, now: float, sender: str, msg: ServerAck, out: list[Effect]) -> None:
+        if msg.term > self.term:
+            self._adopt_term(msg.term, now, out)
+            out.append(self._persist())
+            return
+        if self.role is not Role.LEADER or msg.term < self.term or not msg.ok:
+            return
+        assert self.ledger is not None
+        if msg.seq > self.hb_seq:
+            return  # not a heartbeat of this term
+        self.last_ack_recv[sender] = now
+        if msg.ts > self.last_ack_ts.get(sender, 0.0):
+            self.last_ack_ts[sender] = msg.ts
+        if msg.seq > self.acked_seq.get(sender, 0):
+            self.acked_seq[sender] = msg.seq
+        self.acked_cfg[sender] = (msg.rlf_seq, (msg.cfg_term, msg.cfg_version))
+        self.peer_rlf_seq[sender] = msg.rlf_seq
+        was_known = self.ledger.known.get(sender, False)
+        self.ledger.learn(sender, msg.seq, msg.rows)
+        self._update_lease()
+        # catch the follower up: RLF first, then the table
+        if msg.rlf_seq < self.rlf.sequence:
+            self._send_rlf(now, sender, out)
+        elif msg.rlf_seq > self.rlf.sequence:
+            out.append(Send(sender, self._msg(RlfAccept, rlf_seq=msg.rlf_seq)))
+        if (msg.cfg_term, msg.cfg_version) < self.table.cfg and (
+            now - self.last_sync_sent.get(sender, -_NEVER) >= self.clocks.heartbeat
+        ):
+            self.last_sync_sent[sender] = now
+            out.append(Send(sender, self._sync()))
+        if not was_known:
+            self.short = set(self.table.licenses)
+        if self.short:
+            changed: set[str] = set()
+            for lic in list(self.short):
+                changed.update(self._rebalance(lic, out, send=False))
+            up = tuple(self._up(now))
+            for p in changed:
+                if p != self.id:
+                    out.append(Send(p, self._heartbeat(now, p, up)))
+        if self.pending:
+            self._check_pending(now, out)
+
+    def _update_lease(self) -> None:
+        seqs = sorted((self.acked_seq.get(p, 0) for p in self.peers), reverse=True)
+        need = self.quorum - 1  # the leader acks its own heartbeats
+        if need <= 0:
+            q = self.hb_seq
+        elif len(seqs) >= need:
+            q = seqs[need - 1]
+        else:
+            return
+        sent = self.hb_times.get(q)
+        if q > 0 and sent is not None:
+            self.lease_end = max(self.lease_end, sent + self.clocks.leader_lease)
+
+    def _rebalance(self, lic: str, out: list[Effect], *, send: bool) -> list[str]:
+        """Move allowances toward the table for one license; returns changed servers."""
+        assert self.ledger is not None
+        state = self.table.licenses.get(lic)
+        if state is None:
+            self.short.discard(lic)
+            return []
+        self.ledger.set_self_in_use(lic, self.keys.in_use(lic))
+        before = self.ledger.get(self.id, lic).sent
+        changed, short = self.ledger.rebalance(state, self.hb_seq + 1)
+        if short:
+            self.short.add(lic)
+        else:
+            self.short.discard(lic)
+        if self.ledger.get(self.id, lic).sent > before:
+            out.append(self._persist())
+        return changed
+
+    def _check_pending(self, now: float, out: list[Effect]) -> None:
+        if not self.pending:
+            return
+        keep: list[_PendingAdmin] = []
+        for p in self.pending:
+            have = 1 + sum(
+                1
+                for s in self.peers
+                if s in self.acked_cfg
+                and self.acked_cfg[s][0] >= p.rlf_seq
+                and self.acked_cfg[s][1] >= p.cfg
+            )
+            if have >= self.quorum:
+                data = dict(p.data, durable_on=have)
+                self._answer_admin(replace(p, data=data), True, p.message, out)
+            elif now >= p.deadline:
+                self._answer_admin(
+                    p,
+                    False,
+                    f"not durable on a majority in time ({have}/{self.size} servers hold it)",
+                    out,
+                )
+            else:
+                keep.append(p)
+        self.pending = keep
+
+    def _answer_admin(self, p: _PendingAdmin, ok: bool, message: str, out: list[Effect]) -> None:
+        reply = self._msg(
+            AdminReply, request_id=p.request_id, ok=ok, message=message, data=dict(p.data)
+        )
+        if p.via is None:
+            out.append(Reply(p.token, reply))
+        else:
+            out.append(Send(p.via, self._msg(ForwardedReply, token=p.token, reply=reply)))
+
+    def _sync(self) -> DistributionSync:
+        return self.table.to_sync(
+            pool=self.pool, sender=self.id, term=self.term, rlf_seq=self.rlf.sequence
+        )
+
+    def _broadcast_sync(self, now: float, out: list[Effect]) -> None:
+        """DISTRIBUTION_SYNC to every follower (down ones get it when they ACK again)."""
+        sync = self._sync()
+        for p in self.peers:
+            self.last_sync_sent[p] = now
+            out.append(Send(p, sync))
+
+    def _send_rlf(self, now: float, peer: str, out: list[Effect]) -> None:
+        if now - self.last_rlf_sent.get(peer, -_NEVER) < self.clocks.leader_timeout:
+            return
+        self.last_rlf_sent[peer] = now
+        out.append(Send(peer, self._msg(RlfTransfer, rlf_text=self._rlf_text)))
+
+    def _table_changed(
+        self, now: float, out: list[Effect], lic: str | None = None, *, bump: bool = True
+    ) -> None:
+        """After the leader changed the table: bump, persist, sync, rebalance."""
+        if bump:
+            self._bump_cfg()
+            out.append(self._persist())
+        self._broadcast_sync(now, out)
+        lics = [lic] if lic is not None else list(self.table.licenses)
+        changed: set[str] = set()
+        for name in lics:
+            self.short.add(name)
+            changed.update(self._rebalance(name, out, send=False))
+        up = tuple(self._up(now))
+        for p in changed:
+            if p != self.id:
+                out.append(Send(p, self._heartbeat(now, p, up)))
+
+    # ---------------------------------------------------------------- borrowing
+
+    def _allocate(
+        self, now: float, lic: str, target: str, want: int, failover: bool, out: list[Effect]
+    ) -> int:
+        """Claims 5, 14, 15: find `want` seats of `lic` for `target`; returns seats moved."""
+        assert self.ledger is not None
+        state = self.table.licenses.get(lic)
+        if state is None or want <= 0:
+            return 0
+        moved: list[tuple[str, int]] = []
+        left = want
+
+        def take(source: str | None, n: int) -> None:
+            nonlocal left
+            n = min(n, left)
+            if n <= 0:
+                return
+            self.table.move(lic, source, target, n)
+            moved.append((source or "free pool", n))
+            left -= n
+
+        def from_self() -> None:
+            if target == self.id:
+                return
+            row = state.rows.get(self.id, 0)
+            spare = row - self.keys.in_use(lic)
+            if not failover:
+                spare -= math.ceil(row * (1 - self.rlf.borrowing_threshold))
+            take(self.id, spare)
+
+        def from_down() -> None:
+            for s in reversed(self.servers):
+                if s != target and s in self.ledger.fenced:  # type: ignore[union-attr]
+                    take(s, state.rows.get(s, 0))
+
+        if failover:
+            from_self()
+            take(None, state.free)
+            from_down()
+            up = set(self._up(now))
+            for s in reversed(self.servers):
+                if s in (target, self.id) or s not in up or s in self.ledger.fenced:
+                    continue
+                a = self.ledger.get(s, lic)
+                take(s, state.rows.get(s, 0) - max(a.in_use, 0))
+        else:
+            take(None, state.free)
+            from_down()
+            from_self()
+        total = want - left
+        if total:
+            where = ", ".join(f"{n} from {src}" for src, n in moved)
+            out.append(
+                self._note(
+                    now,
+                    "borrow",
+                    f"{target} borrows {total} of {lic}: {where}",
+                    license=lic,
+                    server=target,
+                    count=total,
+                )
+            )
+            self._table_changed(now, out, lic)
+        return total
+
+    def _on_borrow_request(
+        self, now: float, sender: str, msg: BorrowRequest, out: list[Effect]
+    ) -> None:
+        if self.role is not Role.LEADER or msg.term != self.term:
+            return
+        if not 0 < msg.count <= MAX_COUNT:
+            return
+        got = self._allocate(now, msg.license, sender, msg.count, msg.failover, out)
+        out.append(
+            Send(
+                sender,
+                self._msg(
+                    BorrowGrant,
+                    license=msg.license,
+                    count=got,
+                    detail="" if got else "no seats free in the pool now",
+                ),
+            )
+        )
+
+    def _borrow(self, now: float, lic: str, want: int, failover: bool, out: list[Effect]) -> None:
+        if self.role is Role.LEADER:
+            self._allocate(now, lic, self.id, want, failover, out)
+            return
+        if self.role is not Role.FOLLOWER or not self.leader_id:
+            return
+        if now < self.borrow_wait.get(lic, -_NEVER):
+            return
+        self.borrow_wait[lic] = now + self.clocks.retry_after
+        out.append(
+            Send(
+                self.leader_id,
+                self._msg(BorrowRequest, license=lic, count=want, failover=failover),
+            )
+        )
+
+    # ================================================================ follower
+
+    def _on_heartbeat(
+        self, now: float, sender: str, msg: ServerHeartbeat, out: list[Effect]
+    ) -> None:
+        if msg.term < self.term:
+            out.append(Send(sender, self._msg(ServerAck, ok=False, seq=msg.seq)))
+            return
+        if not self._accept_leader(now, sender, msg.term, out):
+            return
+        if msg.seq <= self.last_hb_seq:
+            return  # older than one already applied
+        self.last_hb_seq = msg.seq
+        self.leader_up = msg.up
+        self.last_contact = now
+        self.check_sent = False
+        self.elect_at = now + self.clocks.election_delay(self.rank) + self.clocks.heartbeat
+        persist = False
+        if msg.allowed is not None:
+            new = {a.license: a.count for a in msg.allowed}
+            if any(new.get(k, 0) > self.allowed.get(k, 0) for k in new):
+                persist = True
+            self.allowed = new
+        if 0 < msg.echo <= now and msg.lease > 0:
+            self.lease_until = max(
+                self.lease_until, msg.echo + self.clocks.follower_lease(msg.lease)
+            )
+        if msg.rlf_seq < self.rlf.sequence:
+            out.append(Send(sender, self._msg(RlfOffer, rlf_seq=self.rlf.sequence)))
+        if persist:
+            out.append(self._persist())
+        out.append(Send(sender, self._ack(now, msg.seq)))
+
+    def _accept_leader(self, now: float, sender: str, term: int, out: list[Effect]) -> bool:
+        """A message from the leader of `term` (>= mine): follow it."""
+        if term > self.term:
+            self._adopt_term(term, now, out)
+            out.append(self._persist())
+        if self.role is Role.LEADER:
+            out.append(self._note(now, "refused", f"second leader {sender} in term {term}"))
+            return False
+        if self.role is not Role.FOLLOWER or self.leader_id != sender:
+            self.leader_id = sender
+            self._become(Role.FOLLOWER, now, out, f"{sender} leads term {term}")
+        return True
+
+    def _ack(self, now: float, seq: int) -> ServerAck:
+        grace = now < self.grace_until
+        rows = []
+        for lic in self.table.licenses:
+            in_use = self.keys.in_use(lic)
+            if grace:
+                in_use = max(in_use, self._grace_allowed.get(lic, 0))
+            rows.append(
+                LicenseRow(
+                    license=lic,
+                    distribution=self.table.row(lic, self.id),
+                    allowed=self.allowed.get(lic, 0),
+                    in_use=in_use,
+                )
+            )
+        return self._msg(
+            ServerAck,
+            seq=seq,
+            ts=now,
+            rlf_seq=self.rlf.sequence,
+            rows=tuple(rows),
+            **self._cfg_fields(),
+        )
+
+    def _on_sync(self, now: float, sender: str, msg: DistributionSync, out: list[Effect]) -> None:
+        if msg.term < self.term:
+            return
+        if not self._accept_leader(now, sender, msg.term, out):
+            return
+        if (msg.cfg_term, msg.cfg_version) < self.table.cfg:
+            return
+        if (msg.cfg_term, msg.cfg_version) != self.table.cfg:
+            self.table = DistributionTable.from_sync(msg)
+            out.append(self._persist())
+            out.append(
+                self._note(
+                    now,
+                    "sync",
+                    f"{self.id}: distribution v{msg.cfg_version} from {sender}",
+                )
+            )
+        out.append(Send(sender, self._ack(now, self.last_hb_seq)))
+
+    def _on_borrow_grant(
+        self, now: float, sender: str, msg: BorrowGrant, out: list[Effect]
+    ) -> None:
+        if msg.count == 0:
+            # nothing now: do not ask again for a while
+            self.borrow_wait[msg.license] = now + self.clocks.leader_timeout
+        else:
+            self.borrow_wait.pop(msg.license, None)
+
+    def _on_leader_check(
+        self, now: float, sender: str, msg: LeaderCheck, out: list[Effect]
+    ) -> None:
+        if self.role is Role.LEADER:
+            out.append(Send(sender, self._heartbeat(now, sender, tuple(self._up(now)))))
+
+    # ================================================================ start-up, RLF
+
+    def _on_server_up(self, now: float, sender: str, msg: ServerUp, out: list[Effect]) -> None:
+        leader = self.leader_id if self.role in (Role.LEADER, Role.FOLLOWER) else ""
+        out.append(
+            Send(
+                sender,
+                self._msg(
+                    ServerUpReply,
+                    rlf_seq=self.rlf.sequence,
+                    leader=leader or "",
+                    **self._cfg_fields(),
+                ),
+            )
+        )
+        if self.role is Role.LEADER:
+            # FIG. 11: a returning server gets a heartbeat and its distribution at once;
+            # its old clock readings mean nothing now
+            self.last_ack_ts.pop(sender, None)
+            out.append(Send(sender, self._heartbeat(now, sender, tuple(self._up(now)))))
+            out.append(Send(sender, self._sync()))
+            self.last_sync_sent[sender] = now
+            if msg.rlf_seq < self.rlf.sequence:
+                self._send_rlf(now, sender, out)
+            elif msg.rlf_seq > self.rlf.sequence:
+                out.append(Send(sender, self._msg(RlfAccept, rlf_seq=msg.rlf_seq)))
+        elif self.role is Role.CANDIDATE and self.prevote:
+            # a late starter can vote now: ask it
+            ask = self._msg(VoteRequest, pre=True, rlf_seq=self.rlf.sequence, **self._cfg_fields())
+            out.append(Send(sender, replace(ask, term=self.term + 1)))
+
+    def _on_server_up_reply(
+        self, now: float, sender: str, msg: ServerUpReply, out: list[Effect]
+    ) -> None:
+        if msg.leader in self.peers and self.role not in (Role.LEADER, Role.FOLLOWER):
+            out.append(Send(msg.leader, self._msg(LeaderCheck)))
+        if msg.rlf_seq < self.rlf.sequence and msg.leader == sender:
+            out.append(Send(sender, self._msg(RlfOffer, rlf_seq=self.rlf.sequence)))
+
+    def _on_rlf_offer(self, now: float, sender: str, msg: RlfOffer, out: list[Effect]) -> None:
+        if msg.rlf_seq > self.rlf.sequence:
+            out.append(Send(sender, self._msg(RlfAccept, rlf_seq=msg.rlf_seq)))
+
+    def _on_rlf_accept(self, now: float, sender: str, msg: RlfAccept, out: list[Effect]) -> None:
+        if self.rlf.sequence >= msg.rlf_seq:
+            out.append(Send(sender, self._msg(RlfTransfer, rlf_text=self._rlf_text)))
+
+    def _on_rlf_transfer(
+        self, now: float, sender: str, msg: RlfTransfer, out: list[Effect]
+    ) -> None:
+        try:
+            new = self._check_rlf(msg.rlf_text)
+        except _Refused as err:
+            out.append(self._note(now, "refused", f"RLF from {sender}: {err}"))
+            return
+        self._adopt_rlf(now, new, msg.rlf_text, out)
+
+    def _check_rlf(self, text: str) -> Rlf:
+        """Parse and verify a pushed RLF (S5); raises `_Refused` with the reason."""
+        try:
+            new = parse_rlf(text, file="pushed RLF")
+        except LmError as err:
+            raise _Refused(str(err)) from None
+        if new.pool != self.pool:
+            raise _Refused(f"RLF is for pool {new.pool!r}, not {self.pool!r}")
+        if new.sequence <= self.rlf.sequence:
+            raise _Refused(
+                f"RLF sequence {new.sequence} is not higher than the current {self.rlf.sequence}"
+            )
+        try:
+            verify_rlf(new, admin_key=load_public(self.rlf.admin_key))
+        except LmError as err:
+            raise _Refused(str(err)) from None
+        return new
+
+    def _adopt_rlf(self, now: float, new: Rlf, text: str, out: list[Effect]) -> None:
+        old_seq = self.rlf.sequence
+        self._set_rlf(new, text)
+        self.elect_at = min(self.elect_at, now + self.clocks.election_delay(self.rank) * 2)
+        if self.role is Role.LEADER:
+            assert self.ledger is not None
+            self.ledger.set_servers(self.servers)
+            self.table = DistributionTable.from_rlf(
+                new, self.today, self.table.codes, self.table.cfg
+            )
+            self._bump_cfg()
+            out.append(self._persist())
+            for p in self.peers:  # the leader first (above), then every follower
+                self.last_rlf_sent[p] = now
+                out.append(Send(p, self._msg(RlfTransfer, rlf_text=text)))
+            self._table_changed(now, out, bump=False)
+        else:
+            out.append(self._persist())
+        out.append(
+            self._note(
+                now, "push", f"{self.id}: RLF seq {old_seq} -> {new.sequence}", rlf_seq=new.sequence
+            )
+        )
+
+    def _on_new_day(self, now: float, out: list[Effect]) -> None:
+        if self.role is not Role.LEADER:
+            return
+        fresh = DistributionTable.from_rlf(self.rlf, self.today, self.table.codes)
+        changed = False
+        for lic, state in self.table.licenses.items():
+            new = fresh.licenses.get(lic)
+            hard = new.hard_limit if new is not None else 0
+            if hard != state.hard_limit:
+                self.table.set_hard_limit(lic, hard, self.servers)
+                changed = True
+            if new is not None and new.expires != state.expires:
+                state.expires = new.expires
+                changed = True
+        if changed:
+            out.append(self._note(now, "expiry", "license codes expired: hard limits changed"))
+            self._table_changed(now, out)
+
+    # ================================================================ clients
+
+    def _deny(
+        self, msg: Request | ClientHeartbeat, reason: str, detail: str, retry_after: float = 0.0
+    ) -> Deny:
+        return self._msg(
+            Deny,
+            request_id=msg.request_id,
+            license=msg.license,
+            reason=reason,
+            detail=detail,
+            retry_after=retry_after,
+        )
+
+    def _not_serving(self, now: float) -> tuple[str, str] | None:
+        if self.role is Role.DISASSOCIATED:
+            return ("disassociated", f"{self.id} cannot reach leader {self.leader_id}")
+        if self.role is Role.LEADER:
+            if self._serving_lease(now):
+                return None
+            up = len(self._up(now))
+            return ("no_majority", f"{up}/{self.size} servers in contact")
+        if self.role is Role.FOLLOWER:
+            if now < self.lease_until:
+                return None
+            return ("no_majority", f"{self.id} holds no lease from a majority leader")
+        return ("no_majority", f"{self.id} is {self.role.value}: election in progress")
+
+    def _limit(self, lic: str) -> int:
+        if self.ledger is not None:
+            return self.ledger.get(self.id, lic).sent
+        return self.allowed.get(lic, 0)
+
+    def _on_client(self, now: float, token: str, msg: Message, out: list[Effect]) -> None:
+        if isinstance(msg, Release):
+            self._on_release(now, token, msg, out)
+            return
+        assert isinstance(msg, (Request, ClientHeartbeat))
+        heartbeat = isinstance(msg, ClientHeartbeat)
+        failover = heartbeat and msg.failover  # type: ignore[union-attr]
+        lic, client, count = msg.license, msg.sender, msg.count
+
+        def deny(reason: str, detail: str, retry: float = 0.0) -> None:
+            out.append(Reply(token, self._deny(msg, reason, detail, retry)))
+            out.append(LogUsage("deny", client, lic, count, reason))
+
+        if not 0 < count <= MAX_COUNT or not client:
+            deny("bad_request", f"count must be 1..{MAX_COUNT}")
+            return
+        state = self.table.licenses.get(lic)
+        if state is None:
+            deny("unknown_license", f"no license {lic!r} in pool {self.pool!r}")
+            return
+        if state.expires < self._today_iso:
+            deny("expired", f"every code of {lic!r} expired on {state.expires}")
+            return
+        why = self._not_serving(now)
+        if why is not None:
+            deny(why[0], why[1], self.clocks.retry_after)
+            return
+        limit = self._limit(lic)
+        entry = self.keys.get(client, lic)
+        if entry is not None:
+            self._renew(now, token, msg, entry, limit, out)
+            return
+        if now < self.grace_until and not (heartbeat and not failover):
+            deny(
+                "restart_grace",
+                f"{self.id} restarted; new grants in {self.grace_until - now:.1f}s",
+                self.grace_until - now,
+            )
+            return
+        in_use = self.keys.in_use(lic)
+        if in_use + count > limit:
+            self._borrow(now, lic, in_use + count - limit, failover, out)
+            limit = self._limit(lic)
+        if in_use + count > limit:
+            deny(
+                "no_seats",
+                f"{self.id} has {max(0, limit - in_use)} of {lic!r} available",
+                self.clocks.retry_after,
+            )
+            return
+        entry = self.keys.add(
+            client, lic, count, msg.request_id, now=now, expires=now + self.clocks.client_keep
+        )
+        out.append(PersistKey(client, lic, entry.as_json()))
+        out.append(LogUsage("grant", client, lic, count, "failover" if heartbeat else ""))
+        out.append(Reply(token, self._authorize(msg, count)))
+        self._after_grant(now, lic, out)
+
+    def _renew(
+        self,
+        now: float,
+        token: str,
+        msg: Request | ClientHeartbeat,
+        entry: KeyEntry,
+        limit: int,
+        out: list[Effect],
+    ) -> None:
+        lic = entry.license
+        count = msg.count
+        # re-adoption after a restart (S4) needs room among the live seats
+        if not entry.live and self.keys.live(lic) + entry.count > limit:
+            out.append(
+                Reply(
+                    token,
+                    self._deny(msg, "no_seats", "not re-adopted: no room", self.clocks.retry_after),
+                )
+            )
+            return
+        if count != entry.count:
+            if count > entry.count and self.keys.in_use(lic) + count - entry.count > limit:
+                count = entry.count  # keep what it has
+            else:
+                self.keys.resize(entry, count)
+                out.append(PersistKey(entry.client_id, lic, entry.as_json()))
+        was_live = entry.live
+        self.keys.renew(
+            entry, now=now, expires=now + self.clocks.client_keep, request_id=msg.request_id
+        )
+        if not was_live:
+            out.append(LogUsage("grant", entry.client_id, lic, entry.count, "re-adopted"))
+        out.append(Reply(token, self._authorize(msg, entry.count)))
+
+    def _authorize(self, msg: Request | ClientHeartbeat, count: int) -> Authorize:
+        return self._msg(
+            Authorize,
+            request_id=msg.request_id,
+            license=msg.license,
+            count=count,
+            lease=self.clocks.client_lease,
+            heartbeat_interval=self.clocks.client_heartbeat,
+            servers=self._addresses,
+        )
+
+    def _after_grant(self, now: float, lic: str, out: list[Effect]) -> None:
+        row = self.table.row(lic, self.id)
+        want = threshold_want(self.keys.in_use(lic), row, self.rlf.borrowing_threshold)
+        if want > 0:
+            self._borrow(now, lic, want, False, out)
+
+    def _on_release(self, now: float, token: str, msg: Release, out: list[Effect]) -> None:
+        entry = self.keys.remove(msg.sender, msg.license)
+        if entry is not None:
+            out.append(PersistKey(msg.sender, msg.license, None))
+            out.append(LogUsage("release", msg.sender, msg.license, entry.count))
+            if self.ledger is not None and self.short:
+                self._rebalance(msg.license, out, send=False)
+        out.append(
+            Reply(token, self._msg(Released, request_id=msg.request_id, license=msg.license))
+        )
+
+    # ================================================================ admin
+
+    def _on_status(self, now: float, token: str, msg: Message, out: list[Effect]) -> None:
+        assert isinstance(msg, (StatusRequest, Watch))
+        out.append(
+            Reply(token, self._msg(StatusReply, request_id=msg.request_id, status=self.status(now)))
+        )
+
+    def _on_reclaim(self, now: float, token: str, msg: Reclaim, out: list[Effect]) -> None:
+        entry = self.keys.remove(msg.client_id, msg.license)
+        if entry is None:
+            reply = self._msg(
+                AdminReply,
+                request_id=msg.request_id,
+                ok=False,
+                message=f"{msg.client_id} holds no {msg.license!r} on {self.id}",
+            )
+        else:
+            out.append(PersistKey(msg.client_id, msg.license, None))
+            out.append(LogUsage("reclaim", msg.client_id, msg.license, entry.count, msg.reason))
+            out.append(
+                self._note(now, "reclaim", f"{msg.client_id} {msg.license} reclaimed: {msg.reason}")
+            )
+            reply = self._msg(
+                AdminReply,
+                request_id=msg.request_id,
+                ok=True,
+                message=f"reclaimed {entry.count} of {msg.license!r} from {msg.client_id}",
+            )
+        out.append(Reply(token, reply))
+
+    def _on_admin(self, now: float, token: str, msg: Message, out: list[Effect]) -> None:
+        self._admin(now, token, None, msg, out)
+
+    def _on_forwarded(
+        self, now: float, sender: str, msg: ForwardedAdmin, out: list[Effect]
+    ) -> None:
+        if not isinstance(msg.op, ADMIN_OPS) or msg.op.pool != self.pool:
+            reply = self._msg(
+                AdminReply,
+                request_id=getattr(msg.op, "request_id", 0),
+                ok=False,
+                message="not an admin operation of this pool",
+            )
+            out.append(Send(sender, self._msg(ForwardedReply, token=msg.token, reply=reply)))
+            return
+        self._admin(now, msg.token, sender, msg.op, out)
+
+    def _on_forwarded_reply(
+        self, now: float, sender: str, msg: ForwardedReply, out: list[Effect]
+    ) -> None:
+        out.append(Reply(msg.token, msg.reply))
+
+    def _admin(
+        self, now: float, token: str, via: str | None, msg: Message, out: list[Effect]
+    ) -> None:
+        request_id = int(getattr(msg, "request_id", 0))
+
+        def refuse(message: str) -> None:
+            reply = self._msg(AdminReply, request_id=request_id, ok=False, message=message)
+            out.append(self._note(now, "refused", f"{type(msg).__name__}: {message}"))
+            if via is None:
+                out.append(Reply(token, reply))
+            else:
+                out.append(Send(via, self._msg(ForwardedReply, token=token, reply=reply)))
+
+        if self.role is not Role.LEADER:
+            if via is not None:
+                refuse(f"{self.id} is not the leader")
+                return
+            # a cheap local check first, so an invalid op is refused here
+            try:
+                self._validate_admin(msg)
+            except _Refused as err:
+                refuse(str(err))
+                return
+            if self.role is Role.FOLLOWER and self.leader_id:
+                out.append(Send(self.leader_id, self._msg(ForwardedAdmin, token=token, op=msg)))
+                return
+            refuse("no leader right now (election in progress); retry shortly")
+            return
+        if not self._serving_lease(now):
+            refuse(f"no majority: {len(self._up(now))}/{self.size} servers in contact")
+            return
+        try:
+            message, data = self._apply_admin(now, msg, out)
+        except _Refused as err:
+            refuse(str(err))
+            return
+        self.pending.append(
+            _PendingAdmin(
+                cfg=self.table.cfg,
+                rlf_seq=self.rlf.sequence,
+                request_id=request_id,
+                token=token,
+                via=via,
+                deadline=now + self.clocks.admin_timeout,
+                message=message,
+                data=dict(data, config_version=self.table.cfg[1], rlf_seq=self.rlf.sequence),
+            )
+        )
+        self._check_pending(now, out)
+
+    def _parse_code(self, text: str) -> LicenseCode:
+        try:
+            code = parse_code(text)
+        except LmError as err:
+            raise _Refused(str(err)) from None
+        key = self._vendor_keys.get(code.vendor)
+        if key is None:
+            raise _Refused(f"code of unknown vendor {code.vendor!r}: not trusted by the RLF")
+        try:
+            verify_code(code, load_public(key))
+        except LmError as err:
+            raise _Refused(str(err)) from None
+        if code.expired(self.today):
+            raise _Refused(f"code {code.serial} of {code.license!r} expired on {code.expires}")
+        text = code.text()
+        if text in self.rlf.codes or text in self.table.codes:
+            raise _Refused(f"code {code.serial} of {code.license!r} is already in the pool")
+        return code
+
+    def _validate_admin(self, msg: Message) -> None:
+        if isinstance(msg, ChangeDistribution):
+            dist = dict(msg.distribution)
+            if len(dist) != len(msg.distribution):
+                raise _Refused("a server is listed twice")
+            why = self.table.check_change(msg.license, dist, self.servers)
+            if why:
+                raise _Refused(why)
+        elif isinstance(msg, AddAllocations):
+            code = self._parse_code(msg.code)
+            if code.kind != "add":
+                raise _Refused(f"code {code.serial} is a {code.kind} code, not an add-on code")
+            if code.license not in self.table.licenses:
+                raise _Refused(f"no license {code.license!r} in the pool to add allocations to")
+        elif isinstance(msg, AddLicenseCode):
+            code = self._parse_code(msg.code)
+            if code.kind == "add" and code.license not in self.table.licenses:
+                raise _Refused(f"add-on code for {code.license!r}, which has no base code")
+        elif isinstance(msg, UpdateRlf):
+            self._check_rlf(msg.rlf_text)
+
+    def _apply_admin(
+        self, now: float, msg: Message, out: list[Effect]
+    ) -> tuple[str, dict[str, Any]]:
+        self._validate_admin(msg)
+        if isinstance(msg, ChangeDistribution):
+            dist = dict(msg.distribution)
+            self.table.set_distribution(msg.license, dist, self.servers)
+            out.append(self._note(now, "admin", f"distribution of {msg.license} set: {dist}"))
+            self._table_changed(now, out, msg.license)
+            return (f"distribution of {msg.license!r} changed", {})
+        if isinstance(msg, (AddAllocations, AddLicenseCode)):
+            code = self._parse_code(msg.code)
+            self.table.codes.append(code.text())
+            self.table.add_code(code, self.servers)
+            out.append(self._note(now, "admin", f"code added: {code.describe()}"))
+            self._table_changed(now, out, code.license)
+            state = self.table.licenses[code.license]
+            return (
+                f"{code.seats} seats of {code.license!r} added (hard limit {state.hard_limit})",
+                {"license": code.license, "hard_limit": state.hard_limit},
+            )
+        assert isinstance(msg, UpdateRlf)
+        new = self._check_rlf(msg.rlf_text)
+        self._adopt_rlf(now, new, msg.rlf_text, out)
+        return (f"RLF sequence {new.sequence} installed", {})
+
+    # ================================================================ status
+
+    def status(self, now: float) -> dict[str, Any]:
+        """This server's view, JSON-able (schema: docs/CONTRACTS.md "Per-server status")."""
+        leader = self.role is Role.LEADER
+        up = set(self._up(now)) if leader else set()
+        why = self._not_serving(now)
+        peers: dict[str, Any] = {}
+        for p in self.peers:
+            if leader:
+                last = self.last_ack_recv.get(p)
+                peers[p] = {
+                    "up": p in up,
+                    "last_heartbeat_age": None if last is None else round(now - last, 3),
+                    "fenced": self.ledger is not None and p in self.ledger.fenced,
+                }
+            else:
+                age = round(now - self.last_contact, 3) if p == self.leader_id else None
+                peers[p] = {"up": p in self.leader_up, "last_heartbeat_age": age}
+        licenses = []
+        for lic, state in self.table.licenses.items():
+            servers: dict[str, Any] = {}
+            total_in_use = 0
+            for sid in self.servers:
+                row = state.rows.get(sid, 0)
+                if sid == self.id:
+                    in_use = self.keys.in_use(lic)
+                elif leader and self.ledger is not None and sid in up:
+                    in_use = self.ledger.get(sid, lic).in_use
+                elif leader:
+                    in_use = 0
+                else:
+                    servers[sid] = None
+                    continue
+                total_in_use += in_use
+                servers[sid] = {
+                    "distribution": row,
+                    "in_use": in_use,
+                    "available": max(0, row - in_use),
+                    "allowed": self._limit(lic)
+                    if sid == self.id
+                    else (self.ledger.get(sid, lic).sent if self.ledger is not None else None),
+                }
+            licenses.append(
+                {
+                    "license": lic,
+                    "hard_limit": state.hard_limit,
+                    "expires": state.expires,
+                    "pool_available": max(0, state.hard_limit - total_in_use) if leader else None,
+                    "free_pool": state.free if leader else None,
+                    "servers": servers,
+                }
+            )
+        clients = [
+            {
+                "client_id": e.client_id,
+                "license": e.license,
+                "count": e.count,
+                "lease_expires_in": round(e.expires - now, 3),
+                "last_heartbeat_age": round(now - e.last_heartbeat, 3),
+                "live": e.live,
+            }
+            for e in self.keys
+        ]
+        return {
+            "id": self.id,
+            "pool": self.pool,
+            "role": self.role.value,
+            "term": self.term,
+            "leader": self.leader_id,
+            "rlf_seq": self.rlf.sequence,
+            "config_version": self.table.cfg[1],
+            "config_term": self.table.cfg[0],
+            "serving": why is None,
+            "not_serving_reason": None if why is None else f"{why[0]}: {why[1]}",
+            "majority": {
+                "up": len(up) if leader else None,
+                "size": self.size,
+                "ok": (why is None) if leader else None,
+            },
+            "peers": peers,
+            "licenses": licenses,
+            "clients": clients,
+            "events": [
+                {"age": round(now - t, 3), "kind": k, "text": text} for t, k, text in self._events
+            ],
+        }
+
+
+# ---------------------------------------------------------------- dispatch table
+# type -> (handler, is a server<->server message)
+
+_Handler = Callable[[LicenseServer, float, str, Any, list[Effect]], None]
+_HANDLERS: dict[type, tuple[_Handler, bool]] = {
+    Request: (LicenseServer._on_client, False),
+    ClientHeartbeat: (LicenseServer._on_client, False),
+    Release: (LicenseServer._on_client, False),
+    StatusRequest: (LicenseServer._on_status, False),
+    Watch: (LicenseServer._on_status, False),
+    Reclaim: (LicenseServer._on_reclaim, False),
+    ChangeDistribution: (LicenseServer._on_admin, False),
+    AddAllocations: (LicenseServer._on_admin, False),
+    AddLicenseCode: (LicenseServer._on_admin, False),
+    UpdateRlf: (LicenseServer._on_admin, False),
+    ServerHeartbeat: (LicenseServer._on_heartbeat, True),
+    ServerAck: (LicenseServer._on_ack, True),
+    LeaderCheck: (LicenseServer._on_leader_check, True),
+    VoteRequest: (LicenseServer._on_vote_request, True),
+    VoteReply: (LicenseServer._on_vote_reply, True),
+    ServerUp: (LicenseServer._on_server_up, True),
+    ServerUpReply: (LicenseServer._on_server_up_reply, True),
+    RlfOffer: (LicenseServer._on_rlf_offer, True),
+    RlfAccept: (LicenseServer._on_rlf_accept, True),
+    RlfTransfer: (LicenseServer._on_rlf_transfer, True),
+    BorrowRequest: (LicenseServer._on_borrow_request, True),
+    BorrowGrant: (LicenseServer._on_borrow_grant, True),
+    DistributionSync: (LicenseServer._on_sync, True),
+    ForwardedAdmin: (LicenseServer._on_forwarded, True),
+    ForwardedReply: (LicenseServer._on_forwarded_reply, True),
+}

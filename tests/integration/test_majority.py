@@ -1,0 +1,93 @@
+"""Majority rule and restart grace on real processes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from .conftest import APP, Pool, conserved, held_total
+
+pytestmark = pytest.mark.integration
+
+
+def _all_up(st: dict[str, Any]) -> bool:
+    return st["leader"] is not None and all(s["up"] and s["reachable"] for s in st["servers"])
+
+
+def _ask(pool: Pool, client_id: str, server: str) -> tuple[int, str]:
+    """One short `lm client hold` (grant then release); (exit code, output)."""
+    out = pool.lm("client", "hold", "--license", APP, "--client-id", client_id,
+                  "--server", server, "--seconds", "0", "--json", timeout=60)  # fmt: skip
+    return out.returncode, out.stdout + out.stderr
+
+
+def test_minority_denies_then_service_resumes(pool_factory: Callable[..., Pool]) -> None:
+    pool = pool_factory(tls=False)
+    for sid in pool.ids:
+        pool.start(sid)
+    pool.wait(_all_up, "three servers with a leader")
+    code, out = _ask(pool, "before", "A")
+    assert code == 0, out
+
+    pool.kill("B")
+    pool.kill("C")
+    pool.wait(
+        lambda st: st["servers"][0]["reachable"] and st["servers"][0]["serving"] is False,
+        "A alone stops serving",
+    )
+    code, out = _ask(pool, "alone", "A")
+    assert code == 1, out
+    assert "no_majority" in out
+
+    pool.start("B")
+    pool.wait(
+        lambda st: st["leader"] is not None and st["majority"]["ok"]
+        and st["servers"][0]["serving"] is True,  # fmt: skip
+        "A and B form a majority again",
+    )
+    code, out = _ask(pool, "after", "A")
+    assert code == 0, out
+
+
+def test_restarted_follower_keeps_its_clients_and_never_over_issues(
+    pool_factory: Callable[..., Pool],
+) -> None:
+    # six seats, two per server, every seat held: any over-issue would show as > 6
+    pool = pool_factory(tls=False, seats=6, dist={"A": 2, "B": 2, "C": 2})
+    for sid in pool.ids:
+        pool.start(sid)
+    pool.wait(lambda st: _all_up(st) and st["leader"] == "A", "A leads three servers")
+    for sid in pool.ids:
+        for i in range(2):
+            pool.hold("--license", APP, "--client-id", f"{sid}{i}", "--server", sid,
+                      "--seconds", "600")  # fmt: skip
+    st = pool.wait(lambda st: held_total(st) == 6, "all six seats held")
+    on_c = {c["client_id"] for c in st["clients"] if c["server"] == "C"}
+    assert on_c == {"C0", "C1"}
+
+    observed: list[int] = []
+
+    def check(st: dict[str, Any]) -> bool:
+        observed.append(held_total(st))
+        assert held_total(st) <= 6, json.dumps(st["clients"])
+        assert conserved(st)
+        return True
+
+    pool.kill("C")
+    pool.start("C")
+    st = pool.wait(
+        lambda st: check(st)
+        and st["servers"][2]["reachable"]
+        and st["servers"][2]["role"] == "follower"
+        and held_total(st) == 6
+        and {"C0", "C1"} <= {c["client_id"] for c in st["clients"]},
+        "C back; its clients hold their seats",
+    )
+    assert all(h.poll() is None for h in pool.holders), "a client lost its seat"
+    # the pool is still full: a seventh client is refused
+    code, out = _ask(pool, "seventh", "A")
+    assert code == 1, out
+    assert max(observed) <= 6
