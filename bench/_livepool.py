@@ -98,10 +98,10 @@ class LivePool:
         return AdminClient(self.rlf, tls=self.trust("admin"), timeout=timeout)
 
     async def wait_status(
-        self, cond: Callable[[dict[str, Any]], bool], what: str, timeout: float = 30.0
+        self, cond: Callable[[dict[str, Any]], bool], what: str, limit: float = 30.0
     ) -> dict[str, Any]:
-        """Poll the merged pool status until `cond` holds (fails after `timeout`)."""
-        deadline = time.monotonic() + timeout
+        """Poll the merged pool status until `cond` holds (exits after `limit` seconds)."""
+        deadline = time.monotonic() + limit
         last: dict[str, Any] = {}
         async with self.admin() as admin:
             while True:

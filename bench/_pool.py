@@ -63,9 +63,16 @@ class BenchPool:
     def start_all(self) -> None:
         for s in self.rlf.servers:
             args = [
-                *DAEMON, "--rlf", str(self.rlf_path), "--server-id", s.id,
-                "--data-dir", str(self.root / "data" / s.id), "--log-level", "warning",
-            ]  # fmt: skip
+                *DAEMON,
+                "--rlf",
+                str(self.rlf_path),
+                "--server-id",
+                s.id,
+                "--data-dir",
+                str(self.root / "data" / s.id),
+                "--log-level",
+                "warning",
+            ]
             args += ["--tls-dir", str(self.tls_dir)] if self.tls_dir else ["--insecure-loopback"]
             log = open(self.root / f"{s.id}.log", "wb")  # noqa: SIM115
             self.procs[s.id] = subprocess.Popen(args, stdout=log, stderr=log)
@@ -132,9 +139,15 @@ def make_pool(
     rlf = with_vendor(rlf, "acme", vendor_public)
     today = datetime.date.today()
     code = issue_code(
-        load_private(vendor_private), vendor="acme", product="Application", version="1.0",
-        seats=seats, expires=today + datetime.timedelta(days=30), issued=today, serial="B1",
-    ).text()  # fmt: skip
+        load_private(vendor_private),
+        vendor="acme",
+        product="Application",
+        version="1.0",
+        seats=seats,
+        expires=today + datetime.timedelta(days=30),
+        issued=today,
+        serial="B1",
+    ).text()
     rlf = sign_rlf(with_code(rlf, code, dist), load_private(admin_private))
     (root / "pool.rlf").write_text(render_rlf(rlf))
     tls_dir = None
@@ -150,5 +163,11 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
     out = [title, line, "-" * len(line)]
-    out += ["  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    out += [
+        "  ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
     return "\n".join(out)

@@ -28,9 +28,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _livepool import APP, LivePool, leader_of, make_pool  # noqa: E402
+from _livepool import APP, LivePool, leader_of, make_pool
 
-from lm_core.runtime.client import LicenseClient  # noqa: E402
+from lm_core.runtime.client import LicenseClient
 
 
 def all_up_with_leader(status: dict[str, Any]) -> bool:
@@ -64,7 +64,8 @@ async def one_run(pool: LivePool, run: int) -> tuple[float, float, float, str]:
     while True:
         t_ask = time.monotonic()
         lease = client.acquire(APP, wait=True, on_event=on_event)
-        await lease.start()
+        async with asyncio.timeout(60):
+            await lease.start()
         first_seat = time.monotonic() - t_ask
         if lease.server == victim:
             break
@@ -74,7 +75,7 @@ async def one_run(pool: LivePool, run: int) -> tuple[float, float, float, str]:
         client = LicenseClient(
             pool.rlf,
             pool.trust("client"),
-            client_id=f"failover-{run}-{time.monotonic_ns()}",
+            client_id=f"failover-{run}-{t_ask}",
             prefer=victim,
         )
         await asyncio.sleep(0.5)

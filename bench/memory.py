@@ -54,8 +54,9 @@ async def grant(pool: BenchPool, start: int, count: int) -> float:
                     if i is None:
                         done = True
                         break
-                    await conn.send(m.Request(pool=pool.rlf.pool, sender=f"c{i}",
-                                              request_id=i, license=APP))  # fmt: skip
+                    await conn.send(
+                        m.Request(pool=pool.rlf.pool, sender=f"c{i}", request_id=i, license=APP)
+                    )
                     inflight += 1
                 if inflight:
                     reply = await conn.recv(idle_timeout=30)
@@ -86,12 +87,15 @@ async def run(pool: BenchPool, counts: list[int]) -> list[list[str]]:
         kib = rss_kib(pid)
         slope = (kib - prev_kib) * 1024 / (held - prev_held) if held > prev_held else None
         total = (kib - base) * 1024 / held if held else None
-        rows.append([
-            f"{held:,}", f"{kib / 1024:.1f}",
-            f"{slope:.0f}" if slope is not None else "-",
-            f"{total:.0f}" if total is not None else "-",
-            f"{(target and held / secs) or 0:,.0f}" if secs else "-",
-        ])  # fmt: skip
+        rows.append(
+            [
+                f"{held:,}",
+                f"{kib / 1024:.1f}",
+                f"{slope:.0f}" if slope is not None else "-",
+                f"{total:.0f}" if total is not None else "-",
+                f"{(target and held / secs) or 0:,.0f}" if secs else "-",
+            ]
+        )
         prev_kib, prev_held = kib, held
     return rows
 
@@ -103,17 +107,26 @@ def main() -> None:
     args = ap.parse_args()
     counts = [int(x) for x in args.counts.split(",")]
     seats = max(counts) + 10
-    timing = Timing(heartbeat_interval=0.5, leader_timeout=2.0, server_lease=1.5,
-                    client_heartbeat=1800.0, client_lease=3600.0)  # fmt: skip
+    timing = Timing(
+        heartbeat_interval=0.5,
+        leader_timeout=2.0,
+        server_lease=1.5,
+        client_heartbeat=1800.0,
+        client_lease=3600.0,
+    )
     pool = make_pool(3, seats=seats, dist={"A": seats}, timing=timing, tls=not args.plain)
     try:
         pool.start_all()
         rows = asyncio.run(run(pool, counts))
     finally:
         pool.close()
-    print(table("lm-daemon RSS (server A) by held authorizations",
-                ["held", "RSS MiB", "bytes/auth (step)", "bytes/auth (from 0)", "grants/s"],
-                rows))  # fmt: skip
+    print(
+        table(
+            "lm-daemon RSS (server A) by held authorizations",
+            ["held", "RSS MiB", "bytes/auth (step)", "bytes/auth (from 0)", "grants/s"],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

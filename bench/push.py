@@ -66,8 +66,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--plain", action="store_true", help="plaintext loopback instead of TLS")
     args = ap.parse_args()
-    pool = make_pool(args.servers, seats=10 * args.servers, dist=None, timing=Timing(),
-                     tls=not args.plain)  # fmt: skip
+    pool = make_pool(
+        args.servers, seats=10 * args.servers, dist=None, timing=Timing(), tls=not args.plain
+    )
     try:
         pool.start_all()
         rows = asyncio.run(measure(pool, args.runs))
@@ -79,8 +80,12 @@ def main() -> None:
             env["LM_TLS_DIR"] = str(pool.tls_dir)
         lm = [sys.executable, "-c", "from lm_cli.main import main; main()"]
         t0 = time.perf_counter()
-        out = subprocess.run([*lm, "rlf", "push", str(path), "--pool-from", str(pool.rlf_path)],
-                             capture_output=True, text=True, env=env)  # fmt: skip
+        out = subprocess.run(
+            [*lm, "rlf", "push", str(path), "--pool-from", str(pool.rlf_path)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         cli = time.perf_counter() - t0
         if out.returncode != 0:
             raise SystemExit(f"lm rlf push failed: {out.stderr.strip()}")
@@ -88,8 +93,13 @@ def main() -> None:
     finally:
         pool.close()
     mode = "plaintext" if args.plain else "TLS 1.3"
-    print(table(f"RLF push, {args.servers} servers on loopback ({mode}), default timings",
-                ["what", "runs", "median ms", "max ms", "x status"], rows))  # fmt: skip
+    print(
+        table(
+            f"RLF push, {args.servers} servers on loopback ({mode}), default timings",
+            ["what", "runs", "median ms", "max ms", "x status"],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _livepool import APP, free_ports, leader_of, make_pool  # noqa: E402
+from _livepool import APP, free_ports, leader_of, make_pool
 
-from lm_core.engine.messages import Authorize, Release, Released, Request  # noqa: E402
-from lm_core.runtime.connection import Connection, close_server, serve  # noqa: E402
-from lm_core.runtime.framing import read_frame, write_frame  # noqa: E402
-from lm_core.runtime.tlsconfig import client_context, load_tls_dir, server_context  # noqa: E402
+from lm_core.engine.messages import Authorize, Release, Released, Request
+from lm_core.runtime.connection import Connection, close_server, serve
+from lm_core.runtime.framing import read_frame, write_frame
+from lm_core.runtime.tlsconfig import client_context, load_tls_dir, server_context
 
 
 async def one_client(
@@ -127,10 +127,9 @@ def main() -> None:
             deadline = time.monotonic() + 30
             while True:
                 conn = await Connection.open(lm_addr, ssl=ctx)
-                r = await conn.request(
-                    Request(pool="bench", sender="probe", request_id=1, license=APP)
-                )
-                await conn.request(Release(pool="bench", sender="probe", request_id=2, license=APP))
+                probe = {"pool": "bench", "sender": "probe", "license": APP}
+                r = await conn.request(Request(request_id=1, **probe))
+                await conn.request(Release(request_id=2, **probe))
                 await conn.aclose()
                 if isinstance(r, Authorize):
                     break

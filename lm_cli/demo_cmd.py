@@ -174,6 +174,20 @@ def _exe(name: str, module_main: str) -> list[str]:
     return [sys.executable, "-c", f"from {mod} import {fn}; {fn}()"]
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when `lm demo` dies, even by SIGKILL, so
+    a demo never leaves servers behind. Elsewhere a no-op (the `finally` still stops them)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 class Daemons:
     """The three `lm-daemon` subprocesses of the demo."""
 
@@ -186,7 +200,8 @@ class Daemons:
     def log(self, sid: str) -> Path:
         return self.pool.root / "logs" / f"{sid}.log"
 
-    def start(self, sid: str) -> None:
+    def args(self, sid: str) -> list[str]:
+        """The command line of server `sid` (also printed, to restart one by hand)."""
         args = [
             *_exe("lm-daemon", "lm_core.runtime.daemon:main"),
             "--rlf",
@@ -200,9 +215,18 @@ class Daemons:
             args += ["--tls-dir", str(self.pool.tls_dir)]
         else:
             args += ["--insecure-loopback"]
+        return args
+
+    def start(self, sid: str) -> None:
+        args = self.args(sid)
         with open(self.log(sid), "ab") as fh:
             self.procs[sid] = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=fh,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
 
     def wait_listening(self, sid: str, timeout: float = START_TIMEOUT) -> None:
@@ -322,6 +346,7 @@ def _info(pool: DemoPool, daemons: Daemons) -> str:
         f"  status:  lm status --pool {pool.rlf_path}{tls}",
         f"  fail-over: kill -9 {daemons.procs[pool.rlf.server_ids[0]].pid}   (server "
         f"{pool.rlf.server_ids[0]}, the leader)",
+        f"  restart:   {' '.join(daemons.args(pool.rlf.server_ids[0]))}",
         f"  push RLF:  {pool.next_rlf}  (sequence {pool.rlf.sequence + 1})",
         *(f"  code:    {path}  {label}" for label, path in pool.codes.items()),
     ]
@@ -352,6 +377,9 @@ def demo(
     root = Path(tempfile.mkdtemp(prefix="lm-demo-"))
     daemons: Daemons | None = None
     sim: Clients | None = None
+    tui: subprocess.Popen[bytes] | None = None
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # stop everything, as Ctrl-C does
+        signal.signal(signum, _interrupt)
     try:
         pool = DemoPool.create(root, tls=not insecure_loopback)
         daemons = Daemons(pool)
@@ -372,13 +400,18 @@ def demo(
             args += ["--push-file", str(pool.next_rlf)]
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
             try:
-                code = subprocess.call(args, env=dict(os.environ))
+                tui = subprocess.Popen(args, env=dict(os.environ))
+                code = tui.wait()
             finally:
                 signal.signal(signal.SIGINT, previous)
             if code not in (0, 130):
                 print(f"lm demo: lm-tui exited with {code}", file=sys.stderr)
     finally:
         print("lm demo: stopping ...", flush=True)
+        if tui is not None and tui.poll() is None:
+            tui.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                tui.wait(timeout=5)
         if sim is not None:
             sim.stop()
         if daemons is not None:

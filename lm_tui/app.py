@@ -64,6 +64,7 @@ from lm_tui.viewmodel import (
 from lm_tui.widgets import KeyedTable, LicensePanel
 
 HIGHLIGHT_SECONDS = 2.0
+HISTORY_SECONDS = 2.0  # one sparkline sample per this many seconds (24 samples shown)
 
 SERVER_COLUMNS = (
     ("id", "server"),
@@ -87,6 +88,11 @@ KIND_STYLE = {
     "push": "yellow",
     "rlf": "yellow",
     "admin": "yellow",
+    "fence": "red",
+    "check": "yellow",
+    "start": "green",
+    "grant": "green",
+    "release": "dim",
 }
 
 
@@ -138,6 +144,19 @@ ACTION_NAMES = {
 def _error_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+class FilterInput(Input):
+    """A `/` filter box: Escape goes back to the table below it."""
+
+    BINDINGS = [Binding("escape", "leave", "Back to the table", show=False)]  # noqa: RUF012
+
+    def __init__(self, table_id: str, **kwargs: Any) -> None:
+        super().__init__(placeholder="/ filter: regex, !regex inverts", **kwargs)
+        self.table_id = table_id
+
+    def action_leave(self) -> None:
+        self.screen.query_one(f"#{self.table_id}").focus()
 
 
 class LmTuiApp(App[int]):
@@ -198,6 +217,7 @@ class LmTuiApp(App[int]):
         self._views: list[DistributionView] = []
         self._hot: dict[tuple[str, str, str], float] = {}
         self._history = InUseHistory()
+        self._sampled_at: float | None = None
         self._events = EventLog()
         self._panels: dict[str, LicensePanel] = {}
         self._key_rows: dict[str, KeyRow] = {}
@@ -220,7 +240,7 @@ class LmTuiApp(App[int]):
                 yield Vertical(id="licenses")
             with TabPane("Keys", id="keys"):
                 with Horizontal(classes="filter-bar"):
-                    yield Input(placeholder="/ filter: regex, !regex inverts", id="key-filter")
+                    yield FilterInput("keys-table", id="key-filter")
                     yield Static(id="key-info")
                 yield KeyedTable(
                     tuple(zip(KEY_COLUMNS, KEY_HEADERS, strict=True)),
@@ -229,7 +249,7 @@ class LmTuiApp(App[int]):
                 )
             with TabPane("Events", id="events"):
                 with Horizontal(classes="filter-bar"):
-                    yield Input(placeholder="/ filter: regex, !regex inverts", id="event-filter")
+                    yield FilterInput("events-table", id="event-filter")
                     yield Static(id="event-info")
                 yield KeyedTable(EVENT_COLUMNS, id="events-table", cursor_type="row")
         yield Footer()
@@ -296,7 +316,9 @@ class LmTuiApp(App[int]):
             self._hot[cell] = now + HIGHLIGHT_SECONDS
         if hot:
             self.set_timer(HIGHLIGHT_SECONDS + 0.05, self._cool)
-        self._history.add(views)
+        if self._sampled_at is None or now - self._sampled_at >= HISTORY_SECONDS:
+            self._sampled_at = now
+            self._history.add(views)
         self._events.add(status, self.wall_clock())
         self._views = views
         self.status = status
@@ -701,7 +723,10 @@ class LmTuiApp(App[int]):
         else:
             self.notify(f"push RLF: {outcome.message}", title="refused", severity="error")
         if isinstance(self.screen, PushScreen):
-            self.screen.show_result(outcome.ok, outcome.message, outcome.per_server)
+            try:
+                self.screen.show_result(outcome.ok, outcome.message, outcome.per_server)
+            except Exception as exc:  # never a traceback to the operator
+                self.notify(f"could not show the push result: {_error_line(exc)}")
         self.action_refresh()
 
     async def action_quit(self) -> None:

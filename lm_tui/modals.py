@@ -358,7 +358,8 @@ class PushScreen(_Modal):
     def on_mount(self) -> None:
         super().on_mount()
         table = self.query_one("#progress", DataTable)
-        table.add_columns("server", "progress")
+        table.add_column("server", key="server")
+        table.add_column("progress", key="progress")
         table.display = False
         seq = "?" if self.current_seq is None else str(self.current_seq)
         self.query_one("#seqs", Static).update(Text(f"pool sequence {seq}", style="dim"))
@@ -385,6 +386,8 @@ class PushScreen(_Modal):
             diff_text(loaded.diff) if not loaded.error or loaded.diff else Text("")
         )
         self.query_one("#ok", Button).disabled = loaded.error is not None
+        if loaded.error is None:
+            self.query_one("#ok", Button).focus()  # Enter now confirms the push
 
     @on(Button.Pressed, "#ok")
     def _confirm(self) -> None:
@@ -529,7 +532,7 @@ class HelpScreen(_Modal):
             )
             yield table
             note = (
-                "read-only: actions are disabled" if self.read_only else "ctrl+p: command palette"
+                "read-only: actions are disabled" if self.read_only else "escape closes this help"
             )
             yield Static(Text(note, style="dim"))
             with Horizontal(classes="buttons"):

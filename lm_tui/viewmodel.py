@@ -104,10 +104,17 @@ def header_view(
     unreachable = [s["id"] for s in status.get("servers", []) if not s.get("reachable", True)]
     if unreachable:
         banners.append("cannot reach server " + ", ".join(unreachable))
-    if not ok:
+    if not ok and 2 * up > size:
+        banners.append(
+            f"NOT SERVING: {up} of {size} servers up, but no leader in contact with a majority "
+            "(election in progress?)"
+        )
+    elif not ok:
         banners.append(f"NO MAJORITY: {up} of {size} servers up — the pool issues no licenses")
     if leader is None:
         banners.append("NO LEADER: an election is pending or a majority is missing")
+    elif leader in unreachable:
+        banners.append(f"the leader {leader} cannot be reached: followers will elect a new one")
     updated = "never" if updated_age is None else f"{_fmt_age(updated_age)} ago"
     if paused:
         updated += " (paused)"
@@ -517,12 +524,18 @@ def check_distribution(
     return DistributionCheck(not errors, total, free, values, tuple(errors))
 
 
+def _signed_lines(text: str) -> list[str]:
+    """The lines that matter: comments and blank lines are not signed, so not shown."""
+    return [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
 def rlf_diff(current: str, new: str, *, current_name: str, new_name: str) -> list[str]:
-    """Unified diff of two RLF texts (callers pass canonical renderings)."""
+    """Unified diff of two RLF texts (callers pass canonical renderings), comments and
+    blank lines left out."""
     return list(
         difflib.unified_diff(
-            current.splitlines(),
-            new.splitlines(),
+            _signed_lines(current),
+            _signed_lines(new),
             fromfile=current_name,
             tofile=new_name,
             lineterm="",

@@ -187,6 +187,7 @@ class LicenseServer:
         self._grace_allowed: dict[str, int] = {}
         self.grace_until = -_NEVER
         self.started_at = now
+        self._now = now
         self._date_dirty = False
         self.leader_up: tuple[str, ...] = ()
         self._rlf_text = ""
@@ -328,6 +329,7 @@ class LicenseServer:
 
     def handle(self, now: float, sender: str, msg: Message) -> list[Effect]:
         """Take one message. `sender` is a peer server id or a connection token."""
+        self._now = now
         out: list[Effect] = self._take_boot()
         try:
             self._dispatch(now, sender, msg, out)
@@ -337,6 +339,7 @@ class LicenseServer:
 
     def tick(self, now: float) -> list[Effect]:
         """Run the timers (call at or after `next_deadline`; calling more often is fine)."""
+        self._now = now
         out: list[Effect] = self._take_boot()
         try:
             self._tick(now, out)
@@ -750,7 +753,7 @@ class LicenseServer:
             return []
         self.ledger.set_self_in_use(lic, self.keys.in_use(lic))
         before = self.ledger.get(self.id, lic).sent
-        changed, short = self.ledger.rebalance(state, self.hb_seq + 1)
+        changed, short = self.ledger.rebalance(state, self.hb_seq + 1, self._up(self._now))
         if short:
             self.short.add(lic)
         else:
@@ -924,6 +927,8 @@ class LicenseServer:
             return
         if now < self.borrow_wait.get(lic, -_NEVER):
             return
+        if self.allowed.get(lic, 0) < self.table.row(lic, self.id):
+            return  # seats already granted are on their way
         self.borrow_wait[lic] = now + self.clocks.retry_after
         out.append(
             Send(
@@ -1010,6 +1015,11 @@ class LicenseServer:
         if (msg.cfg_term, msg.cfg_version) < self.table.cfg:
             return
         if (msg.cfg_term, msg.cfg_version) != self.table.cfg:
+            known = self.servers if msg.rlf_seq <= self.rlf.sequence else None
+            why = DistributionTable.check_sync(msg, known)
+            if why:
+                out.append(self._note(now, "refused", f"distribution from {sender}: {why}"))
+                return
             self.table = DistributionTable.from_sync(msg)
             out.append(self._persist())
             out.append(

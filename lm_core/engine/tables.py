@@ -228,6 +228,30 @@ class DistributionTable:
             codes=tuple(self.codes),
         )
 
+    @staticmethod
+    def check_sync(msg: DistributionSync, servers: Sequence[str] | None) -> str:
+        """Why a DISTRIBUTION_SYNC is not a sane table ("" = sane). `servers`: the ids
+        rows may name (None: any)."""
+        names: set[str] = set()
+        for d in msg.licenses:
+            if d.license in names:
+                return f"license {d.license!r} twice"
+            names.add(d.license)
+            if not 0 <= d.hard_limit <= 10**12 or d.free_pool < 0:
+                return f"license {d.license!r}: bad hard limit or free pool"
+            ids = [r.id for r in d.rows]
+            if len(set(ids)) != len(ids) or any(r.count < 0 for r in d.rows):
+                return f"license {d.license!r}: bad rows"
+            if servers is not None and not set(ids) <= set(servers):
+                return f"license {d.license!r}: rows for unknown servers"
+            if sum(r.count for r in d.rows) + d.free_pool != d.hard_limit:
+                return f"license {d.license!r}: rows and free pool do not add up"
+            try:
+                datetime.date.fromisoformat(d.expires)
+            except ValueError:
+                return f"license {d.license!r}: bad expiry {d.expires!r}"
+        return ""
+
     @classmethod
     def from_sync(cls, msg: DistributionSync) -> DistributionTable:
         return cls(
@@ -369,12 +393,16 @@ class Ledger:
             total += self.get(sid, license).hold(hard_limit)
         return hard_limit - total
 
-    def rebalance(self, state: LicenseState, seq: int) -> tuple[list[str], bool]:
+    def rebalance(
+        self, state: LicenseState, seq: int, up: Iterable[str]
+    ) -> tuple[list[str], bool]:
         """Bring allowances toward the table's rows for one license.
 
         Decreases apply at once (their seats stay held until ACKed); increases take
-        only usable seats, highest priority first. Returns the servers whose allowance
-        changed and whether some server is still below its row."""
+        only usable seats, highest priority first, and go only to servers in `up`.
+        Returns the servers whose allowance changed and whether some server is still
+        below its row."""
+        reachable = set(up) - self.fenced
         changed: list[str] = []
         lic = state.license
         for sid in self.servers:
@@ -397,6 +425,9 @@ class Ledger:
                 short = True
                 continue
             if a.sent >= target:
+                continue
+            if sid not in reachable:
+                short = True
                 continue
             before = a.hold(state.hard_limit)
             # raising `sent` by x raises the hold by max(0, sent + x - before)

@@ -249,11 +249,11 @@ class AdminClient:
             ids.insert(0, self.leader)
         return ids
 
-    async def _operation(self, make: Any) -> AdminResult:
-        """Send one operation (built by `make(**base)`) to the leader or the first server
-        that accepts a connection; never to two servers."""
+    async def _operation(self, make: Any, targets: list[str] | None = None) -> AdminResult:
+        """Send one operation (built by `make(**base)`) to the leader (or `targets`) or the
+        first server that accepts a connection; never to two servers."""
         tried: list[str] = []
-        for sid in await self._targets():
+        for sid in targets if targets is not None else await self._targets():
             msg = make(**self._msg_base())
             try:
                 conn = await self._conn(sid)
@@ -313,11 +313,24 @@ class AdminClient:
         )
 
     async def reclaim(self, client_id: str, license: str, reason: str) -> AdminResult:
-        """Take back a stale authorization (logged with the reason)."""
+        """Take back a stale authorization (logged with the reason) on the server whose key
+        table holds it."""
         if not reason.strip():
             raise InputError("a reason is required", field="reason")
+        # The key table that holds the authorization is the server that issued it.
+        pool = await self.status()
+        holders = [
+            c["server"]
+            for c in pool["clients"]
+            if c["client_id"] == client_id and c["license"] == license
+        ]
+        if not holders:
+            return AdminResult(
+                False, f"no reachable server holds {license!r} for {client_id}", "", {}
+            )
         return await self._operation(
-            lambda **b: m.Reclaim(client_id=client_id, license=license, reason=reason, **b)
+            lambda **b: m.Reclaim(client_id=client_id, license=license, reason=reason, **b),
+            holders[:1],
         )
 
     async def push_rlf(self, rlf_text: str, *, file: str = "<rlf>") -> PushResult:

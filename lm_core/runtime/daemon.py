@@ -9,11 +9,11 @@ shape). One loop task owns the engine:
    up to `BATCH`), or nothing when the tick is due (every `TICK` s or at the engine's
    `next_deadline`, whichever is sooner);
 2. step the engine (`handle` per message, then `tick`), concatenating the effects;
-3. carry the effects out **in order**: `PersistState` / `PersistKey` / `LogUsage` go into
-   one `Batch`; before the first `Send` / `Reply` that follows a persist, the batch is
-   committed (one SQLite transaction, fsync; in a worker thread) -- persist, then send,
-   then reply. Several inputs share one fsync: that is the grant path's group commit.
-   `Event` effects are logged as one line each.
+3. carry the effects out: every `PersistState` / `PersistKey` / `LogUsage` of the step
+   goes into one `Batch`, committed (one SQLite transaction, fsync, in a worker thread)
+   before any `Send` / `Reply` of the step leaves, in list order -- persist, then send,
+   then reply. All the inputs of a step share that one fsync: the grant path's group
+   commit. `Event` effects are logged as one line each.
 
 Who may say what (checked here, before the engine sees a message):
 
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import datetime
 import itertools
@@ -252,6 +253,9 @@ class Daemon:
         )
         self._stored_seq = loaded.rlf[0] if loaded.rlf else 0
         self.inbox: asyncio.Queue[tuple[str, m.Message] | None] = asyncio.Queue()
+        # server-to-server messages go first: a flood of clients must not delay the
+        # heartbeats and ACKs that keep the leases (S3) alive
+        self.peer_inbox: collections.deque[tuple[str, m.Message]] = collections.deque()
         self.clients: dict[str, Client] = {}
         self._tokens = itertools.count(1)
         self._stop = asyncio.Event()
@@ -339,6 +343,8 @@ class Daemon:
                     item = await get
                     if item is not None:
                         inputs.append(item)
+            while self.peer_inbox:
+                inputs.append(self.peer_inbox.popleft())
             while len(inputs) < BATCH and not self.inbox.empty():
                 item = self.inbox.get_nowait()
                 if item is not None:
@@ -372,6 +378,11 @@ class Daemon:
             return []
 
     async def _carry_out(self, effects: Sequence[fx.Effect]) -> None:
+        """Persist, then send, then reply. Every persist effect of the list goes into one
+        batch committed before the first message leaves: a persist must be durable
+        before any *later* send, and making an even later one durable early is harmless
+        (it is the state the engine already moved to) -- one fsync per step, not per
+        grant."""
         batch = Batch()
         for eff in effects:
             if isinstance(eff, fx.PersistState):
@@ -380,23 +391,20 @@ class Daemon:
                 batch.put_key(eff.client_id, eff.license, eff.entry)
             elif isinstance(eff, fx.LogUsage):
                 batch.log_usage(eff.kind, eff.client_id, eff.license, eff.count, eff.reason)
-            elif isinstance(eff, fx.Event):
-                self._log_event(eff)
-            elif isinstance(eff, fx.Send | fx.Reply):
-                if batch:
-                    await self._commit(batch)
-                    batch = Batch()
-                if isinstance(eff, fx.Send):
-                    self.peers.send(eff.to, eff.msg)
-                else:
-                    client = self.clients.get(eff.to)
-                    if client is not None:
-                        client.put(eff.msg)
-            else:
-                log.error("unknown effect %r ignored", eff)
         self._note_rlf(batch)
         if batch:
             await self._commit(batch)
+        for eff in effects:
+            if isinstance(eff, fx.Send):
+                self.peers.send(eff.to, eff.msg)
+            elif isinstance(eff, fx.Reply):
+                client = self.clients.get(eff.to)
+                if client is not None:
+                    client.put(eff.msg)
+            elif isinstance(eff, fx.Event):
+                self._log_event(eff)
+            elif not isinstance(eff, fx.PersistState | fx.PersistKey | fx.LogUsage):
+                log.error("unknown effect %r ignored", eff)
 
     def _note_rlf(self, batch: Batch) -> None:
         """Keep the store's RLF text in step with the engine's current RLF."""
@@ -426,7 +434,11 @@ class Daemon:
     def _from_peer_link(self, peer_id: str, msg: m.Message, conn: Connection) -> None:
         if msg.pool != self.rlf.pool:
             raise ProtocolError(f"message for pool {msg.pool!r}")
-        self.inbox.put_nowait((peer_id, msg))
+        self._from_peer(peer_id, msg)
+
+    def _from_peer(self, peer_id: str, msg: m.Message) -> None:
+        self.peer_inbox.append((peer_id, msg))
+        self.inbox.put_nowait(None)  # wake the loop
 
     async def _on_connection(self, conn: Connection) -> None:
         token = f"conn:{next(self._tokens)}"
@@ -493,7 +505,7 @@ class Daemon:
                 raise ProtocolError(f"{type(msg).__name__} without a server certificate")
             if msg.sender not in server_ids or msg.sender == self.server_id:
                 raise ProtocolError(f"{type(msg).__name__} from unknown server {msg.sender!r}")
-            self.inbox.put_nowait((msg.sender, msg))
+            self._from_peer(msg.sender, msg)
 
     def _may_admin(self, peer: tlsconfig.PeerIdentity | None) -> bool:
         if self.tls is None:

@@ -74,8 +74,9 @@ def test_figs_8_to_11_on_real_daemons(pool_factory: Callable[..., Pool]) -> None
         "A leads a pool of three",
     )
     holders = {
-        sid: pool.hold("--license", APP, "--client-id", f"client-{sid}", "--server", sid,
-                       "--seconds", "600")  # fmt: skip
+        sid: pool.hold(
+            "--license", APP, "--client-id", f"client-{sid}", "--server", sid, "--seconds", "600"
+        )
         for sid in "ABC"
     }
     st = pool.wait(_fig8, "FIG. 8: one client on each server, pool available 97")

@@ -45,16 +45,19 @@ class ScriptedEngine:
         self.handled: list[tuple[str, m.Message]] = []
         self.ticks = 0
         self.keys: dict[str, int] = {k["client_id"]: k["count"] for k in persisted.keys}
+        self.deadline = float("inf")
+        self.ticked = asyncio.Event()
 
     @property
     def next_deadline(self) -> float:
-        return float("inf")
+        return self.deadline
 
     def set_today(self, today: datetime.date) -> None:
         pass
 
     def tick(self, now: float) -> list[fx.Effect]:
         self.ticks += 1
+        self.ticked.set()
         return []
 
     def handle(self, now: float, sender: str, msg: m.Message) -> list[fx.Effect]:
@@ -197,6 +200,17 @@ async def test_grant_is_durable_before_the_reply(plain: Running) -> None:
             assert f"c{i}" in plain.db_keys()
     status = await _status(plain)
     assert [c["client_id"] for c in status["clients"]] == [f"c{i}" for i in range(5)]
+
+
+async def test_a_deadline_in_the_past_does_not_starve_connections(plain: Running) -> None:
+    plain.engine.deadline = 0.0  # an engine whose next_deadline stays in the past
+    for _ in range(3):
+        status = await _status(plain)
+        assert status["id"] == "A"
+    async with asyncio.timeout(5):
+        for _ in range(3):  # and it still ticks
+            plain.engine.ticked.clear()
+            await plain.engine.ticked.wait()
 
 
 async def test_admin_op_in_plaintext_loopback_reaches_engine(plain: Running) -> None:

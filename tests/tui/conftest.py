@@ -84,3 +84,243 @@ async def wait_ready(pilot: Pilot[Any], polls: int = 1) -> None:
 @pytest.fixture
 def ready() -> Callable[[Pilot[Any]], Awaitable[None]]:
     return wait_ready
+
+
+# ---------------------------------------------------------------- real daemons
+
+
+LIVE_TIMING_KW = {
+    "heartbeat_interval": 0.2,
+    "leader_timeout": 0.8,
+    "server_lease": 0.6,
+    "client_heartbeat": 0.4,
+    "client_lease": 2.0,
+    "drift": 0.05,
+}
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _bin(name: str) -> list[str]:
+    import sys
+
+    exe = Path(sys.executable).parent / name
+    assert exe.exists(), f"{exe} missing: install the project (pip install -e .)"
+    return [str(exe)]
+
+
+class LivePool:
+    """Three real `lm-daemon` processes on 127.0.0.1 with TLS from the runtime's PKI,
+    a freshly generated pool (admin and vendor keys, one code of 100 seats, A:40 B:30
+    C:30, fast timings). Every process is killed at teardown."""
+
+    def __init__(self, root: Path) -> None:
+        import subprocess
+
+        from lm_core.engine.codes import issue_code
+        from lm_core.engine.keys import generate_keypair, load_private
+        from lm_core.engine.rlf import (
+            ServerEntry,
+            Timing,
+            new_rlf,
+            render_rlf,
+            sign_rlf,
+            with_code,
+            with_vendor,
+        )
+        from lm_core.runtime.pki import PkiServer, init_pki
+
+        self._subprocess = subprocess
+        self._issue_code = issue_code
+        self.root = root
+        self.admin_private, admin_public = generate_keypair()
+        self.vendor_private, vendor_public = generate_keypair()
+        ports = _free_ports(3)
+        rlf = new_rlf(
+            "tuitest",
+            [ServerEntry(sid, "127.0.0.1", p) for sid, p in zip("ABC", ports, strict=True)],
+            admin_key=admin_public,
+            timing=Timing(**LIVE_TIMING_KW),
+        )
+        rlf = with_vendor(rlf, "acme", vendor_public)
+        rlf = with_code(rlf, self.issue(seats=100), {"A": 40, "B": 30, "C": 30})
+        self.rlf = sign_rlf(rlf, load_private(self.admin_private))
+        self.rlf_path = root / "pool.rlf"
+        self.rlf_text = render_rlf(self.rlf)
+        self.rlf_path.write_text(self.rlf_text)
+        self.tls_dir = root / "tls"
+        init_pki(
+            self.tls_dir,
+            pool=self.rlf.pool,
+            servers=[PkiServer(s.id, s.host) for s in self.rlf.servers],
+        )
+        self.procs: dict[str, Any] = {}
+
+    def issue(self, *, seats: int, kind: str = "base", product: str = "Application") -> str:
+        from lm_core.engine.keys import load_private
+
+        today = datetime.date.today()
+        code = self._issue_code(
+            load_private(self.vendor_private),
+            vendor="acme",
+            product=product,
+            version="1.0",
+            seats=seats,
+            expires=today + datetime.timedelta(days=365),
+            issued=today,
+            serial=f"T{time.monotonic_ns()}",
+            kind=kind,
+        )
+        return str(code.text())
+
+    def signed_text(self, rlf: Any) -> str:
+        from lm_core.engine.keys import load_private
+        from lm_core.engine.rlf import render_rlf, sign_rlf
+
+        return str(render_rlf(sign_rlf(rlf, load_private(self.admin_private))))
+
+    def start(self, sid: str) -> None:
+        log = open(self.root / f"{sid}.log", "ab")  # noqa: SIM115 -- the child owns it
+        self.procs[sid] = self._subprocess.Popen(
+            [
+                *_bin("lm-daemon"),
+                "--rlf",
+                str(self.rlf_path),
+                "--server-id",
+                sid,
+                "--data-dir",
+                str(self.root / "data" / sid),
+                "--tls-dir",
+                str(self.tls_dir),
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+
+    def kill9(self, sid: str) -> None:
+        import signal
+
+        self.procs[sid].send_signal(signal.SIGKILL)
+        self.procs[sid].wait(timeout=10)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs.values():
+            proc.wait(timeout=10)
+
+    def logs(self) -> str:
+        out = []
+        for sid in self.procs:
+            lines = (self.root / f"{sid}.log").read_text(errors="replace").splitlines()
+            out.append(f"==== {sid}\n" + "\n".join(lines[-25:]))
+        return "\n".join(out)
+
+    def admin(self) -> Any:
+        from lm_core.runtime.admin import AdminClient
+        from lm_core.runtime.tlsconfig import load_tls_dir
+
+        return AdminClient(self.rlf, tls=load_tls_dir(self.tls_dir, "admin"), timeout=1.0)
+
+    def source(self) -> Any:
+        from lm_core.runtime.tlsconfig import load_tls_dir
+        from lm_tui.source import AdminSource
+
+        return AdminSource(self.rlf, tls=load_tls_dir(self.tls_dir, "admin"), timeout=1.0)
+
+    async def server_statuses(self) -> dict[str, dict[str, Any] | None]:
+        """Each server's own status (None if it cannot be reached)."""
+        client = self.admin()
+        try:
+            return {sid: await client.server_status(sid) for sid in "ABC"}
+        finally:
+            await client.aclose()
+
+    async def wait_for(
+        self, cond: Callable[[dict[str, Any]], bool], what: str, limit: float = 20.0
+    ) -> dict[str, Any]:
+        """Poll the merged status until `cond` holds (fails with the last status)."""
+        import asyncio
+
+        client = self.admin()
+        last: dict[str, Any] = {}
+        deadline = time.monotonic() + limit
+        try:
+            while True:
+                try:
+                    last = await client.status()
+                    if cond(last):
+                        return last
+                except Exception as exc:  # a server may be mid-restart
+                    last = {"error": repr(exc)}
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"timed out waiting for {what}: {json.dumps(last)[:3000]}\n{self.logs()}"
+                    )
+                await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+
+    def lm_status_json(self) -> dict[str, Any]:
+        out = self._subprocess.run(
+            [*_bin("lm"), "status", "--json", "--pool", str(self.rlf_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, LM_TLS_DIR=str(self.tls_dir)),
+        )
+        assert out.returncode == 0, out.stderr
+        data: dict[str, Any] = json.loads(out.stdout)
+        return data
+
+
+@pytest.fixture
+async def live_pool(tmp_path: Path) -> Any:
+    pool = LivePool(tmp_path)
+    try:
+        for sid in "ABC":  # A first: the preferred leader
+            pool.start(sid)
+        await pool.wait_for(
+            lambda s: (
+                s["leader"] == "A" and s["majority"]["ok"] and all(x["up"] for x in s["servers"])
+            ),
+            "A leads with all three up",
+        )
+        yield pool
+    finally:
+        pool.close()
+
+
+async def until(
+    pilot: Pilot[Any], cond: Callable[[], bool], what: str, limit: float = 20.0
+) -> None:
+    """Let the app run until `cond()` holds (bounded)."""
+    deadline = time.monotonic() + limit
+    while not cond():
+        if time.monotonic() > deadline:
+            app = pilot.app
+            raise AssertionError(
+                f"timed out waiting for {what}; app status: "
+                f"{json.dumps(getattr(app, 'status', None))[:3000]}"
+            )
+        await pilot.pause(0.05)
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., Awaitable[None]]:
+    return until

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Button, Input, TextArea
+from textual.widgets import Button, DataTable, Input, TextArea
 
 from lm_tui.app import LmTuiApp
 from lm_tui.modals import (
@@ -178,7 +178,7 @@ async def test_push_rlf_shows_diff_then_follows_the_push(recorded_app: Make, rea
         assert "sequence = 3" in call[1][0]
         assert app.outcomes[-1][0] == "push_rlf"
         assert app.rlf_text == call[1][0]  # the pushed RLF is now the pool's
-        progress = screen.query_one("#progress", KeyedTable.__mro__[1])
+        progress = screen.query_one("#progress", DataTable)
         assert progress.row_count == 3
 
 
@@ -307,3 +307,15 @@ async def test_no_majority_banner_only_when_lost(
         text = str(app.query_one("#banner").render())
         assert ("NO MAJORITY" in text) == (fixture == "no_majority")
         assert app.query_one("#banner").display == (fixture == "no_majority")
+
+
+async def test_escape_leaves_the_filter(recorded_app: Make, ready: Ready) -> None:
+    app = recorded_app("busy_pool")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("3", "slash")
+        assert app.focused is app.query_one("#event-filter")
+        await pilot.press(*"deny", "escape")
+        assert app.focused is app.query_one("#events-table")
+        kinds = {row[2] for row in app.query_one("#events-table", KeyedTable).plain_rows()}
+        assert kinds == {"deny"}

@@ -245,3 +245,28 @@ def test_push_progress() -> None:
     status = fixture("busy_pool")
     assert vm.push_progress(status, 3) == [("A", "seq 3 ✓"), ("B", "seq 3 ✓"), ("C", "seq 2 …")]
     assert vm.push_progress(fixture("fig9_after_a_died"), 3)[0] == ("A", "down")
+
+
+def test_header_majority_up_but_no_leader_in_contact() -> None:
+    """Right after a leader dies: 2 of 3 up, followers still name the dead leader."""
+    status = fixture("fig8")
+    status["servers"][0].update(up=False, reachable=False)
+    status["majority"] = {"up": 2, "size": 3, "ok": False}
+    view = vm.header_view(status, updated_age=0.0)
+    assert view.majority == "2/3 up — NOT SERVING"
+    assert view.banners == (
+        "cannot reach server A",
+        "NOT SERVING: 2 of 3 servers up, but no leader in contact with a majority "
+        "(election in progress?)",
+        "the leader A cannot be reached: followers will elect a new one",
+    )
+
+
+def test_rlf_diff_leaves_out_comments() -> None:
+    old = "# sequence 2\nsequence = 2\n\nA = 40\n"
+    new = "# sequence 3\nsequence = 3\n\nA = 40\n"
+    diff = vm.rlf_diff(old, new, current_name="pool", new_name="new")
+    assert [ln for ln in diff if ln[:1] in "+-" and ln[:3] not in ("+++", "---")] == [
+        "-sequence = 2",
+        "+sequence = 3",
+    ]

@@ -336,6 +336,8 @@ class World:
         if not d < gap:
             d = gap
         t = node.true(d)
+        while node.local(t) < d:  # float rounding must not wake it a hair early
+            t += 1e-9
         if t < self.now:
             t = self.now
         if t < node.paused_until:
@@ -481,6 +483,8 @@ class World:
         if d == INF:
             return
         t = (d - cl.offset) / cl.rate
+        while cl.offset + cl.rate * t < d:  # float rounding must not wake it a hair early
+            t += 1e-9
         if t < self.now:
             t = self.now
         if t < cl.tick_at:
