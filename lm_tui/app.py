@@ -218,6 +218,7 @@ class LmTuiApp(App[int]):
         self._hot: dict[tuple[str, str, str], float] = {}
         self._history = InUseHistory()
         self._sampled_at: float | None = None
+        self._closing = False
         self._events = EventLog()
         self._panels: dict[str, LicensePanel] = {}
         self._key_rows: dict[str, KeyRow] = {}
@@ -343,6 +344,8 @@ class LmTuiApp(App[int]):
             await self._render_licenses(self.status)
 
     def _render_header(self) -> None:
+        if not self.is_running or self._closing:
+            return
         age = None if self.updated_at is None else max(0.0, self.clock() - self.updated_at)
         view = header_view(
             self.status,
@@ -733,5 +736,10 @@ class LmTuiApp(App[int]):
         self.exit(0)
 
     async def on_unmount(self) -> None:
+        self._closing = True
+        self.paused = True  # no more re-arming
+        if self._timer is not None:
+            self._timer.stop()
+        self.workers.cancel_group(self, "poll")
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.source.aclose(), 2.0)

@@ -11,14 +11,16 @@ and the app turns them into a toast.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from lm_core.engine.rlf import Rlf
     from lm_core.runtime.tlsconfig import TlsPaths
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,15 +43,29 @@ class PoolSource(Protocol):
 
 
 class AdminSource:
-    """The real thing: every call goes through `lm_core.runtime.admin.AdminClient`."""
+    """The real thing: every call goes through `lm_core.runtime.admin.AdminClient`.
+
+    Closing is final: later calls raise, and a call still in flight when the console
+    closes (a poll being cancelled mid-connect) closes the client again when it ends, so
+    no connection outlives the console."""
 
     def __init__(self, rlf: Rlf, *, tls: TlsPaths | None, timeout: float = 3.0) -> None:
         from lm_core.runtime.admin import AdminClient
 
         self._client = AdminClient(rlf, tls=tls, timeout=timeout, name="lm-tui")
+        self._closed = False
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        if self._closed:
+            raise ConnectionError("the console is closing")
+        try:
+            return await call()
+        finally:
+            if self._closed:
+                await self._client.aclose()
 
     async def status(self) -> dict[str, Any]:
-        return await self._client.status()
+        return await self._call(self._client.status)
 
     @staticmethod
     def _outcome(result: Any) -> Outcome:
@@ -59,22 +75,27 @@ class AdminSource:
         return Outcome(bool(result.ok), message)
 
     async def add_code(self, code: str) -> Outcome:
-        return self._outcome(await self._client.add_code(code))
+        return self._outcome(await self._call(lambda: self._client.add_code(code)))
 
     async def add_allocations(self, code: str) -> Outcome:
-        return self._outcome(await self._client.add_allocations(code))
+        return self._outcome(await self._call(lambda: self._client.add_allocations(code)))
 
     async def set_distribution(self, license: str, distribution: dict[str, int]) -> Outcome:
-        return self._outcome(await self._client.set_distribution(license, distribution))
+        return self._outcome(
+            await self._call(lambda: self._client.set_distribution(license, distribution))
+        )
 
     async def push_rlf(self, rlf_text: str) -> Outcome:
-        result = await self._client.push_rlf(rlf_text)
+        result = await self._call(lambda: self._client.push_rlf(rlf_text))
         return Outcome(bool(result.ok), result.message, dict(result.per_server))
 
     async def reclaim(self, client_id: str, license: str, reason: str) -> Outcome:
-        return self._outcome(await self._client.reclaim(client_id, license, reason))
+        return self._outcome(
+            await self._call(lambda: self._client.reclaim(client_id, license, reason))
+        )
 
     async def aclose(self) -> None:
+        self._closed = True
         await self._client.aclose()
 
 

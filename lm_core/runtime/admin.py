@@ -41,6 +41,7 @@ from lm_core.runtime.codec import ProtocolError
 from lm_core.runtime.connection import (
     ConnectError,
     Connection,
+    ConnectionClosed,
     RequestTimeout,
     TransportError,
 )
@@ -48,6 +49,7 @@ from lm_core.runtime.poolstatus import merge_status
 
 OP_TIMEOUT = 15.0  # an admin operation waits for majority durability
 PUSH_TIMEOUT = 15.0  # push_rlf waits this long for every reachable server
+PUSH_POLL = 0.02  # seconds between status rounds while push_rlf waits
 
 
 @dataclass(frozen=True)
@@ -108,13 +110,22 @@ class AdminClient:
         return conn
 
     async def _request(self, sid: str, msg: m.Message, reply_timeout: float) -> m.Message:
-        conn = await self._conn(sid)
-        try:
-            return await conn.request(msg, reply_timeout=reply_timeout)
-        except (TransportError, ProtocolError):
-            if not isinstance(conn, Connection) or conn.closed:
+        """An idempotent request (status): a cached connection the server has closed
+        meanwhile (idle timeout, restart) is replaced once."""
+        for attempt in (1, 2):
+            cached = sid in self._conns and not self._conns[sid].closed
+            conn = await self._conn(sid)
+            try:
+                return await conn.request(msg, reply_timeout=reply_timeout)
+            except ConnectionClosed:
                 self._conns.pop(sid, None)
-            raise
+                if not cached or attempt == 2:
+                    raise
+            except (TransportError, ProtocolError):
+                if conn.closed:
+                    self._conns.pop(sid, None)
+                raise
+        raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         conns, self._conns = list(self._conns.values()), {}
@@ -255,6 +266,11 @@ class AdminClient:
         tried: list[str] = []
         for sid in targets if targets is not None else await self._targets():
             msg = make(**self._msg_base())
+            # a fresh connection: an operation is never sent on one the server may have
+            # closed meanwhile (it could not be told apart from a lost answer)
+            stale = self._conns.pop(sid, None)
+            if stale is not None:
+                await stale.aclose()
             try:
                 conn = await self._conn(sid)
             except ConnectError as exc:
@@ -378,7 +394,7 @@ class AdminClient:
             ]
             if not pending or time.monotonic() > deadline:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(PUSH_POLL)
         per = {}
         for sid in old_rlf.server_ids:
             s = rows[sid]

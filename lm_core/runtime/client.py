@@ -105,7 +105,10 @@ class LicenseClient:
     (then `pool` is required). `trust` is the pool CA (and optional client certificate)
     from `load_tls_dir(dir, "client")`; None means plaintext, allowed only when every
     server is on loopback. `prefer` names the server to ask first (the patent's clients
-    pick their server); otherwise the first of the list.
+    pick their server); otherwise the first of the list. `retry_backoff` is the pause
+    after a walk of the whole list found no seat (a server's ``retry_after`` hint may
+    lengthen it); short, because during an election every server may refuse for a
+    moment.
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class LicenseClient:
         answer_timeout: float = 1.0,
         connect_timeout: float = 1.0,
         release_timeout: float = 1.0,
+        retry_backoff: float = 0.5,
     ) -> None:
         if isinstance(servers, Rlf):
             self.pool = pool if pool is not None else servers.pool
@@ -150,6 +154,7 @@ class LicenseClient:
         self.answer_timeout = answer_timeout
         self.connect_timeout = connect_timeout
         self.release_timeout = release_timeout
+        self.retry_backoff = retry_backoff
         self._ssl: _ssl.SSLContext | None = client_context(trust) if trust is not None else None
 
     def acquire(
@@ -205,6 +210,7 @@ class Lease:
             home=client.prefer,
             answer_timeout=client.answer_timeout,
             retry=True,
+            retry_backoff=client.retry_backoff,
         )
         self._conns: dict[str, Connection] = {}
         self._readers: dict[str, asyncio.Task[None]] = {}

@@ -31,6 +31,7 @@ hint                   accepted JSON (decoded Python value)
 ``Any``                plain JSON (objects, arrays, strings, numbers, bools, null),
                        nested at most `MAX_DEPTH` deep
 a dataclass D          an object whose ``"type"`` names D or a registered subclass of D
+                       (``Message`` itself is abstract: only its subclasses go on the wire)
 ``Literal[...]``       one of the literal values
 an `enum.Enum` E       one of E's values
 =====================  ==============================================================
@@ -309,7 +310,8 @@ class Codec:
         return dec, enc
 
     def _compile_dataclass(self, hint: type[Any]) -> tuple[Decoder, Encoder | None]:
-        self._register(hint)
+        if hint is not Message:  # the base is abstract: a `Message` field holds a subclass
+            self._register(hint)
         for sub in _subclasses(hint):
             self._register(sub)
 

@@ -125,6 +125,7 @@ def server_context(paths: TlsPaths, *, require_client_cert: bool = False) -> ssl
         raise InputError("a server needs its certificate and key", file=str(paths.ca))
     ctx = _base(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), paths)
     ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    ctx.num_tickets = 0  # no session resumption: connections are long-lived
     return ctx
 
 

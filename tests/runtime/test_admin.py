@@ -218,3 +218,15 @@ async def test_client_certificate_cannot_read_status(
         daemon.stop()
         await task
     assert fx  # effects module is what the scripted engine speaks
+
+
+async def test_status_survives_a_connection_the_server_closed(
+    one_up: tuple[Daemon, Keys, Rlf],
+) -> None:
+    daemon, _, rlf = one_up
+    async with AdminClient(rlf, timeout=1.0) as admin:
+        assert (await admin.status())["servers"][0]["reachable"]
+        for client in list(daemon.clients.values()):  # e.g. the daemon's idle timeout
+            client.conn.abort()
+        pool = await admin.status()
+    assert pool["servers"][0]["reachable"], pool["servers"][0]["error"]

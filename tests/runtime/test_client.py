@@ -285,3 +285,42 @@ def test_license_denied_pickles() -> None:
     err = pickle.loads(pickle.dumps(LicenseDenied(APP, "no_seats", "full")))
     assert (err.license, err.reason, err.detail) == (APP, "no_seats", "full")
     assert str(err) == "Application 1.0: denied (no_seats): full"
+
+
+async def test_wait_keeps_trying_until_a_seat_frees(pool: list[TinyServer]) -> None:
+    a, b = pool
+    a.seats = b.seats = 0
+    denied = asyncio.Event()
+
+    def on_event(e: dict[str, Any]) -> None:
+        if e["event"] == "denied":
+            denied.set()
+
+    lease = client_for(pool, client_id="patient").acquire(APP, wait=True, on_event=on_event)
+    task = asyncio.create_task(lease.start())
+    async with asyncio.timeout(WAIT):
+        await denied.wait()
+    assert not task.done()  # a refusal everywhere does not end a waiting acquire
+    b.seats = 1  # a seat frees up; the machine retries after its back-off
+    async with asyncio.timeout(WAIT):
+        await task
+    assert lease.server == "B"
+    await lease.stop()
+    assert b.holders == {}
+
+
+async def test_sync_denied_raises_in_the_caller(pool: list[TinyServer]) -> None:
+    for s in pool:
+        s.seats = 0
+    client = client_for(pool)
+    threads_before = threading.active_count()
+
+    def acquire_sync() -> None:
+        with client.acquire(APP):
+            raise AssertionError("granted")
+
+    with pytest.raises(LicenseDenied, match="no_seats"):
+        await asyncio.to_thread(acquire_sync)
+    # The private loop thread is gone (to_thread's worker stays in its pool: +1 at most).
+    assert threading.active_count() <= threads_before + 1
+    assert not [t for t in threading.enumerate() if t.name.startswith("lm-client")]

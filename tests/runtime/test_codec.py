@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import functools
 import json
 import sys
 import types
@@ -30,7 +31,7 @@ PLAIN_JSON = st.recursive(
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
     ),
-    max_leaves=20,
+    max_leaves=10,
 )
 
 
@@ -70,12 +71,18 @@ def strategy_for(hint: Any) -> st.SearchStrategy[Any]:
     raise AssertionError(f"no strategy for {hint!r}")
 
 
+def _mentions_message(cls: type[Any]) -> bool:
+    return any("Message" in str(h) for h in typing.get_type_hints(cls).values())
+
+
+@functools.cache
 def builds(cls: type[Any]) -> st.SearchStrategy[Any]:
+    if cls is Message:
+        # A field typed `Message` (e.g. a forwarded admin operation) holds any concrete
+        # message; draw from those that do not nest messages themselves, so it ends.
+        leaves = [c for c in message_classes() if not _mentions_message(c)]
+        return st.one_of([builds(c) for c in leaves])
     hints = typing.get_type_hints(cls)
-    if cls is Message or (dataclasses.is_dataclass(cls) and cls.__subclasses__()):
-        subs = [c for c in default_codec().types.values() if issubclass(c, cls)]
-        if subs and cls is Message:
-            return st.one_of([builds(c) for c in subs if c is not Message])
     return st.builds(cls, **{f.name: strategy_for(hints[f.name]) for f in dataclasses.fields(cls)})
 
 
@@ -102,7 +109,7 @@ def test_protocol_error_is_an_lm_error() -> None:
 
 
 @pytest.mark.parametrize("cls", message_classes(), ids=lambda c: c.__name__)
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_round_trip_every_message_type(cls: type[Any], data: st.DataObject) -> None:
     msg = data.draw(builds(cls))
@@ -307,7 +314,7 @@ def mutated_messages(draw: st.DrawFn) -> bytes:
     return json.dumps(obj).encode()
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_messages())
 def test_mutated_messages_decode_or_raise_protocol_error(data: bytes) -> None:
     try:

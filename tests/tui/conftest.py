@@ -168,6 +168,7 @@ class LivePool:
             servers=[PkiServer(s.id, s.host) for s in self.rlf.servers],
         )
         self.procs: dict[str, Any] = {}
+        self.leader: str | None = None
 
     def issue(self, *, seats: int, kind: str = "base", product: str = "Application") -> str:
         from lm_core.engine.keys import load_private
@@ -210,6 +211,24 @@ class LivePool:
             stderr=log,
         )
         log.close()
+
+    async def wait_listening(self, sid: str, limit: float = 30.0) -> None:
+        import asyncio
+
+        entry = self.rlf.server(sid)
+        deadline = time.monotonic() + limit
+        while True:
+            assert self.procs[sid].poll() is None, self.logs()
+            try:
+                _, writer = await asyncio.open_connection(entry.host, entry.port)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{sid} never listened\n{self.logs()}") from None
+                await asyncio.sleep(0.05)
+            else:
+                writer.close()
+                await writer.wait_closed()
+                return
 
     def kill9(self, sid: str) -> None:
         import signal
@@ -293,14 +312,18 @@ class LivePool:
 async def live_pool(tmp_path: Path) -> Any:
     pool = LivePool(tmp_path)
     try:
-        for sid in "ABC":  # A first: the preferred leader
+        for sid in "ABC":  # A first, listening before the others start: it should lead
             pool.start(sid)
-        await pool.wait_for(
+            await pool.wait_listening(sid)
+        status = await pool.wait_for(
             lambda s: (
-                s["leader"] == "A" and s["majority"]["ok"] and all(x["up"] for x in s["servers"])
+                s["leader"] is not None
+                and s["majority"]["ok"]
+                and all(x["up"] for x in s["servers"])
             ),
-            "A leads with all three up",
+            "a leader with all three up",
         )
+        pool.leader = status["leader"]
         yield pool
     finally:
         pool.close()

@@ -77,26 +77,28 @@ async def test_tables_match_lm_status_json(live_pool: Any, wait_until: Until) ->
                 [c["client_id"], c["server"], c["license"], str(c["count"])]
                 for c in want["clients"]
             ]
-            assert "leader A" in str(app.query_one("#header").render())
+            assert f"leader {live_pool.leader}" in str(app.query_one("#header").render())
 
 
 async def test_kill_9_of_the_leader_shows_live(live_pool: Any, wait_until: Until) -> None:
     app = live_app(live_pool)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app._leader == "A", "A leads")
-        live_pool.kill9("A")
+        await wait_until(pilot, lambda: app._leader == live_pool.leader, "the leader")
+        dead = live_pool.leader
+        row = "ABC".index(dead)
+        live_pool.kill9(dead)
         await wait_until(
             pilot,
             lambda: (
-                app._leader in ("B", "C")
-                and app.query_one("#servers", KeyedTable).plain_rows()[0][5] == "DOWN"
+                app._leader not in (None, dead)
+                and app.query_one("#servers", KeyedTable).plain_rows()[row][5] == "DOWN"
             ),
-            "a new leader and A down",
+            f"a new leader and {dead} down",
         )
         header = str(app.query_one("#header").render())
         assert f"leader {app._leader}" in header
         assert "2/3 up, majority ok" in header
-        assert "cannot reach server A" in str(app.query_one("#banner").render())
+        assert f"cannot reach server {dead}" in str(app.query_one("#banner").render())
         assert app.is_running
 
 
@@ -138,7 +140,7 @@ async def test_every_action_through_the_ui_reaches_every_server(
     push_file.write_text(live_pool.signed_text(new_rlf))
     app = live_app(live_pool, push_path=str(push_file))
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app._leader == "A", "A leads")
+        await wait_until(pilot, lambda: app._leader == live_pool.leader, "the leader")
 
         # Push RLF: diff shown, Enter confirms, every server runs the new sequence.
         await pilot.press("u")
@@ -208,7 +210,7 @@ async def test_refusals_send_nothing(live_pool: Any, wait_until: Until) -> None:
     version = {s["id"]: s["config_version"] for s in before["servers"]}
     app = live_app(live_pool)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app._leader == "A", "A leads")
+        await wait_until(pilot, lambda: app._leader == live_pool.leader, "the leader")
         await pilot.press("d")
         screen = app.screen
         assert isinstance(screen, DistributionScreen)
@@ -219,7 +221,7 @@ async def test_refusals_send_nothing(live_pool: Any, wait_until: Until) -> None:
         assert app.outcomes == []
     ro = live_app(live_pool, read_only=True)
     async with ro.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: ro._leader == "A", "A leads")
+        await wait_until(pilot, lambda: ro._leader == live_pool.leader, "the leader")
         for key in ("a", "l", "d", "u", "r"):
             await pilot.press(key)
             assert not isinstance(ro.screen, (CodeScreen, DistributionScreen, PushScreen))
