@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import datetime
 import os
 import signal
@@ -51,6 +52,22 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the benchmark dies (Linux), so a killed
+    benchmark leaves no daemons behind."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (e.g. from `timeout`) into SystemExit so `finally` blocks clean up."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def daemon_cmd() -> list[str]:
     exe = BIN / "lm-daemon"
     if exe.exists():
@@ -76,7 +93,9 @@ class LivePool:
         ]  # fmt: skip
         args += ["--tls-dir", str(self.tls_dir)] if self.tls_dir else ["--insecure-loopback"]
         with open(self.root / f"{sid}.log", "ab") as log:
-            self.procs[sid] = subprocess.Popen(args, stdout=log, stderr=log)
+            self.procs[sid] = subprocess.Popen(
+                args, stdout=log, stderr=log, preexec_fn=die_with_parent
+            )
 
     def kill(self, sid: str) -> None:
         proc = self.procs[sid]

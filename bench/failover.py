@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _livepool import APP, LivePool, leader_of, make_pool
+from _livepool import APP, LivePool, exit_on_sigterm, leader_of, make_pool
 
 from lm_core.runtime.client import LicenseClient
 
@@ -101,6 +101,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--plaintext", action="store_true", help="--insecure-loopback daemons")
     args = ap.parse_args()
+    exit_on_sigterm()
     pool = make_pool(n=3, seats=100, tls=not args.plaintext)
     timing = pool.rlf.timing
     results: list[tuple[float, float, float, str]] = []

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _livepool import APP, free_ports, leader_of, make_pool
+from _livepool import APP, die_with_parent, exit_on_sigterm, free_ports, leader_of, make_pool
 
 from lm_core.engine.messages import Authorize, Release, Released, Request
 from lm_core.runtime.connection import Connection, close_server, serve
@@ -101,6 +101,7 @@ def main() -> None:
     ap.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--echo-tls-dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    exit_on_sigterm()
     if args.echo_server is not None:
         echo_server_main(args.echo_server, args.echo_tls_dir)
         return
@@ -111,7 +112,9 @@ def main() -> None:
     echo_cmd = [sys.executable, __file__, "--echo-server", str(echo_port)]
     if args.tls and pool.tls_dir is not None:
         echo_cmd += ["--echo-tls-dir", str(pool.tls_dir)]
-    echo = subprocess.Popen(echo_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    echo = subprocess.Popen(
+        echo_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=die_with_parent
+    )
     try:
         for sid in pool.rlf.server_ids:
             pool.start(sid)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import ssl as _ssl
@@ -73,6 +74,8 @@ from lm_core.runtime.connection import (
     parse_address,
 )
 from lm_core.runtime.tlsconfig import TlsPaths, client_context
+
+log = logging.getLogger("lm.client")
 
 UNREACHABLE = "unreachable"  # the Deny reason this shell reports for a server it cannot reach
 
@@ -218,7 +221,6 @@ class Lease:
         self._loop_task: asyncio.Task[None] | None = None
         self._first: asyncio.Future[None] | None = None
         self._released_ids: set[int] = set()
-        self._got_released: asyncio.Event | None = None
         self._stopping = False
         self._used = False
         self._thread: _LoopThread | None = None
@@ -269,7 +271,6 @@ class Lease:
         loop = asyncio.get_running_loop()
         self._inbox = asyncio.Queue()
         self._first = loop.create_future()
-        self._got_released = asyncio.Event()
         self._loop_task = asyncio.create_task(self._run(), name=f"lm-client {self.license}")
         try:
             await self._first
@@ -311,15 +312,22 @@ class Lease:
 
     def _emit(self, event: dict[str, Any]) -> None:
         if self.on_event is not None:
-            self.on_event(event)
+            try:
+                self.on_event(event)
+            except Exception:  # a broken callback must not stop the heartbeats
+                log.exception("lm client: on_event callback failed on %s", event.get("event"))
 
     async def _run(self) -> None:
         try:
             await self._steps()
         except BaseException as exc:
-            # A bug must not leave `start` waiting for ever.
-            if self._first is not None and not self._first.done():
-                self._first.set_exception(exc)
+            # A bug (or a cancel) must not leave `start` waiting for ever.
+            first = self._first
+            if first is not None and not first.done():
+                if isinstance(exc, asyncio.CancelledError):
+                    first.cancel()
+                else:
+                    first.set_exception(exc)
             raise
 
     async def _steps(self) -> None:
@@ -342,8 +350,6 @@ class Lease:
             sid, msg = item
             if isinstance(msg, Released):
                 self._released_ids.add(msg.request_id)
-                if self._got_released is not None:
-                    self._got_released.set()
             now = time.monotonic()
             effects = self.machine.handle(now, sid, msg)
             effects += self.machine.tick(now)

@@ -41,8 +41,9 @@ registry is built (the tests build it, so a bad hint fails CI, not a daemon).
 
 Any malformed input -- not UTF-8, not JSON, NaN/Infinity, too deep, an unknown type, a
 missing / extra / wrong-typed field, a string or array over its cap -- raises
-`ProtocolError` and never anything else. The codec does not check semantics (stale terms,
-counts against `MAX_COUNT`, pool names): that is the engine's job.
+`ProtocolError` and never anything else. (A key given twice in one object: the last one
+counts, as in the stdlib `json`.) The codec does not check semantics (stale terms, counts
+against `MAX_COUNT`, pool names): that is the engine's job.
 
 Size: the frame layer (`framing.py`) caps a whole message at `framing.MAX_FRAME` bytes
 before the codec ever sees it; the string and item caps here bound what a message can

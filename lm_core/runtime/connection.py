@@ -36,7 +36,7 @@ from typing import Any
 from lm_core.engine.messages import Message
 from lm_core.errors import LmError
 from lm_core.runtime.codec import Codec, ProtocolError, default_codec
-from lm_core.runtime.framing import FRAME_TIMEOUT, MAX_FRAME, read_frame, write_frame
+from lm_core.runtime.framing import FRAME_TIMEOUT, MAX_FRAME, frame, read_frame
 from lm_core.runtime.tlsconfig import PeerIdentity, peer_identity
 
 log = logging.getLogger("lm.wire")
@@ -163,21 +163,27 @@ class Connection:
     # -- io
 
     async def send(self, msg: Message, *, drain_timeout: float | None = FRAME_TIMEOUT) -> None:
-        """Encode and send one message. Raises `ConnectionClosed` if the connection is
-        gone (or the peer does not read within `drain_timeout`)."""
+        """Encode and send one message.
+
+        Raises `ProtocolError` if `msg` cannot be encoded or its frame would exceed the
+        cap (nothing is sent; the connection stays open), `ConnectionClosed` if the
+        connection is gone or the peer does not read within `drain_timeout` (then it is
+        closed)."""
         if self._closed:
             raise ConnectionClosed(f"{self.remote}: connection closed")
-        payload = self.codec.encode(msg)
+        data = frame(self.codec.encode(msg), max_frame=self.max_frame)
         try:
-            await write_frame(
-                self.writer, payload, max_frame=self.max_frame, drain_timeout=drain_timeout
-            )
-        except ProtocolError as exc:
+            self.writer.write(data)
+            async with asyncio.timeout(drain_timeout):
+                await self.writer.drain()
+        except TimeoutError:
             self.abort()
-            raise ConnectionClosed(f"{self.remote}: {exc}") from None
+            raise ConnectionClosed(
+                f"{self.remote}: peer did not read within {drain_timeout:g} s"
+            ) from None
         except (OSError, _ssl.SSLError, RuntimeError) as exc:
             self.abort()
-            raise ConnectionClosed(f"{self.remote}: {exc}") from None
+            raise ConnectionClosed(f"{self.remote}: {exc or type(exc).__name__}") from None
 
     async def recv(self, *, idle_timeout: float | None = None) -> Message | None:
         """The next message, or None when the peer closed cleanly between messages.

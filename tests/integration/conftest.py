@@ -365,3 +365,10 @@ def held_total(status: dict[str, Any], name: str = APP) -> int:
         if c["license"] == name:
             per_client[c["client_id"]] = max(per_client.get(c["client_id"], 0), c["count"])
     return sum(per_client.values())
+
+
+def all_up(status: dict[str, Any]) -> bool:
+    """A leader (whichever) and every server up in its view and answering."""
+    return status.get("leader") is not None and all(
+        s["up"] and s["reachable"] for s in status.get("servers", [])
+    )

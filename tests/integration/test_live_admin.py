@@ -18,7 +18,7 @@ from lm_core.engine.rlf import render_rlf, sign_rlf
 from lm_core.runtime.connection import Connection
 from lm_core.runtime.tlsconfig import admin_context, load_tls_dir
 
-from .conftest import APP, Pool, conserved, held_total, license_of, rows
+from .conftest import APP, Pool, all_up, conserved, held_total, license_of, rows
 
 pytestmark = pytest.mark.integration
 OTHER = "Other 2.0"
@@ -62,7 +62,7 @@ def test_live_admin_operations_while_clients_hold(pool_factory: Callable[..., Po
     pool = pool_factory()
     for sid in pool.ids:
         pool.start(sid)
-    pool.wait(lambda st: st["leader"] == "A" and all(s["up"] for s in st["servers"]), "A leads")
+    st = pool.wait(all_up, "three servers up with a leader")
     for sid in pool.ids:
         pool.hold(
             "--license", APP, "--client-id", f"client-{sid}", "--server", sid, "--seconds", "600"

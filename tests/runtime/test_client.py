@@ -324,3 +324,17 @@ async def test_sync_denied_raises_in_the_caller(pool: list[TinyServer]) -> None:
     # The private loop thread is gone (to_thread's worker stays in its pool: +1 at most).
     assert threading.active_count() <= threads_before + 1
     assert not [t for t in threading.enumerate() if t.name.startswith("lm-client")]
+
+
+async def test_a_failing_event_callback_does_not_stop_heartbeats(
+    pool: list[TinyServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    a = pool[0]
+
+    def bad_callback(event: dict[str, Any]) -> None:
+        raise ValueError("callback bug")
+
+    async with client_for(pool).acquire(APP, on_event=bad_callback) as lease:
+        await a.wait_for(lambda: a.heartbeats() >= 2)
+        assert lease.holds
+    assert "on_event callback failed" in caplog.text

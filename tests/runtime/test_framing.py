@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import struct
 from collections.abc import AsyncIterator
 
@@ -18,6 +19,7 @@ from lm_core.runtime.connection import (
     ConnectionClosed,
     RequestTimeout,
     close_server,
+    connections_of,
     serve,
 )
 from lm_core.runtime.framing import (
@@ -303,3 +305,79 @@ async def test_too_many_connections_from_one_host_are_closed() -> None:
     finally:
         await close_server(server, grace=0.05)
     assert not hold.is_set()  # close_server ended handlers that would have waited for ever
+
+
+async def test_a_crashing_handler_ends_only_its_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = 0
+
+    async def handler(conn: Connection) -> None:
+        nonlocal calls
+        calls += 1
+        msg = await conn.recv()
+        if calls == 1:
+            raise RuntimeError("a bug in the handler")
+        assert isinstance(msg, Release)
+        await conn.send(Released(pool="eng", sender="A", request_id=msg.request_id, license="L"))
+
+    caplog.set_level(logging.INFO, logger="lm.wire")
+    server = await serve(handler, "127.0.0.1", 0, ssl=None)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        first = await Connection.open(f"127.0.0.1:{port}", ssl=None)
+        with pytest.raises(ConnectionClosed):
+            await first.request(release(1), reply_timeout=WAIT)
+        await first.aclose()
+        await still_serving(port)
+        assert any("handler failed" in r.getMessage() for r in caplog.records)
+    finally:
+        await close_server(server)
+
+
+async def test_close_server_ends_live_connections() -> None:
+    both_in = asyncio.Event()
+    results: list[object] = []
+
+    async def handler(conn: Connection) -> None:
+        if len(connections_of(server)) == 2:
+            both_in.set()
+        results.append(await conn.recv())
+
+    server = await serve(handler, "127.0.0.1", 0, ssl=None)
+    port = server.sockets[0].getsockname()[1]
+    clients = [await Connection.open(f"127.0.0.1:{port}", ssl=None) for _ in range(2)]
+    async with asyncio.timeout(WAIT):
+        await both_in.wait()
+    await close_server(server, grace=WAIT)
+    assert results == [None, None]  # their recv() saw the end; nobody had to be cancelled
+    assert connections_of(server) == []
+    for c in clients:
+        assert await c.recv() is None
+        await c.aclose()
+
+
+async def test_random_bytes_over_the_socket_never_hurt_the_listener(echo: EchoServer) -> None:
+    rng = random.Random(4)  # fixed seed: the same blobs every run
+    blobs = [rng.randbytes(rng.randrange(1, 300)) for _ in range(20)]
+    # ... and blobs that start with a plausible header, so the payload is what is random.
+    blobs += [struct.pack("!I", len(b)) + b for b in blobs[:10]]
+    for blob in blobs:
+        reader, writer = await raw(echo.port)
+        writer.write(blob)
+        writer.write_eof()
+        assert await closed_by_peer(reader)
+        writer.close()
+    await echo.wait_ended(len(blobs))
+    # Every connection ended on a protocol error (or a clean EOF), none crashed the handler.
+    assert all(e == "eof" or "Error" in e or "Timeout" in e for e in echo.ended)
+    await still_serving(echo.port)
+
+
+async def test_sending_an_oversized_message_keeps_the_connection(echo: EchoServer) -> None:
+    async with await Connection.open(f"127.0.0.1:{echo.port}", ssl=None, max_frame=CAP) as conn:
+        big = Release(pool="eng", sender="c1", request_id=1, license="x" * CAP)
+        with pytest.raises(FrameError, match="exceeds the cap"):
+            await conn.send(big)
+        assert not conn.closed
+        assert isinstance(await conn.request(release(2)), Released)

@@ -173,6 +173,7 @@ class SeedResult:
     peak_seats: dict[str, int] = field(default_factory=dict)
     messages: int = 0
     dropped: int = 0
+    stale_deadlines: int = 0
 
 
 class Admin:
@@ -375,6 +376,7 @@ def _fill(result: SeedResult, world: World, cfg: SimConfig) -> None:
     result.peak_seats = dict(world.seats.peak)
     result.messages = world.net.sent
     result.dropped = world.net.dropped
+    result.stale_deadlines = s.stale_deadlines
 
 
 def _populate(world: World, kit: PoolKit, cfg: SimConfig, rng: Rng, heal_at: float) -> None:

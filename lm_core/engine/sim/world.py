@@ -158,6 +158,7 @@ class Stats:
     crashes: int = 0
     admin_ok: int = 0
     admin_refused: int = 0
+    stale_deadlines: int = 0  # engine said "tick me now" right after a tick
 
 
 class World:
@@ -189,7 +190,9 @@ class World:
         self._seq = 0
         timing = rlf.timing
         self.drift = timing.drift
-        self.max_tick_gap = max_tick_gap if max_tick_gap is not None else timing.heartbeat_interval
+        self.max_tick_gap = (
+            max_tick_gap if max_tick_gap is not None else 4 * timing.heartbeat_interval
+        )
         self.nodes: dict[str, Node] = {}
         for s in rlf.servers:
             self.nodes[s.id] = Node(
@@ -210,6 +213,7 @@ class World:
         self.known_serials: set[str] = set()
         for code in rlf.license_codes():
             self.known_serials.add(code.serial)
+            self.admin.serials.add(code.serial)
         self.toggle: Callable[[SimClient], float | None] | None = None
         self.on_admin_reply: Callable[[AdminOp, AdminReply], None] | None = None
         self._s2_due = False
@@ -326,13 +330,18 @@ class World:
 
     # ------------------------------------------------------------------ servers
 
-    def _schedule_tick(self, node: Node) -> None:
+    def _schedule_tick(self, node: Node, *, after_tick: bool = False) -> None:
         eng = node.engine
         if eng is None:
             return
         local_now = node.local(self.now)
         d = eng.next_deadline
         gap = local_now + self.max_tick_gap
+        if d <= local_now and after_tick:
+            # The engine just ticked and still says "now": a stale deadline (it would
+            # make a runtime spin). Count it and fall back to the periodic tick.
+            self.stats.stale_deadlines += 1
+            d = gap
         if not d < gap:
             d = gap
         t = node.true(d)
@@ -390,7 +399,7 @@ class World:
         if self._s2_due and node.role == "leader" and self.check_every_step:
             self._s2_due = False
             check_conservation(self.now, eng.status(local))
-        self._schedule_tick(node)
+        self._schedule_tick(node, after_tick=msg is None)
 
     def _carry_out(self, node: Node, effects: list[Any], cut: int) -> None:
         trace = self.trace
