@@ -1,5 +1,6 @@
 """Shared by the benchmarks: a freshly generated, signed pool on loopback and its
-`lm-daemon` processes (free ports, temp dirs, always killed at exit)."""
+`lm-daemon` processes (free ports, temp dirs, always killed at exit; the temp dir is
+removed unless LM_BENCH_KEEP is set, e.g. to read the daemons' logs)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 import ctypes
 import datetime
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -109,6 +111,8 @@ class LivePool:
         for proc in self.procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
+        if not os.environ.get("LM_BENCH_KEEP"):
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def trust(self, role: str) -> TlsPaths | None:
         return load_tls_dir(self.tls_dir, role) if self.tls_dir else None

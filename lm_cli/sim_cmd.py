@@ -1,9 +1,280 @@
-"""Commands of `lm` (placeholder until its owner fills it in)."""
+"""`lm sim`: run the deterministic pool simulator (one seed with a trace, or many seeds).
+
+    lm sim --seed 42                 # replay seed 42: configuration, notable events, verdict
+    lm sim --seed 42 --steps         # ... and every delivery / tick as it happens
+    lm sim --seeds 10000 --workers 2 # many seeds, a summary table; exit 1 if any failed
+    lm sim --script fig.lms          # a scripted scenario (see lm_core.engine.sim.scenario)
+
+The engine never imports `random`; this command seeds a `random.Random(seed)` per run,
+so the seed alone replays a run exactly.
+"""
 
 from __future__ import annotations
 
+import random
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.table import Table
+
+from lm_cli.output import JsonOpt, console, handle_errors, print_json, read_text
+from lm_core.engine.sim.runner import SeedResult, run_seed
+from lm_core.engine.sim.scenario import ScenarioError, run_script
+from lm_core.engine.sim.trace import Trace
+from lm_core.errors import InputError, RefusedError
+
+
+def parse_range(text: str, *, option: str, lo: int, hi: int) -> tuple[int, int]:
+    """ "3-11" -> (3, 11); "5" -> (5, 5); bounds checked against [lo, hi]."""
+    a, sep, b = text.partition("-")
+    try:
+        first = int(a)
+        last = int(b) if sep else first
+    except ValueError:
+        raise InputError(f"{option}: expected N or N-M, got {text!r}") from None
+    if not (lo <= first <= last <= hi):
+        raise InputError(f"{option}: {text!r} must lie within {lo}-{hi}, low end first")
+    return first, last
+
+
+def run_one(
+    seed: int, servers: tuple[int, int], clients: tuple[int, int], duration: float
+) -> dict[str, Any]:
+    """One seed in a worker process; a plain dict comes back (cheap to pickle)."""
+    t0 = time.perf_counter()
+    r = run_seed(
+        seed,
+        random.Random(seed),
+        servers=servers,
+        clients=clients,
+        duration=duration,
+        raise_on_failure=False,
+    )
+    out = _summary(r)
+    out["wall"] = time.perf_counter() - t0
+    return out
+
+
+def _summary(r: SeedResult) -> dict[str, Any]:
+    return {
+        "seed": r.seed,
+        "ok": r.ok,
+        "invariant": r.invariant,
+        "message": r.message,
+        "servers": r.config.n_servers,
+        "clients": r.config.n_clients,
+        "sim_seconds": r.sim_seconds,
+        "server_steps": r.server_steps,
+        "client_steps": r.client_steps,
+        "elections": r.elections,
+        "crashes": r.crashes,
+        "admin_ok": r.admin_ok,
+        "admin_refused": r.admin_refused,
+        "stale_deadlines": r.stale_deadlines,
+    }
+
+
+def run_many(
+    seeds: list[int],
+    *,
+    servers: tuple[int, int] = (3, 11),
+    clients: tuple[int, int] = (10, 200),
+    duration: float = 1200.0,
+    workers: int = 2,
+) -> list[dict[str, Any]]:
+    """Run seeds over ``workers`` processes; results in seed order."""
+    if workers <= 1:
+        return [run_one(s, servers, clients, duration) for s in seeds]
+    n = len(seeds)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as ex:
+        return list(
+            ex.map(
+                run_one,
+                seeds,
+                [servers] * n,
+                [clients] * n,
+                [duration] * n,
+                chunksize=max(1, n // (workers * 8)),
+            )
+        )
+
+
+def summarize(results: list[dict[str, Any]], wall: float) -> dict[str, Any]:
+    failed = [r for r in results if not r["ok"]]
+    sim = sum(r["sim_seconds"] for r in results)
+    return {
+        "seeds": len(results),
+        "passed": len(results) - len(failed),
+        "failed": len(failed),
+        "by_invariant": dict(Counter(r["invariant"] for r in failed)),
+        "failed_seeds": [
+            {"seed": r["seed"], "invariant": r["invariant"], "message": r["message"]}
+            for r in failed
+        ],
+        "servers": [
+            min((r["servers"] for r in results), default=0),
+            max((r["servers"] for r in results), default=0),
+        ],
+        "clients": [
+            min((r["clients"] for r in results), default=0),
+            max((r["clients"] for r in results), default=0),
+        ],
+        "sim_seconds": sim,
+        "engine_steps": sum(r["server_steps"] + r["client_steps"] for r in results),
+        "elections": sum(r["elections"] for r in results),
+        "crashes": sum(r["crashes"] for r in results),
+        "admin_ok": sum(r["admin_ok"] for r in results),
+        "admin_refused": sum(r["admin_refused"] for r in results),
+        "stale_deadlines": sum(r["stale_deadlines"] for r in results),
+        "wall_seconds": wall,
+    }
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    out = console()
+    t = Table(title="lm sim: randomized seeds", show_header=True)
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    rows = [
+        ("seeds", s["seeds"]),
+        ("passed", s["passed"]),
+        ("failed", s["failed"]),
+        ("servers (min-max)", "{}-{}".format(*s["servers"])),
+        ("clients (min-max)", "{}-{}".format(*s["clients"])),
+        ("simulated time", f"{s['sim_seconds'] / 3600:.1f} h"),
+        ("engine steps", f"{s['engine_steps']:,}"),
+        ("elections", s["elections"]),
+        ("crashes", s["crashes"]),
+        ("admin ops ok / refused", f"{s['admin_ok']} / {s['admin_refused']}"),
+        ("stale next_deadline ticks", s["stale_deadlines"]),
+        ("wall time", f"{s['wall_seconds']:.1f} s"),
+        ("simulated s / wall s", f"{s['sim_seconds'] / max(s['wall_seconds'], 1e-9):,.0f}"),
+    ]
+    for k, v in rows:
+        t.add_row(k, str(v))
+    for inv, n in sorted(s["by_invariant"].items()):
+        t.add_row(f"failed on {inv}", str(n))
+    out.print(t)
+    for f in s["failed_seeds"][:20]:
+        out.print(f"seed {f['seed']}: {f['invariant']}: {f['message']}", markup=False)
+    if s["failed"]:
+        out.print("replay one with: lm sim --seed N", markup=False)
+
+
+def _one_seed(
+    seed: int,
+    servers: tuple[int, int],
+    clients: tuple[int, int],
+    duration: float,
+    *,
+    steps: bool,
+    json_out: bool,
+) -> bool:
+    trace = Trace(steps=60, notes=1_000_000, echo=steps)
+    r = run_seed(
+        seed,
+        random.Random(seed),
+        servers=servers,
+        clients=clients,
+        duration=duration,
+        trace=trace,
+        raise_on_failure=False,
+    )
+    if json_out:
+        data = _summary(r)
+        data["config"] = r.config.describe()
+        data["trace"] = r.trace
+        print_json(data)
+        return r.ok
+    out = console()
+    out.print(f"seed {seed}: {r.config.describe()}", markup=False)
+    if steps:
+        for line in trace.lines:
+            out.print(line, markup=False)
+    else:
+        for t, kind, text in trace.notes:
+            if kind != "sync":
+                out.print(f"{t:10.3f}  {kind:<10} {text}", markup=False)
+    verdict = "ok" if r.ok else f"FAILED {r.invariant}: {r.message}"
+    out.print(
+        f"seed {seed}: {verdict} ({r.sim_seconds:.0f} simulated s, {r.server_steps:,} server "
+        f"steps, {r.client_steps:,} client steps, {r.elections} elections, {r.crashes} crashes)",
+        markup=False,
+    )
+    if not r.ok and not steps:
+        out.print(r.trace, markup=False)
+    return r.ok
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `lm` app."""
+    """Add `lm sim` to the `lm` app."""
+
+    @app.command("sim")
+    @handle_errors
+    def sim(
+        seed: Annotated[int | None, typer.Option("--seed", help="Replay this one seed.")] = None,
+        seeds: Annotated[
+            int | None, typer.Option("--seeds", help="Run this many seeds (from --start).")
+        ] = None,
+        start: Annotated[int, typer.Option("--start", help="First seed for --seeds.")] = 0,
+        servers: Annotated[str, typer.Option("--servers", help="Servers: N or N-M.")] = "3-11",
+        clients: Annotated[str, typer.Option("--clients", help="Clients: N or N-M.")] = "10-200",
+        minutes: Annotated[
+            float, typer.Option("--minutes", help="Simulated minutes per seed.")
+        ] = 20.0,
+        workers: Annotated[int, typer.Option("--workers", help="Processes for --seeds.")] = 2,
+        script: Annotated[
+            Path | None, typer.Option("--script", help="Run a scripted scenario file.")
+        ] = None,
+        steps: Annotated[
+            bool, typer.Option("--steps", help="With --seed: print every step.")
+        ] = False,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Run the deterministic simulator; exit 1 if an invariant breaks.
+
+        Example: lm sim --seed 42   |   lm sim --seeds 10000 --workers 2
+        """
+        chosen = [x for x in (seed is not None, seeds is not None, script is not None) if x]
+        if len(chosen) != 1:
+            raise InputError("give exactly one of --seed N, --seeds COUNT, --script FILE")
+        srv = parse_range(servers, option="--servers", lo=1, hi=26)
+        cli = parse_range(clients, option="--clients", lo=1, hi=1_000_000)
+        if not 0 < minutes <= 24 * 60:
+            raise InputError(f"--minutes: must be > 0 and <= 1440, got {minutes}")
+        duration = minutes * 60.0
+        if script is not None:
+            text = read_text(script, what="scenario")
+            try:
+                sc = run_script(text, random.Random(0))
+            except ScenarioError as e:
+                raise RefusedError(f"{script}: {e}") from None
+            console().print(f"{script}: {len(sc.checked)} expectations hold", markup=False)
+            return
+        if seed is not None:
+            if not _one_seed(seed, srv, cli, duration, steps=steps, json_out=json_out):
+                raise typer.Exit(code=1)
+            return
+        assert seeds is not None
+        if seeds < 1 or workers < 1:
+            raise InputError("--seeds and --workers must be >= 1")
+        t0 = time.perf_counter()
+        results = run_many(
+            list(range(start, start + seeds)),
+            servers=srv,
+            clients=cli,
+            duration=duration,
+            workers=workers,
+        )
+        summary = summarize(results, time.perf_counter() - t0)
+        if json_out:
+            print_json(summary)
+        else:
+            _print_summary(summary)
+        if summary["failed"]:
+            raise typer.Exit(code=1)

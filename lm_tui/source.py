@@ -10,6 +10,7 @@ and the app turns them into a toast.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,27 +46,39 @@ class PoolSource(Protocol):
 class AdminSource:
     """The real thing: every call goes through `lm_core.runtime.admin.AdminClient`.
 
+    Two clients: one for the status polls, one for the actions (one at a time), so a
+    push that waits for every server never holds up the polls that show its progress, and
+    no two calls ever race to open the same connection.
+
     Closing is final: later calls raise, and a call still in flight when the console
-    closes (a poll being cancelled mid-connect) closes the client again when it ends, so
-    no connection outlives the console."""
+    closes (a poll being cancelled) closes its client again when it ends, so no connection
+    outlives the console."""
 
     def __init__(self, rlf: Rlf, *, tls: TlsPaths | None, timeout: float = 3.0) -> None:
         from lm_core.runtime.admin import AdminClient
 
-        self._client = AdminClient(rlf, tls=tls, timeout=timeout, name="lm-tui")
+        self._poller = AdminClient(rlf, tls=tls, timeout=timeout, name="lm-tui")
+        self._actor = AdminClient(rlf, tls=tls, timeout=timeout, name="lm-tui")
+        self._lock: asyncio.Lock | None = None
         self._closed = False
 
-    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, client: Any, call: Callable[[], Awaitable[T]]) -> T:
         if self._closed:
             raise ConnectionError("the console is closing")
         try:
             return await call()
         finally:
             if self._closed:
-                await self._client.aclose()
+                await client.aclose()
+
+    async def _act(self, call: Callable[[Any], Awaitable[T]]) -> T:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            return await self._call(self._actor, lambda: call(self._actor))
 
     async def status(self) -> dict[str, Any]:
-        return await self._call(self._client.status)
+        return await self._call(self._poller, self._poller.status)
 
     @staticmethod
     def _outcome(result: Any) -> Outcome:
@@ -75,28 +88,24 @@ class AdminSource:
         return Outcome(bool(result.ok), message)
 
     async def add_code(self, code: str) -> Outcome:
-        return self._outcome(await self._call(lambda: self._client.add_code(code)))
+        return self._outcome(await self._act(lambda c: c.add_code(code)))
 
     async def add_allocations(self, code: str) -> Outcome:
-        return self._outcome(await self._call(lambda: self._client.add_allocations(code)))
+        return self._outcome(await self._act(lambda c: c.add_allocations(code)))
 
     async def set_distribution(self, license: str, distribution: dict[str, int]) -> Outcome:
-        return self._outcome(
-            await self._call(lambda: self._client.set_distribution(license, distribution))
-        )
+        return self._outcome(await self._act(lambda c: c.set_distribution(license, distribution)))
 
     async def push_rlf(self, rlf_text: str) -> Outcome:
-        result = await self._call(lambda: self._client.push_rlf(rlf_text))
+        result = await self._act(lambda c: c.push_rlf(rlf_text))
         return Outcome(bool(result.ok), result.message, dict(result.per_server))
 
     async def reclaim(self, client_id: str, license: str, reason: str) -> Outcome:
-        return self._outcome(
-            await self._call(lambda: self._client.reclaim(client_id, license, reason))
-        )
+        return self._outcome(await self._act(lambda c: c.reclaim(client_id, license, reason)))
 
     async def aclose(self) -> None:
         self._closed = True
-        await self._client.aclose()
+        await asyncio.gather(self._poller.aclose(), self._actor.aclose())
 
 
 class RecordedSource:

@@ -167,6 +167,7 @@ class ClientMachine:
         self._retry_at = float("inf")
         self._walk: list[str] = []  # servers still to try in this walk
         self._walk_failover = False
+        self._failed: str | None = None  # the server that failed us (walked last)
         self._last_deny: tuple[str, str] = ("", "")
         self._retry_hint = 0.0
 
@@ -248,7 +249,8 @@ class ClientMachine:
         if self.state is ClientState.WAITING and now >= self._retry_at:
             self._retry_at = float("inf")
             failover = self.lease_expires is not None
-            self._start_walk(self.server or self.home, failover=failover)
+            first = (self._failed or self.home) if failover else self.home
+            self._start_walk(first, failover=failover)
             self.state = ClientState.FAILOVER if failover else ClientState.REQUESTING
             out += self._send_next(now)
         return out
@@ -258,7 +260,6 @@ class ClientMachine:
     def _reset_idle(self) -> None:
         self.state = ClientState.IDLE
         self.lease_expires = None
-        self._pending.clear()
         self._waiting_id = None
         self._answer_deadline = float("inf")
         self._next_heartbeat = float("inf")
@@ -349,6 +350,7 @@ class ClientMachine:
     def _enter_failover(self, now: float) -> list[ClientEffect]:
         self.state = ClientState.FAILOVER
         self._next_heartbeat = float("inf")
+        self._failed = self.server
         self._start_walk(self.server or self.home, failover=True)
         return self._send_next(now)
 

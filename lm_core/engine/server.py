@@ -316,7 +316,9 @@ class LicenseServer:
         return {"cfg_term": self.table.cfg[0], "cfg_version": self.table.cfg[1]}
 
     def _version(self) -> tuple[int, int, int]:
-        return (self.rlf.sequence, *self.table.cfg)
+        """What votes compare (S6): config version first (an RLF pushed through the
+        leader bumps it too), then the RLF sequence."""
+        return (*self.table.cfg, self.rlf.sequence)
 
     def _note(self, now: float, kind: str, text: str, **data: Any) -> Event:
         self._events.append((now, kind, text))
@@ -355,7 +357,12 @@ class LicenseServer:
 
     @property
     def next_deadline(self) -> float:
-        times = [self.keys.next_expiry or _NEVER]
+        expiry = self.keys.next_expiry
+        if expiry is None:
+            times = [_NEVER]
+        else:  # expire in buckets: a seat counted a little longer is still safe
+            bucket = self.clocks.heartbeat / 2
+            times = [max(expiry, math.ceil(expiry / bucket) * bucket)]
         if self.role is Role.LEADER:
             times.append(self.next_hb)
         else:
@@ -512,7 +519,7 @@ class LicenseServer:
     def _on_vote_request(
         self, now: float, sender: str, msg: VoteRequest, out: list[Effect]
     ) -> None:
-        theirs = (msg.rlf_seq, msg.cfg_term, msg.cfg_version)
+        theirs = (msg.cfg_term, msg.cfg_version, msg.rlf_seq)
 
         def reply(granted: bool, reason: str = "", leader: str = "") -> None:
             out.append(
@@ -1561,9 +1568,9 @@ class LicenseServer:
             "serving": why is None,
             "not_serving_reason": None if why is None else f"{why[0]}: {why[1]}",
             "majority": {
-                "up": len(up) if leader else None,
+                "up": len(up) if leader else (len(self.leader_up) if why is None else 1),
                 "size": self.size,
-                "ok": (why is None) if leader else None,
+                "ok": why is None,
             },
             "peers": peers,
             "licenses": licenses,

@@ -17,9 +17,10 @@ This module only moves its effects onto sockets and feeds back what comes in:
 * one loop task: wait for the inbox or the machine's `next_deadline`, step the machine
   (`handle` / `tick`), carry out its effects, report events;
 * a server that cannot be reached (refused, handshake failed, connection lost while
-  sending) is reported to the machine as a ``Deny(reason="unreachable")`` for that
-  request, so the machine walks on at once instead of waiting for its answer timeout;
-  a server that is reachable but silent is left to the machine's timeout.
+  sending, or closed before answering our last request to it) is reported to the
+  machine as a ``Deny(reason="unreachable")`` for that request, so the machine walks
+  on at once instead of waiting for its answer timeout; a server that is reachable but
+  silent is left to the machine's timeout.
 
 Entering `acquire` waits for the first grant; a refusal from every server raises
 `LicenseDenied` (with ``wait=True`` it keeps trying until granted or a final refusal).
@@ -221,6 +222,7 @@ class Lease:
         self._loop_task: asyncio.Task[None] | None = None
         self._first: asyncio.Future[None] | None = None
         self._released_ids: set[int] = set()
+        self._unanswered: dict[str, Request | ClientHeartbeat] = {}  # last ask per server
         self._stopping = False
         self._used = False
         self._thread: _LoopThread | None = None
@@ -275,7 +277,8 @@ class Lease:
         try:
             await self._first
         except BaseException:
-            await self._shutdown(release=True)
+            # Release whatever a late answer might have granted, without waiting for it.
+            await self._shutdown(release=True, wait_released=False)
             raise
 
     async def stop(self) -> None:
@@ -393,27 +396,31 @@ class Lease:
                 )
 
     async def _send(self, sid: str, msg: Message) -> None:
+        if isinstance(msg, (Request, ClientHeartbeat)):
+            self._unanswered[sid] = msg
         try:
             conn = await self._connection(sid)
             await conn.send(msg)
         except (TransportError, ProtocolError) as exc:
             self._drop(sid)
-            if isinstance(msg, (Request, ClientHeartbeat)) and not self._stopping:
-                # Tell the machine now rather than after its answer timeout.
-                assert self._inbox is not None
-                self._inbox.put_nowait(
-                    (
-                        sid,
-                        Deny(
-                            pool=self.client.pool,
-                            sender=sid,
-                            request_id=msg.request_id,
-                            license=msg.license,
-                            reason=UNREACHABLE,
-                            detail=str(exc),
-                        ),
-                    )
-                )
+            self._report_unreachable(sid, str(exc))
+
+    def _report_unreachable(self, sid: str, why: str) -> None:
+        """Tell the machine at once that `sid` will not answer our last request to it
+        (rather than after its answer timeout). It ignores this if it no longer waits."""
+        msg = self._unanswered.pop(sid, None)
+        if msg is None or self._stopping:
+            return
+        assert self._inbox is not None
+        deny = Deny(
+            pool=self.client.pool,
+            sender=sid,
+            request_id=msg.request_id,
+            license=msg.license,
+            reason=UNREACHABLE,
+            detail=why,
+        )
+        self._inbox.put_nowait((sid, deny))
 
     async def _connection(self, sid: str) -> Connection:
         conn = self._conns.get(sid)
@@ -431,16 +438,23 @@ class Lease:
 
     async def _read(self, sid: str, conn: Connection) -> None:
         assert self._inbox is not None
+        why = f"{conn.remote}: closed the connection without answering"
+        if not conn.tls:
+            why += " (does it expect TLS? give the pool CA)"
         try:
             while (msg := await conn.recv()) is not None:
+                last = self._unanswered.get(sid)
+                if last is not None and getattr(msg, "request_id", None) == last.request_id:
+                    del self._unanswered[sid]
                 self._inbox.put_nowait((sid, msg))
-        except (TransportError, ProtocolError):
-            pass
+        except (TransportError, ProtocolError) as exc:
+            why = str(exc)
         finally:
             conn.abort()
             if self._conns.get(sid) is conn:
                 del self._conns[sid]
                 self._readers.pop(sid, None)
+                self._report_unreachable(sid, why)
 
     def _drop(self, sid: str) -> None:
         conn = self._conns.pop(sid, None)
@@ -450,7 +464,7 @@ class Lease:
         if task is not None:
             task.cancel()
 
-    async def _shutdown(self, *, release: bool) -> None:
+    async def _shutdown(self, *, release: bool, wait_released: bool = True) -> None:
         if self._stopping:
             return
         self._stopping = True
@@ -468,7 +482,7 @@ class Lease:
                 if isinstance(eff, SendTo) and isinstance(eff.msg, Release):
                     sent.append(eff.msg.request_id)
             await self._carry_out(effects)
-            if sent and self._conns:
+            if sent and self._conns and wait_released:
                 await self._await_released(set(sent))
         for sid in list(self._conns):
             conn = self._conns.get(sid)

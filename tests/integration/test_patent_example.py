@@ -66,17 +66,24 @@ def _fig11(st: dict[str, Any]) -> bool:
     )
 
 
-# Wider election gaps than FAST, so "A first" wins even on a loaded CI machine, and a
-# client lease longer than a fail-over, so B's and C's clients keep their seats on B and C
-# while the pool elects B (their servers renew nothing without a majority leader: S3).
+# Wider election gaps than FAST, so "A first" wins even on a loaded CI machine. Clients
+# heartbeat every 4 s: while B is being elected, B and C hold no lease from a majority
+# leader and must refuse renewals (S3), and a refused client walks on to another server;
+# the test kills A just after B's and C's clients renewed, so their next heartbeat comes
+# after the election, as in the patent's story.
 TIMING = Timing(
     heartbeat_interval=0.25,
     leader_timeout=1.0,
     server_lease=0.75,
-    client_heartbeat=0.5,
-    client_lease=4.0,
+    client_heartbeat=4.0,
+    client_lease=12.0,
     drift=0.05,
 )
+
+
+def _just_renewed(st: dict[str, Any]) -> bool:
+    ages = {c["client_id"]: c["last_heartbeat_age"] for c in st["clients"]}
+    return all(ages.get(cid) is not None and ages[cid] < 1.0 for cid in ("client-B", "client-C"))
 
 
 def test_figs_8_to_11_on_real_daemons(pool_factory: Callable[..., Pool]) -> None:
@@ -103,7 +110,8 @@ def test_figs_8_to_11_on_real_daemons(pool_factory: Callable[..., Pool]) -> None
     }
     assert conserved(st)
 
-    # Hold A's client still so FIG. 9 (before it fails over) can be seen, then kill A.
+    # A's client stays still so FIG. 9 (before it fails over) can be seen.
+    pool.wait(lambda st: _fig8(st) and _just_renewed(st), "B's and C's clients just renewed")
     holders["A"].send_signal(signal.SIGSTOP)
     pool.kill("A")
     st = pool.wait(_fig9, "FIG. 9: B leads; A's row 0 in use, 40 available; pool 98")

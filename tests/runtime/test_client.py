@@ -338,3 +338,20 @@ async def test_a_failing_event_callback_does_not_stop_heartbeats(
         await a.wait_for(lambda: a.heartbeats() >= 2)
         assert lease.holds
     assert "on_event callback failed" in caplog.text
+
+
+async def test_plaintext_to_a_tls_server_says_so_quickly(tmp_path: Path) -> None:
+    init_pki(tmp_path, pool=POOL, servers=[PkiServer("A", "127.0.0.1")])
+    paths = load_tls_dir(tmp_path, "server-A")
+    assert paths is not None
+    a = await start(TinyServer("A", seats=1), server_context(paths))
+    try:
+        client = LicenseClient([("A", a.address)], None, pool=POOL, answer_timeout=WAIT)
+        lease = client.acquire(APP)
+        with pytest.raises(LicenseDenied) as info:
+            await asyncio.wait_for(lease.start(), WAIT / 2)  # well before the answer timeout
+        assert info.value.reason == "unreachable"
+        assert "does it expect TLS?" in info.value.detail
+    finally:
+        assert a.server is not None
+        await close_server(a.server)

@@ -10,6 +10,8 @@ import struct
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lm_core.engine.messages import Release, Released
 from lm_core.runtime.codec import ProtocolError, encode
@@ -381,3 +383,35 @@ async def test_sending_an_oversized_message_keeps_the_connection(echo: EchoServe
             await conn.send(big)
         assert not conn.closed
         assert isinstance(await conn.request(release(2)), Released)
+
+
+async def _read_all(data: bytes, cap: int) -> tuple[list[bytes], str | None]:
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    frames: list[bytes] = []
+    try:
+        while (payload := await read_frame(reader, max_frame=cap)) is not None:
+            frames.append(payload)
+    except FrameError as exc:
+        return frames, str(exc)
+    return frames, None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=40), max_size=5), st.binary(max_size=12))
+def test_any_byte_stream_gives_frames_then_eof_or_a_frame_error(
+    payloads: list[bytes], tail: bytes
+) -> None:
+    cap = 32
+    data = b"".join(struct.pack("!I", len(p)) + p for p in payloads) + tail
+    frames, error = asyncio.run(_read_all(data, cap))
+    # Whatever came before the first bad frame is read back exactly; then EOF or an error.
+    good = []
+    for p in payloads:
+        if len(p) > cap:
+            break
+        good.append(p)
+    assert frames[: len(good)] == good
+    if error is None:
+        assert data == b"".join(struct.pack("!I", len(f)) + f for f in frames)

@@ -319,3 +319,25 @@ async def test_escape_leaves_the_filter(recorded_app: Make, ready: Ready) -> Non
         assert app.focused is app.query_one("#events-table")
         kinds = {row[2] for row in app.query_one("#events-table", KeyedTable).plain_rows()}
         assert kinds == {"deny"}
+
+
+async def test_command_palette_offers_the_actions(
+    recorded_app: Make, ready: Ready, wait_until: Callable[..., Awaitable[None]]
+) -> None:
+    from textual.command import CommandList, CommandPalette
+
+    app = recorded_app("fig8")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("ctrl+p")
+        assert isinstance(app.screen, CommandPalette)
+        await pilot.press(*"distribution")
+        await wait_until(
+            pilot,
+            lambda: app.screen.query_one(CommandList).option_count > 0,
+            "palette hits",
+        )
+        await pilot.press("enter")
+        await wait_until(
+            pilot, lambda: isinstance(app.screen, DistributionScreen), "the distribution dialog"
+        )

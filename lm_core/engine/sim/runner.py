@@ -109,7 +109,9 @@ def random_config(
     duration: float = 1200.0,
 ) -> SimConfig:
     n_servers = rng.randint(*servers)
-    n_clients = rng.randint(*clients)
+    # Log-uniform: every size in the range occurs, small pools more often (cheaper).
+    lo, hi = clients
+    n_clients = min(hi, max(lo, int(lo * (hi / lo) ** rng.random() + 0.5)))
     n_lic = 1 if rng.random() < 0.7 else 2
     licenses = []
     for k in range(n_lic):
@@ -128,12 +130,15 @@ def random_config(
                 left -= n
                 row[sid] = n
             dist[f"{p} {v}"] = row
-    hb = rng.uniform(1.0, 3.0)
-    chb = rng.uniform(8.0, 30.0)
+    # The server's lease formulas need server_lease well above 2 heartbeats (a follower's
+    # lease runs from its previous ACK) and leader_timeout above server_lease.
+    hb = rng.uniform(1.5, 4.0)
+    chb = rng.uniform(10.0, 40.0)
+    lease = hb * rng.uniform(3.0, 4.0)
     timing = Timing(
         heartbeat_interval=hb,
-        leader_timeout=hb * rng.uniform(3.0, 5.0),
-        server_lease=hb * rng.uniform(1.5, 2.5),
+        leader_timeout=lease * rng.uniform(1.2, 2.0),
+        server_lease=lease,
         client_heartbeat=chb,
         client_lease=chb * rng.uniform(2.5, 4.0),
         drift=rng.uniform(0.0, 0.05),

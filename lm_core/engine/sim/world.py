@@ -275,7 +275,7 @@ class World:
             else min(1.0, t.client_heartbeat / 2),
             heartbeat_interval=t.client_heartbeat,
             retry=True,
-            retry_backoff=t.client_heartbeat,
+            retry_backoff=2 * t.client_heartbeat,
         )
         rate = 1.0
         if self.client_drift:
