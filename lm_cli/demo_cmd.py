@@ -374,6 +374,10 @@ def demo(
 
     Example: lm demo        (or: lm demo --no-tui, then lm-tui --pool ... in another shell)
     """
+    if not no_tui and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise InputError(
+            "the console needs an interactive terminal; use `lm demo --no-tui` in scripts"
+        )
     root = Path(tempfile.mkdtemp(prefix="lm-demo-"))
     daemons: Daemons | None = None
     sim: Clients | None = None
@@ -398,6 +402,13 @@ def demo(
             if pool.tls_dir is not None:
                 args += ["--tls-dir", str(pool.tls_dir)]
             args += ["--push-file", str(pool.next_rlf)]
+            codes = ", ".join(str(p) for p in pool.codes.values())
+            args += [
+                "--notice",
+                f"Demo pool. Try: d (distribution), u (push {pool.next_rlf.name}, pre-filled), "
+                f"l / a with a code file ({codes}), 2 then r (reclaim); kill -9 "
+                f"{daemons.procs[pool.rlf.server_ids[0]].pid} (leader A) from another shell.",
+            ]
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
             try:
                 tui = subprocess.Popen(args, env=dict(os.environ))

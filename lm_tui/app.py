@@ -195,6 +195,7 @@ class LmTuiApp(App[int]):
         wall_clock: Callable[[], float] = time.time,
         blink: bool = True,
         push_path: str = "",
+        notice: str = "",
     ) -> None:
         super().__init__()
         self.source = source
@@ -207,6 +208,7 @@ class LmTuiApp(App[int]):
         self.wall_clock = wall_clock
         self.blink = blink
         self.push_path = push_path
+        self.notice = notice
         self.paused = False
         self.status: dict[str, Any] | None = None
         self.error: str | None = None
@@ -264,6 +266,8 @@ class LmTuiApp(App[int]):
             scroll.can_focus = False
         self.query_one("#servers", KeyedTable).focus()
         self._arm(0.0)
+        if self.notice:
+            self.notify(self.notice, title="lm-tui", timeout=20)
         if self.interval is not None:
             self.set_interval(1.0, self._render_header)
 

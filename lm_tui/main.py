@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval", type=float, default=0.5, help="seconds between status polls (default 0.5)"
     )
     parser.add_argument("--push-file", default="", help="path pre-filled in the push-RLF dialog")
+    parser.add_argument(
+        "--notice", default="", help="a line shown as a notice at start-up (used by lm demo)"
+    )
     parser.add_argument("--replay", default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -117,6 +120,7 @@ def _make_app(
         read_only=args.read_only,
         interval=args.interval,
         push_path=args.push_file,
+        notice=args.notice,
     )
 
 

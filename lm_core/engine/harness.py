@@ -121,6 +121,8 @@ class Pool:
             self.now = min(until, self.now + step)
             for sid, server in list(self.servers.items()):
                 self._apply(sid, server.tick(self.now))
+                if server.next_deadline <= self.now:
+                    raise RuntimeError(f"{sid}: next_deadline not after the tick (tick loop)")
             self.deliver()
 
     def ask(self, sid: str, msg: Message, token: str = "conn:1") -> list[Message]:

@@ -220,6 +220,7 @@ class LicenseServer:
         self.acked_seq: dict[str, int] = {}
         self.last_ack_recv: dict[str, float] = {}
         self.last_ack_ts: dict[str, float] = {}
+        self.last_ack_key: dict[str, tuple[int, float]] = {}
         self.acked_cfg: dict[str, tuple[int, Cfg]] = {}
         self.peer_rlf_seq: dict[str, int] = {}
         self.last_sync_sent: dict[str, float] = {}
@@ -359,21 +360,19 @@ class LicenseServer:
     def next_deadline(self) -> float:
         expiry = self.keys.next_expiry
         if expiry is None:
-            times = [_NEVER]
+            t = _NEVER
         else:  # expire in buckets: a seat counted a little longer is still safe
             bucket = self.clocks.heartbeat / 2
-            times = [max(expiry, math.ceil(expiry / bucket) * bucket)]
+            t = max(expiry, math.ceil(expiry / bucket) * bucket)
         if self.role is Role.LEADER:
-            times.append(self.next_hb)
+            t = min(t, self.next_hb)
+            if self.pending:
+                t = min(t, min(p.deadline for p in self.pending))
         else:
-            times.append(self.elect_at)
+            t = min(t, self.elect_at)
             if self.role is Role.FOLLOWER and not self.check_sent:
-                times.append(self.last_contact + self.clocks.leader_timeout)
-        if self.grace_until > self.started_at:
-            times.append(self.grace_until)
-        if self.pending:
-            times.append(min(p.deadline for p in self.pending))
-        return min(times)
+                t = min(t, self.last_contact + self.clocks.leader_timeout)
+        return t
 
     def _take_boot(self) -> list[Effect]:
         boot, self._boot = self._boot, []
@@ -393,6 +392,18 @@ class LicenseServer:
         if server_msg and sender not in self.peers:
             out.append(
                 self._note(now, "refused", f"{type(msg).__name__} from non-member {sender!r}")
+            )
+            return
+        if server_msg and msg.term < self.term and type(msg) in _TERMED:
+            # a stale term: refused; a stale leader is told the current term
+            if isinstance(msg, ServerHeartbeat):
+                out.append(Send(sender, self._msg(ServerAck, ok=False, seq=msg.seq)))
+            out.append(
+                self._note(
+                    now,
+                    "refused",
+                    f"{type(msg).__name__} from {sender}: stale term {msg.term} < {self.term}",
+                )
             )
             return
         handler[0](self, now, sender, msg, out)
@@ -461,10 +472,10 @@ class LicenseServer:
             self.role is Role.FOLLOWER
             and not self.check_sent
             and now >= self.last_contact + self.clocks.leader_timeout
-            and self.leader_id
         ):
             self.check_sent = True
-            out.append(Send(self.leader_id, self._msg(LeaderCheck)))
+            if self.leader_id:
+                out.append(Send(self.leader_id, self._msg(LeaderCheck)))
             out.append(self._note(now, "check", f"{self.id}: no heartbeat from {self.leader_id}"))
         if now >= self.elect_at:
             self._stand(now, out)
@@ -607,6 +618,7 @@ class LicenseServer:
         self.acked_seq = {}
         self.last_ack_recv = {}
         self.last_ack_ts = {}
+        self.last_ack_key = {}
         self.acked_cfg = {}
         self.last_sync_sent = {}
         self.last_rlf_sent = {}
@@ -705,6 +717,10 @@ class LicenseServer:
         assert self.ledger is not None
         if msg.seq > self.hb_seq:
             return  # not a heartbeat of this term
+        key = (msg.seq, msg.ts)
+        if key <= self.last_ack_key.get(sender, (0, -_NEVER)):
+            return  # older than an ACK already taken (reordered or replayed)
+        self.last_ack_key[sender] = key
         self.last_ack_recv[sender] = now
         if msg.ts > self.last_ack_ts.get(sender, 0.0):
             self.last_ack_ts[sender] = msg.ts
@@ -962,12 +978,15 @@ class LicenseServer:
         self.check_sent = False
         self.elect_at = now + self.clocks.election_delay(self.rank) + self.clocks.heartbeat
         persist = False
-        if msg.allowed is not None:
+        # Only a heartbeat that answers an ACK of this incarnation counts: a replayed
+        # heartbeat from before a restart must not bring back an old allowance or lease.
+        fresh = 0 < msg.echo <= now
+        if msg.allowed is not None and fresh:
             new = {a.license: a.count for a in msg.allowed}
             if any(new.get(k, 0) > self.allowed.get(k, 0) for k in new):
                 persist = True
             self.allowed = new
-        if 0 < msg.echo <= now and msg.lease > 0:
+        if fresh and msg.lease > 0:
             self.lease_until = max(
                 self.lease_until, msg.echo + self.clocks.follower_lease(msg.lease)
             )
@@ -1580,6 +1599,9 @@ class LicenseServer:
             ],
         }
 
+
+# messages that only mean something in the sender's current term
+_TERMED = frozenset({ServerHeartbeat, ServerAck, DistributionSync, BorrowRequest, BorrowGrant})
 
 # ---------------------------------------------------------------- dispatch table
 # type -> (handler, is a server<->server message)

@@ -470,7 +470,6 @@ class Daemon:
     async def _read(self, client: Client) -> None:
         conn = client.conn
         peer = conn.peer
-        server_ids = set(self.rlf.server_ids)
         idle = max(60.0, 3 * self.rlf.timing.client_lease)
         while True:
             msg = await conn.recv(idle_timeout=None if client.watch_id is not None else idle)
@@ -496,6 +495,8 @@ class Daemon:
             if msg.pool != self.rlf.pool:
                 raise ProtocolError(f"server message for pool {msg.pool!r}")
             if peer is not None:
+                if peer.pool and peer.pool != self.rlf.pool:
+                    raise ProtocolError(f"certificate of pool {peer.pool!r}")
                 if peer.role != "server" or peer.name != msg.sender:
                     raise ProtocolError(
                         f"{type(msg).__name__} from {msg.sender!r} on a connection certified "
@@ -503,7 +504,7 @@ class Daemon:
                     )
             elif self.tls is not None:
                 raise ProtocolError(f"{type(msg).__name__} without a server certificate")
-            if msg.sender not in server_ids or msg.sender == self.server_id:
+            if msg.sender not in self.rlf.server_ids or msg.sender == self.server_id:
                 raise ProtocolError(f"{type(msg).__name__} from unknown server {msg.sender!r}")
             self._from_peer(msg.sender, msg)
 

@@ -167,3 +167,15 @@ def test_decrease_below_in_use_keeps_clients_and_moves_only_free_seats() -> None
     pool.run(pool.now + 1.0)
     assert pool.row("A", LIC, "B")["allowed"] == 50
     assert conserved(pool)
+
+
+def test_replayed_old_ack_does_not_free_seats() -> None:
+    pool = up({"A": 40, "B": 30, "C": 30}, threshold=1.0)
+    old = [m for s, d, m in pool.sent if s == "C" and d == "A" and type(m).__name__ == "ServerAck"]
+    for i in range(5):
+        pool.ask("C", req(f"c{i}"))
+    pool.run(pool.now + 1.0)
+    assert pool.row("A", LIC, "C")["in_use"] == 5
+    for ack in old:  # a network replaying old ACKs (in_use 0)
+        pool.servers["A"].handle(pool.now, "C", ack)
+    assert pool.row("A", LIC, "C")["in_use"] == 5

@@ -173,6 +173,7 @@ def test_stale_term_heartbeat_refused() -> None:
     assert isinstance(send.msg, ServerAck)
     assert send.msg.ok is False
     assert send.msg.term == 1
+    assert any(type(e).__name__ == "Event" and "stale term" in e.text for e in out)  # type: ignore[union-attr]
     assert b.status(pool.now)["leader"] == "A"
 
 

@@ -99,6 +99,7 @@ def test_no_message_crashes_any_role(script: list[tuple[str, str, m.Message]]) -
             for eff in server.tick(pool.now):
                 assert not (isinstance(eff, Event) and eff.kind == "bug"), eff
             assert server.table.conserved(), sid
+            assert server.next_deadline > pool.now, sid  # no tick loop
             server.status(pool.now)
     pool.run(pool.now + 20.0)
     assert not [e for _, e in pool.events if e.kind == "bug"]

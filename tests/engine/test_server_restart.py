@@ -146,3 +146,28 @@ def test_bad_requests_denied() -> None:
         [ans] = pool.ask("B", msg)
         assert isinstance(ans, Deny)
         assert ans.reason == reason
+
+
+def test_replayed_heartbeat_from_before_a_restart_grants_nothing() -> None:
+    from lm_core.engine.messages import AdminReply, ChangeDistribution, ServerHeartbeat
+
+    pool = running()
+    old = [m for s, d, m in pool.sent if d == "B" and isinstance(m, ServerHeartbeat)][-1]
+    assert old.allowed is not None
+    assert old.allowed[0].count == 30
+    change = ChangeDistribution(
+        pool="eng", sender="adm", request_id=1, license=LIC,
+        distribution=(("A", 40), ("B", 5), ("C", 30)),
+    )  # fmt: skip
+    [ans] = pool.ask("A", change, token="adm")
+    assert isinstance(ans, AdminReply)
+    assert ans.ok
+    pool.run(pool.now + 1.0)
+    assert pool.row("A", LIC, "B")["allowed"] == 5
+    pool.crash("B")
+    b = pool.start("B")
+    b.handle(pool.now, "A", old)  # the network replays a heartbeat from before the crash
+    assert b.allowed.get(LIC, 0) <= 5
+    for i in range(6):
+        b.handle(pool.now, f"t{i}", hb(f"x{i}", 1))
+    assert b.keys.live(LIC) <= 5

@@ -29,7 +29,7 @@ from lm_core.engine.sim.invariants import (
 from lm_core.engine.sim.scenario import run_script
 
 sys.path.insert(0, str(Path(__file__).parent))
-from toyserver import careless_factory, toy_factory  # noqa: E402
+from toyserver import careless_factory, toy_factory
 
 
 class GreedyServer(LicenseServer):
@@ -41,10 +41,19 @@ class GreedyServer(LicenseServer):
             if isinstance(e, Reply) and isinstance(e.msg, Deny):
                 d = e.msg
                 t = self.rlf.timing
-                e = Reply(e.to, Authorize(pool=d.pool, sender=self.id, term=self.term,
-                                          request_id=d.request_id, license=d.license, count=1,
-                                          lease=t.client_lease,
-                                          heartbeat_interval=t.client_heartbeat))
+                e = Reply(
+                    e.to,
+                    Authorize(
+                        pool=d.pool,
+                        sender=self.id,
+                        term=self.term,
+                        request_id=d.request_id,
+                        license=d.license,
+                        count=1,
+                        lease=t.client_lease,
+                        heartbeat_interval=t.client_heartbeat,
+                    ),
+                )
             out.append(e)
         return out
 
@@ -52,8 +61,9 @@ class GreedyServer(LicenseServer):
         return self._greedy(super().handle(now, sender, msg))
 
 
-def greedy_factory(sid: str, rlf: Rlf, now: float, today: date,
-                   p: Persisted | None) -> LicenseServer:
+def greedy_factory(
+    sid: str, rlf: Rlf, now: float, today: date, p: Persisted | None
+) -> LicenseServer:
     return GreedyServer(sid, rlf, now=now, today=today, persisted=p)
 
 

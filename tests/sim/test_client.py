@@ -29,8 +29,16 @@ def machine(**kw: object) -> ClientMachine:
 
 
 def authorize(rid: int, sender: str = "B", lease: float = 6.0, hb: float = 2.0) -> Authorize:
-    return Authorize(pool="eng", sender=sender, request_id=rid, license=LIC, count=1,
-                     lease=lease, heartbeat_interval=hb, servers=SERVERS)
+    return Authorize(
+        pool="eng",
+        sender=sender,
+        request_id=rid,
+        license=LIC,
+        count=1,
+        lease=lease,
+        heartbeat_interval=hb,
+        servers=SERVERS,
+    )
 
 
 def deny(rid: int, reason: str, sender: str = "B") -> Deny:
@@ -51,7 +59,8 @@ def test_request_goes_home_and_lease_runs_from_send_time() -> None:
     assert m.state is ClientState.HOLDING
     assert m.lease_expires == 106.0
     assert any(isinstance(e, Authorized) and not e.renewed for e in out)
-    assert m.holds(105.9) and not m.holds(106.0)
+    assert m.holds(105.9)
+    assert not m.holds(106.0)
 
 
 def test_heartbeats_renew_and_duplicates_do_not_extend() -> None:
@@ -60,7 +69,9 @@ def test_heartbeats_renew_and_duplicates_do_not_extend() -> None:
     m.handle(0.1, "B", authorize(req.request_id))
     assert m.next_deadline == 2.0
     [(to, hb)] = sent(m.tick(2.0))
-    assert to == "B" and isinstance(hb, ClientHeartbeat) and not hb.failover
+    assert to == "B"
+    assert isinstance(hb, ClientHeartbeat)
+    assert not hb.failover
     m.handle(2.2, "B", authorize(hb.request_id))
     assert m.lease_expires == 8.0
     m.handle(3.0, "B", authorize(hb.request_id))  # a duplicate of the same answer
@@ -76,12 +87,16 @@ def test_silent_server_starts_failover_walk_in_priority_order() -> None:
     sent(m.tick(2.0))  # heartbeat to B, never answered
     [(to, hb)] = sent(m.tick(3.0))
     assert m.state is ClientState.FAILOVER
-    assert to == "A" and isinstance(hb, ClientHeartbeat) and hb.failover  # B last
+    assert to == "A"
+    assert isinstance(hb, ClientHeartbeat)
+    assert hb.failover  # B last
     # A denies: try the next one (C), still believing the old lease.
     [(to2, hb2)] = sent(m.handle(3.1, "A", deny(hb.request_id, "no_seats", "A")))
-    assert to2 == "C" and m.holds(3.1)
+    assert to2 == "C"
+    assert m.holds(3.1)
     out = m.handle(3.2, "C", authorize(hb2.request_id, "C"))
-    assert m.state is ClientState.HOLDING and m.server == "C"
+    assert m.state is ClientState.HOLDING
+    assert m.server == "C"
     assert m.lease_expires == 3.1 + 6.0
     assert any(isinstance(e, Authorized) for e in out)
 
@@ -92,7 +107,8 @@ def test_deny_no_majority_on_heartbeat_fails_over() -> None:
     m.handle(0.1, "B", authorize(req.request_id))
     [(_, hb)] = sent(m.tick(2.0))
     [(to, _msg)] = sent(m.handle(2.1, "B", deny(hb.request_id, "no_majority")))
-    assert to == "A" and m.state is ClientState.FAILOVER
+    assert to == "A"
+    assert m.state is ClientState.FAILOVER
 
 
 def test_lease_runs_out_while_walking() -> None:
@@ -119,7 +135,8 @@ def test_denied_everywhere_waits_then_retries_or_gives_up() -> None:
     assert m.state is ClientState.WAITING
     assert any(isinstance(e, Denied) and not e.final for e in out)
     [(to, again)] = sent(m.tick(5.3))
-    assert to == "B" and isinstance(again, Request)
+    assert to == "B"
+    assert isinstance(again, Request)
 
     once = machine(retry=False)
     [(_, r1)] = sent(once.acquire(0.0))
@@ -135,7 +152,7 @@ def test_final_reasons_stop_the_client() -> None:
     [(_, r1)] = sent(m.acquire(0.0))
     out = m.handle(0.1, "B", deny(r1.request_id, "unknown_license"))
     assert m.state is ClientState.IDLE
-    assert [e for e in out if isinstance(e, Denied)][0].final
+    assert next(e for e in out if isinstance(e, Denied)).final
 
 
 def test_release_forgets_at_once_and_returns_late_grants() -> None:
@@ -146,9 +163,12 @@ def test_release_forgets_at_once_and_returns_late_grants() -> None:
     out = m.release(2.5)
     assert any(isinstance(e, ReleasedLocally) for e in out)
     [(to, rel)] = sent(out)
-    assert to == "B" and isinstance(rel, Release)
-    assert not m.holds(2.5) and m.state is ClientState.IDLE
+    assert to == "B"
+    assert isinstance(rel, Release)
+    assert not m.holds(2.5)
+    assert m.state is ClientState.IDLE
     # The heartbeat's answer arrives after the release: give that seat straight back.
     [(to2, rel2)] = sent(m.handle(2.6, "B", authorize(hb.request_id)))
-    assert to2 == "B" and isinstance(rel2, Release)
+    assert to2 == "B"
+    assert isinstance(rel2, Release)
     assert not m.holds(2.6)

@@ -28,8 +28,15 @@ from lm_core.engine.rlf import Rlf
 class ToyServer:
     careless = False
 
-    def __init__(self, server_id: str, rlf: Rlf, *, now: float, today: date,
-                 persisted: Persisted | None = None) -> None:
+    def __init__(
+        self,
+        server_id: str,
+        rlf: Rlf,
+        *,
+        now: float,
+        today: date,
+        persisted: Persisted | None = None,
+    ) -> None:
         self.id = server_id
         self.rlf = rlf
         self.term = 1
@@ -61,16 +68,33 @@ class ToyServer:
             self.keys.pop((msg.sender, msg.license), None)
             return [
                 PersistKey(msg.sender, msg.license, None),
-                Reply(sender, Released(pool=msg.pool, sender=self.id,
-                                       request_id=msg.request_id, license=msg.license)),
+                Reply(
+                    sender,
+                    Released(
+                        pool=msg.pool,
+                        sender=self.id,
+                        request_id=msg.request_id,
+                        license=msg.license,
+                    ),
+                ),
             ]
         if not isinstance(msg, Request | ClientHeartbeat):
             return []
         key = (msg.sender, msg.license)
 
         def deny(reason: str) -> list[Any]:
-            return [Reply(sender, Deny(pool=msg.pool, sender=self.id, request_id=msg.request_id,
-                                       license=msg.license, reason=reason))]
+            return [
+                Reply(
+                    sender,
+                    Deny(
+                        pool=msg.pool,
+                        sender=self.id,
+                        request_id=msg.request_id,
+                        license=msg.license,
+                        reason=reason,
+                    ),
+                )
+            ]
 
         if self.role != "leader":
             return deny("no_seats")
@@ -83,12 +107,24 @@ class ToyServer:
         self.keys[key] = now + self.keep
         out: list[Any] = []
         if not self.careless:
-            out.append(PersistKey(msg.sender, msg.license,
-                                  {"client": msg.sender, "license": msg.license}))
-        out.append(Reply(sender, Authorize(
-            pool=msg.pool, sender=self.id, request_id=msg.request_id, license=msg.license,
-            count=msg.count, lease=self.lease,
-            heartbeat_interval=self.rlf.timing.client_heartbeat, servers=self.servers)))
+            out.append(
+                PersistKey(msg.sender, msg.license, {"client": msg.sender, "license": msg.license})
+            )
+        out.append(
+            Reply(
+                sender,
+                Authorize(
+                    pool=msg.pool,
+                    sender=self.id,
+                    request_id=msg.request_id,
+                    license=msg.license,
+                    count=msg.count,
+                    lease=self.lease,
+                    heartbeat_interval=self.rlf.timing.client_heartbeat,
+                    servers=self.servers,
+                ),
+            )
+        )
         return out
 
     def status(self, now: float) -> dict[str, Any]:
@@ -97,13 +133,28 @@ class ToyServer:
             used = sum(1 for k in self.keys if k[1] == name)
             rows: dict[str, Any] = {s.id: None for s in self.rlf.servers}
             if self.role == "leader":
-                rows = {s.id: {"distribution": 0, "in_use": 0, "available": 0}
-                        for s in self.rlf.servers}
+                rows = {
+                    s.id: {"distribution": 0, "in_use": 0, "available": 0} for s in self.rlf.servers
+                }
                 rows["A"] = {"distribution": limit, "in_use": used, "available": limit - used}
-            lic.append({"license": name, "hard_limit": limit, "free_pool": 0,
-                        "pool_available": limit - used, "servers": rows})
-        return {"id": self.id, "role": self.role, "term": self.term, "leader": "A",
-                "rlf_seq": self.rlf.sequence, "config_version": 0, "licenses": lic}
+            lic.append(
+                {
+                    "license": name,
+                    "hard_limit": limit,
+                    "free_pool": 0,
+                    "pool_available": limit - used,
+                    "servers": rows,
+                }
+            )
+        return {
+            "id": self.id,
+            "role": self.role,
+            "term": self.term,
+            "leader": "A",
+            "rlf_seq": self.rlf.sequence,
+            "config_version": 0,
+            "licenses": lic,
+        }
 
 
 class CarelessToyServer(ToyServer):
@@ -114,6 +165,5 @@ def toy_factory(sid: str, rlf: Rlf, now: float, today: date, p: Persisted | None
     return ToyServer(sid, rlf, now=now, today=today, persisted=p)
 
 
-def careless_factory(sid: str, rlf: Rlf, now: float, today: date,
-                     p: Persisted | None) -> ToyServer:
+def careless_factory(sid: str, rlf: Rlf, now: float, today: date, p: Persisted | None) -> ToyServer:
     return CarelessToyServer(sid, rlf, now=now, today=today, persisted=p)

@@ -82,3 +82,18 @@ def _drive(proc: subprocess.Popen[str]) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_demo_without_a_terminal_says_use_no_tui() -> None:
+    out = subprocess.run(
+        [str(BIN / "lm"), "demo"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().endswith(
+        "the console needs an interactive terminal; use `lm demo --no-tui` in scripts"
+    )
+    assert "Traceback" not in out.stderr

@@ -81,3 +81,13 @@ def test_not_a_tty_is_refused_before_the_app_runs(tmp_path: Path) -> None:
         "lm-tui: needs an interactive terminal (stdin/stdout is not a TTY); "
         "use `lm status` in scripts"
     )
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        tui_main.prepare(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--pool" in out
+    assert "LM_POOL" in out
+    assert "example: lm-tui --pool pool.rlf" in out

@@ -110,8 +110,14 @@ def _int_or_none(text: str) -> int | None:
 class Scenario:
     """Run a `Script` against a quiet world (no faults, tiny network delays)."""
 
-    def __init__(self, text: str, rng: Rng, *, factory: ServerFactory = default_factory,
-                 trace: Trace | None = None) -> None:
+    def __init__(
+        self,
+        text: str,
+        rng: Rng,
+        *,
+        factory: ServerFactory = default_factory,
+        trace: Trace | None = None,
+    ) -> None:
         self.script = parse(text)
         h = self.script.header
         ids = h.get("servers", "A,B,C").split(",")
@@ -122,11 +128,22 @@ class Scenario:
         if "dist" in h:
             dist = {lic: {k: int(v) for k, v in (x.split(":") for x in h["dist"].split(","))}}
         timing = Timing(**{k: float(h[k]) for k in _TIMING if k in h})
-        kit = make_pool(len(ids), ((product, version, seats),), distribution=dist,
-                        timing=timing, majority_rule=h.get("majority_rule", "true") == "true")
+        kit = make_pool(
+            len(ids),
+            ((product, version, seats),),
+            distribution=dist,
+            timing=timing,
+            majority_rule=h.get("majority_rule", "true") == "true",
+        )
         self.license = lic
-        self.world = World(kit.signed, rng, today=TODAY, factory=factory,
-                           trace=trace or Trace(steps=80, notes=400), client_drift=False)
+        self.world = World(
+            kit.signed,
+            rng,
+            today=TODAY,
+            factory=factory,
+            trace=trace or Trace(steps=80, notes=400),
+            client_drift=False,
+        )
         self.checked: list[str] = []
 
     def run(self) -> World:
@@ -144,10 +161,18 @@ class Scenario:
     def _do(self, s: Step) -> None:
         w = self.world
         a = s.args
+
+        def each(fn: Callable[[str], None]) -> Callable[[], None]:
+            def run() -> None:
+                for x in a:
+                    fn(x)
+
+            return run
+
         verbs: dict[str, Callable[[], None]] = {
-            "start": lambda: [w.start_server(x) for x in a] and None,
-            "restart": lambda: [w.start_server(x) for x in a] and None,
-            "crash": lambda: [w.crash_server(x) for x in a] and None,
+            "start": each(w.start_server),
+            "restart": each(w.start_server),
+            "crash": each(w.crash_server),
             "acquire": lambda: self._acquire(a),
             "release": lambda: self._release(a[0]),
             "cut": lambda: self._cut(a),
@@ -201,8 +226,10 @@ class Scenario:
             cl = w.clients[cid]
             m = cl.machine
             if not m.holds(cl.local(w.now)) or m.server != server:
-                raise fail(f"{cid} holds={m.holds(cl.local(w.now))} from {m.server} "
-                           f"(state {m.state.value}), expected to hold from {server}")
+                raise fail(
+                    f"{cid} holds={m.holds(cl.local(w.now))} from {m.server} "
+                    f"(state {m.state.value}), expected to hold from {server}"
+                )
         elif kind == "idle":
             (cid,) = rest
             cl = w.clients[cid]

@@ -217,6 +217,7 @@ class World:
         self.toggle: Callable[[SimClient], float | None] | None = None
         self.on_admin_reply: Callable[[AdminOp, AdminReply], None] | None = None
         self._s2_due = False
+        self._s2_next = 0.0
         self._cuts: list[Fault] = []
 
     # ------------------------------------------------------------------ set-up
@@ -396,8 +397,15 @@ class World:
                 self.stats.elections += 1
                 self.terms.saw(self.now, node.id, term)
                 self._s2_due = True
-        if self._s2_due and node.role == "leader" and self.check_every_step:
+        if (
+            self._s2_due
+            and node.role == "leader"
+            and self.check_every_step
+            and self.now >= self._s2_next
+        ):
+            # status() is the contract but costs O(clients): at most once per heartbeat.
             self._s2_due = False
+            self._s2_next = self.now + self.rlf.timing.heartbeat_interval
             check_conservation(self.now, eng.status(local))
         self._schedule_tick(node, after_tick=msg is None)
 
