@@ -14,6 +14,7 @@ Target: 10,000 clients x 11 servers x 10 simulated minutes in under 60 s.
 from __future__ import annotations
 
 import argparse
+import functools
 import heapq
 import random
 import time
@@ -40,7 +41,7 @@ def run_pool(n_servers: int, n_clients: int, minutes: float, seed: int) -> dict[
     world = World(kit.signed, rng, today=TODAY)
     ids = list(world.nodes)
     for sid in ids:
-        world.call_at(0.01 * ids.index(sid), lambda sid=sid: world.start_server(sid))
+        world.call_at(0.01 * ids.index(sid), functools.partial(world.start_server, sid))
     for k in range(n_clients):
         cl = world.add_client(f"c{k}", "Application 1.0", home=ids[k % n_servers])
         world.want(cl.id, 5.0 + rng.random() * 25.0)

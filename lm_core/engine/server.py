@@ -189,6 +189,7 @@ class LicenseServer:
         self.started_at = now
         self._now = now
         self._date_dirty = False
+        self._bucket_for = self._bucket_at = -_NEVER
         self.leader_up: tuple[str, ...] = ()
         self._rlf_text = ""
         self._set_rlf(rlf, render_rlf(rlf))
@@ -333,6 +334,10 @@ class LicenseServer:
     def handle(self, now: float, sender: str, msg: Message) -> list[Effect]:
         """Take one message. `sender` is a peer server id or a connection token."""
         self._now = now
+        if type(msg) is ClientHeartbeat and not self._boot:
+            fast = self._fast_renew(now, sender, msg)
+            if fast is not None:
+                return fast
         out: list[Effect] = self._take_boot()
         try:
             self._dispatch(now, sender, msg, out)
@@ -362,8 +367,11 @@ class LicenseServer:
         if expiry is None:
             t = _NEVER
         else:  # expire in buckets: a seat counted a little longer is still safe
-            bucket = self.clocks.heartbeat / 2
-            t = max(expiry, math.ceil(expiry / bucket) * bucket)
+            if expiry != self._bucket_for:
+                bucket = self.clocks.heartbeat / 2
+                self._bucket_for = expiry
+                self._bucket_at = max(expiry, math.ceil(expiry / bucket) * bucket)
+            t = self._bucket_at
         if self.role is Role.LEADER:
             t = min(t, self.next_hb)
             if self.pending:
@@ -524,7 +532,7 @@ class LicenseServer:
         if self.role is Role.LEADER:
             return now < self.lease_end or not self.rlf.majority_rule
         if self.role is Role.FOLLOWER:
-            return now < self.last_contact + self.clocks.leader_timeout
+            return now < max(self.last_contact + self.clocks.leader_timeout, self.lease_until)
         return False
 
     def _on_vote_request(
@@ -943,6 +951,8 @@ class LicenseServer:
         )
 
     def _borrow(self, now: float, lic: str, want: int, failover: bool, out: list[Effect]) -> None:
+        if self._limit(lic) < self.table.row(lic, self.id):
+            return  # seats already moved here are on their way (or held): do not ask again
         if self.role is Role.LEADER:
             self._allocate(now, lic, self.id, want, failover, out)
             return
@@ -950,8 +960,6 @@ class LicenseServer:
             return
         if now < self.borrow_wait.get(lic, -_NEVER):
             return
-        if self.allowed.get(lic, 0) < self.table.row(lic, self.id):
-            return  # seats already granted are on their way
         self.borrow_wait[lic] = now + self.clocks.retry_after
         out.append(
             Send(
@@ -980,7 +988,7 @@ class LicenseServer:
         persist = False
         # Only a heartbeat that answers an ACK of this incarnation counts: a replayed
         # heartbeat from before a restart must not bring back an old allowance or lease.
-        fresh = 0 < msg.echo <= now
+        fresh = self.started_at <= msg.echo <= now
         if msg.allowed is not None and fresh:
             new = {a.license: a.count for a in msg.allowed}
             if any(new.get(k, 0) > self.allowed.get(k, 0) for k in new):
@@ -1313,6 +1321,43 @@ class LicenseServer:
         if not was_live:
             out.append(LogUsage("grant", entry.client_id, lic, entry.count, "re-adopted"))
         out.append(Reply(token, self._authorize(msg, entry.count)))
+
+    def _fast_renew(self, now: float, token: str, msg: ClientHeartbeat) -> list[Effect] | None:
+        """The hot path: a live client renews what it holds on a serving server.
+        Anything unusual returns None and takes the general path."""
+        role = self.role
+        if role is Role.FOLLOWER:
+            if now >= self.lease_until:
+                return None
+        elif role is not Role.LEADER or not self._serving_lease(now):
+            return None
+        entry = self.keys.get(msg.sender, msg.license)
+        if entry is None or not entry.live or entry.count != msg.count or msg.pool != self.pool:
+            return None
+        state = self.table.licenses.get(msg.license)
+        if state is None or state.expires < self._today_iso:
+            return None
+        entry.last_heartbeat = now
+        entry.request_id = msg.request_id
+        expires = now + self.clocks.client_keep
+        if expires > entry.expires:
+            entry.expires = expires
+        return [
+            Reply(
+                token,
+                Authorize(
+                    pool=self.pool,
+                    sender=self.id,
+                    term=self.term,
+                    request_id=msg.request_id,
+                    license=msg.license,
+                    count=entry.count,
+                    lease=self.clocks.client_lease,
+                    heartbeat_interval=self.clocks.client_heartbeat,
+                    servers=self._addresses,
+                ),
+            )
+        ]
 
     def _authorize(self, msg: Request | ClientHeartbeat, count: int) -> Authorize:
         return self._msg(

@@ -393,9 +393,7 @@ class Ledger:
             total += self.get(sid, license).hold(hard_limit)
         return hard_limit - total
 
-    def rebalance(
-        self, state: LicenseState, seq: int, up: Iterable[str]
-    ) -> tuple[list[str], bool]:
+    def rebalance(self, state: LicenseState, seq: int, up: Iterable[str]) -> tuple[list[str], bool]:
         """Bring allowances toward the table's rows for one license.
 
         Decreases apply at once (their seats stay held until ACKed); increases take

@@ -5,6 +5,7 @@ ADD_LICENSE_CODE (11-12, 25-26), UPDATE_RLF / RLF sequence numbers (S5), reclaim
 from __future__ import annotations
 
 import datetime
+from dataclasses import replace
 
 import pytest
 
@@ -213,27 +214,23 @@ def test_update_rlf_refused(pool: Pool, kit: Kit, what: str) -> None:
     if what == "same":
         text, reason = render_rlf(kit.rlf), "not higher than the current"
     elif what == "lower":
-        older = kit.sign(newer.__class__(**{**_fields(newer), "sequence": 1}))
+        older = kit.sign(replace(newer, sequence=1))
         text, reason = render_rlf(older), "not higher"
     elif what == "other-admin":
         other_kit = make_kit()
-        forged = newer.__class__(**{**_fields(newer), "admin_key": other_kit.admin_public})
+        forged = replace(newer, admin_key=other_kit.admin_public)
         text, reason = render_rlf(kit.sign(forged, other_kit.admin_private)), "admin"
     elif what == "tampered":
         text = render_rlf(kit.sign(newer)).replace("45", "44", 1)
         reason = "signature"
     else:
-        other = kit.sign(newer.__class__(**{**_fields(newer), "pool": "prod"}))
+        other = kit.sign(replace(newer, pool="prod"))
         text, reason = render_rlf(other), "pool 'prod'"
     for at in "AB":
         ans = admin(pool, at, UpdateRlf(pool="eng", sender="admin", request_id=1, rlf_text=text))
         assert not ans.ok
         assert reason in ans.message, ans.message
     assert {pool.status(s)["rlf_seq"] for s in "ABC"} == {kit.rlf.sequence}
-
-
-def _fields(obj: object) -> dict[str, object]:
-    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}  # type: ignore[attr-defined]
 
 
 def test_server_returning_with_newer_rlf_pushes_it(pool: Pool, kit: Kit) -> None:

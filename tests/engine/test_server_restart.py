@@ -22,7 +22,9 @@ def req(client: str, rid: int = 1) -> Request:
 
 
 def hb(client: str, rid: int, failover: bool = False) -> ClientHeartbeat:
-    return ClientHeartbeat(pool="eng", sender=client, request_id=rid, license=LIC, failover=failover)
+    return ClientHeartbeat(
+        pool="eng", sender=client, request_id=rid, license=LIC, failover=failover
+    )
 
 
 def running() -> Pool:

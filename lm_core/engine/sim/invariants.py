@@ -8,7 +8,10 @@
   pool (in the RLF, an add-on / new code delivered to a server, or a pushed RLF):
   the customer owns those seats from then on; nothing the sim does lowers a limit.
 * S2 `check_conservation` — in the leader's table sum(distribution) + free pool ==
-  hard limit, for every license (read from `status()`).
+  hard limit, for every license (read from `status()`, the contract; since that costs
+  O(clients) the world runs it after a leader step that changed its table — an Event
+  or a PersistState — at most once per heartbeat interval, plus every minute and at
+  the end).
 * `LeaderTerms` — at most one leader per term.
 * S6 `AdminLedger` — every admin change answered ok survives: after healing, the
   leader's RLF sequence, config version, licenses and hard limits include it. An

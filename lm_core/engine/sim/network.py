@@ -80,7 +80,7 @@ def ring_cut(ids: tuple[str, ...]) -> frozenset[tuple[str, str]]:
     that it sees a majority, but neighbours see different majorities."""
     n = len(ids)
     majority = n // 2 + 1
-    reach = (majority - 1 + 1) // 2  # neighbours on each side
+    reach = majority // 2  # neighbours on each side: 1 + 2 * reach >= majority
     cut = set()
     for i in range(n):
         for j in range(n):
