@@ -393,7 +393,7 @@ def _print_summary(data: dict[str, Any]) -> None:
     dist.add_column("license", no_wrap=True)
     for col in ("hard limit", *ids, "free pool"):
         dist.add_column(col, justify="right")
-    dist.add_column("", no_wrap=True)
+    dist.add_column("note", no_wrap=True)
     for lic in data["licenses"]:
         how = "" if lic["explicit"] else "even split"
         dist.add_row(
