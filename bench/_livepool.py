@@ -1,12 +1,17 @@
-"""Shared by the benchmarks: a freshly generated, signed pool on loopback and its
-`lm-daemon` processes (free ports, temp dirs, always killed at exit; the temp dir is
-removed unless LM_BENCH_KEEP is set, e.g. to read the daemons' logs)."""
+"""Shared by every runtime benchmark (throughput, failover, push, memory): a freshly
+generated, signed pool on loopback and its `lm-daemon` processes (free ports, temp dirs,
+always killed at exit; the temp dir is removed unless LM_BENCH_KEEP is set, e.g. to read
+the daemons' logs), plus the small helpers the scripts share (`leader_of`, `all_up`,
+`table`).
+
+Not a test helper: benchmarks are plain scripts (`python bench/push.py`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import datetime
 import os
 import shutil
@@ -83,6 +88,7 @@ class LivePool:
     rlf: Rlf
     rlf_path: Path
     tls_dir: Path | None
+    admin_private: str = ""  # signs the next RLF (`next_rlf`)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, sid: str) -> None:
@@ -98,6 +104,10 @@ class LivePool:
             self.procs[sid] = subprocess.Popen(
                 args, stdout=log, stderr=log, preexec_fn=die_with_parent
             )
+
+    def start_all(self) -> None:
+        for sid in self.rlf.server_ids:
+            self.start(sid)
 
     def kill(self, sid: str) -> None:
         proc = self.procs[sid]
@@ -136,10 +146,23 @@ class LivePool:
                     raise SystemExit(f"timed out waiting for {what}; last status: {last}")
                 await asyncio.sleep(0.02)
 
+    def next_rlf(self) -> tuple[Rlf, str]:
+        """The current RLF with the next sequence, signed: (rlf, text) to push."""
+        new = dataclasses.replace(self.rlf, sequence=self.rlf.sequence + 1, signature=None)
+        signed = sign_rlf(new, load_private(self.admin_private))
+        return signed, render_rlf(signed)
+
 
 def make_pool(
-    *, n: int = 3, seats: int = 100_000, tls: bool = True, timing: Timing | None = None
+    *,
+    n: int = 3,
+    seats: int = 100_000,
+    tls: bool = True,
+    timing: Timing | None = None,
+    dist: dict[str, int] | None = None,
 ) -> LivePool:
+    """A signed pool of `n` servers on free loopback ports: one "Application 1.0" code of
+    `seats` seats, distributed by `dist` (None: the even split)."""
     root = Path(tempfile.mkdtemp(prefix="lm-bench-"))
     ids = [chr(ord("A") + i) for i in range(n)]
     ports = free_ports(n)
@@ -163,14 +186,14 @@ def make_pool(
         issued=today,
         serial=f"B{os.getpid()}",
     ).text()
-    rlf = sign_rlf(with_code(rlf, code, None), load_private(admin_private))
+    rlf = sign_rlf(with_code(rlf, code, dist), load_private(admin_private))
     path = root / "pool.rlf"
     path.write_text(render_rlf(rlf))
     tls_dir = None
     if tls:
         tls_dir = root / "tls"
         init_pki(tls_dir, pool=rlf.pool, servers=[PkiServer(s.id, s.host) for s in rlf.servers])
-    return LivePool(root, rlf, path, tls_dir)
+    return LivePool(root, rlf, path, tls_dir, admin_private)
 
 
 def leader_of(status: dict[str, Any]) -> str | None:
@@ -179,3 +202,25 @@ def leader_of(status: dict[str, Any]) -> str | None:
         return None
     leader = status.get("leader")
     return leader if isinstance(leader, str) else None
+
+
+def all_up(status: dict[str, Any]) -> bool:
+    """Every server reachable as leader or follower, and a leader."""
+    return status.get("leader") is not None and all(
+        s["reachable"] and s["role"] in ("leader", "follower") for s in status["servers"]
+    )
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    out = [title, line, "-" * len(line)]
+    out += [
+        "  ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
+    return "\n".join(out)

@@ -16,7 +16,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from _pool import BenchPool, all_up, make_pool, table
+from _livepool import LivePool, all_up, exit_on_sigterm, make_pool, table
 
 from lm_core.engine import messages as m
 from lm_core.engine.rlf import Timing
@@ -35,7 +35,7 @@ def rss_kib(pid: int) -> int:
     raise SystemExit("no VmRSS")
 
 
-async def grant(pool: BenchPool, start: int, count: int) -> float:
+async def grant(pool: LivePool, start: int, count: int) -> float:
     """Grant `count` authorizations to clients c<start>..; returns seconds taken."""
     tls = load_tls_dir(pool.tls_dir, "client") if pool.tls_dir else None
     ctx = client_context(tls) if tls else None
@@ -70,10 +70,10 @@ async def grant(pool: BenchPool, start: int, count: int) -> float:
     return time.perf_counter() - t0
 
 
-async def run(pool: BenchPool, counts: list[int]) -> list[list[str]]:
-    await pool.wait(all_up)
+async def run(pool: LivePool, counts: list[int]) -> list[list[str]]:
+    await pool.wait_status(all_up, "all servers up", 60)
     # let start-up settle (restart grace is one client lease from *first* start: none here)
-    await pool.wait(lambda st: st["majority"]["ok"])
+    await pool.wait_status(lambda st: st["majority"]["ok"], "a majority", 60)
     pid = pool.procs["A"].pid
     rows: list[list[str]] = []
     held = 0
@@ -114,7 +114,8 @@ def main() -> None:
         client_heartbeat=1800.0,
         client_lease=3600.0,
     )
-    pool = make_pool(3, seats=seats, dist={"A": seats}, timing=timing, tls=not args.plain)
+    exit_on_sigterm()
+    pool = make_pool(n=3, seats=seats, dist={"A": seats}, timing=timing, tls=not args.plain)
     try:
         pool.start_all()
         rows = asyncio.run(run(pool, counts))

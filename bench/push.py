@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from _pool import BenchPool, all_up, make_pool, table
+from _livepool import LivePool, all_up, exit_on_sigterm, make_pool, table
 
 from lm_core.engine.rlf import Timing
 
@@ -32,10 +32,10 @@ def _ms(xs: list[float]) -> tuple[str, str]:
     return f"{statistics.median(xs) * 1000:.1f}", f"{max(xs) * 1000:.1f}"
 
 
-async def measure(pool: BenchPool, runs: int) -> list[list[str]]:
-    await pool.wait(all_up)
+async def measure(pool: LivePool, runs: int) -> list[list[str]]:
+    await pool.wait_status(all_up, "all servers up", 60)
     rows = []
-    async with pool.client() as c:
+    async with pool.admin(timeout=2.0) as c:
         base = []
         for _ in range(max(20, runs)):
             t0 = time.perf_counter()
@@ -66,9 +66,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--plain", action="store_true", help="plaintext loopback instead of TLS")
     args = ap.parse_args()
-    pool = make_pool(
-        args.servers, seats=10 * args.servers, dist=None, timing=Timing(), tls=not args.plain
-    )
+    exit_on_sigterm()
+    pool = make_pool(n=args.servers, seats=10 * args.servers, timing=Timing(), tls=not args.plain)
     try:
         pool.start_all()
         rows = asyncio.run(measure(pool, args.runs))

@@ -44,7 +44,8 @@ def _line(event: dict[str, Any]) -> str:
             f"(lease {event['lease_expires_in']:.1f} s)"
         )
     if kind == "denied":
-        return f"denied by the pool: {event['reason']}" + (
+        who = f" (server {event['server']})" if event.get("server") else ""
+        return f"denied by the pool: {event['reason']}{who}" + (
             f" -- {event['detail']}" if event.get("detail") else ""
         )
     if kind == "lost":

@@ -99,7 +99,7 @@ def run_many(
                 [servers] * n,
                 [clients] * n,
                 [duration] * n,
-                chunksize=max(1, n // (workers * 8)),
+                chunksize=max(1, min(4, n // (workers * 8))),
             )
         )
 

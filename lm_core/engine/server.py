@@ -618,7 +618,9 @@ class LicenseServer:
         # my own allowance is what I had as a follower (or before a restart)
         for lic in self.table.licenses:
             a = self.ledger.get(self.id, lic)
-            had = max(self.allowed.get(lic, 0), self._grace_allowed.get(lic, 0))
+            had = self.allowed.get(lic, 0)
+            if now < self.grace_until:  # restarted: what I may have granted before
+                had = max(had, self._grace_allowed.get(lic, 0))
             a.sent = a.peak = had
             a.in_use = self.keys.in_use(lic)
         self.hb_seq = 0

@@ -90,6 +90,7 @@ class AdminClient:
         self.name = name
         self._ssl = tlsconfig.admin_context(tls) if tls is not None else None
         self._conns: dict[str, Connection] = {}
+        self._conn_locks: dict[str, asyncio.Lock] = {}
         self._ids = itertools.count(1)
         self.leader: str | None = None
         self.errors: dict[str, str] = {}
@@ -100,14 +101,22 @@ class AdminClient:
         return self.rlf.server(sid).address
 
     async def _conn(self, sid: str) -> Connection:
+        """The cached connection to `sid`, opened if needed. One lock per server: two
+        concurrent callers must not each open one (the second would replace the first
+        in the cache, and the first would leak unclosed)."""
         conn = self._conns.get(sid)
         if conn is not None and not conn.closed:
             return conn
-        conn = await Connection.open(
-            self._address(sid), ssl=self._ssl, connect_timeout=self.timeout
-        )
-        self._conns[sid] = conn
-        return conn
+        lock = self._conn_locks.setdefault(sid, asyncio.Lock())
+        async with lock:
+            conn = self._conns.get(sid)
+            if conn is not None and not conn.closed:
+                return conn
+            conn = await Connection.open(
+                self._address(sid), ssl=self._ssl, connect_timeout=self.timeout
+            )
+            self._conns[sid] = conn
+            return conn
 
     async def _request(self, sid: str, msg: m.Message, reply_timeout: float) -> m.Message:
         """An idempotent request (status): a cached connection the server has closed
@@ -118,14 +127,19 @@ class AdminClient:
             try:
                 return await conn.request(msg, reply_timeout=reply_timeout)
             except ConnectionClosed:
-                self._conns.pop(sid, None)
+                self._forget(sid, conn)
                 if not cached or attempt == 2:
                     raise
             except (TransportError, ProtocolError):
                 if conn.closed:
-                    self._conns.pop(sid, None)
+                    self._forget(sid, conn)
                 raise
         raise AssertionError("unreachable")
+
+    def _forget(self, sid: str, conn: Connection) -> None:
+        # only this one: a concurrent caller may already have cached a fresh connection
+        if self._conns.get(sid) is conn:
+            del self._conns[sid]
 
     async def aclose(self) -> None:
         conns, self._conns = list(self._conns.values()), {}
@@ -266,13 +280,13 @@ class AdminClient:
         tried: list[str] = []
         for sid in targets if targets is not None else await self._targets():
             msg = make(**self._msg_base())
-            # a fresh connection: an operation is never sent on one the server may have
-            # closed meanwhile (it could not be told apart from a lost answer)
-            stale = self._conns.pop(sid, None)
-            if stale is not None:
-                await stale.aclose()
+            # a fresh connection of its own: an operation is never sent on one the server
+            # may have closed meanwhile (it could not be told apart from a lost answer),
+            # and concurrent calls never share (or close) each other's
             try:
-                conn = await self._conn(sid)
+                conn = await Connection.open(
+                    self._address(sid), ssl=self._ssl, connect_timeout=self.timeout
+                )
             except ConnectError as exc:
                 tried.append(f"{sid}: {exc}")
                 continue
@@ -286,10 +300,11 @@ class AdminClient:
                     sid,
                 )
             except (TransportError, ProtocolError) as exc:
-                self._conns.pop(sid, None)
                 return AdminResult(
                     False, f"{sid} closed the connection: {exc} (the change may still apply)", sid
                 )
+            finally:
+                await conn.aclose()
             if isinstance(reply, m.AdminReply):
                 return AdminResult(reply.ok, reply.message, sid, dict(reply.data))
             return AdminResult(False, f"unexpected reply {type(reply).__name__} from {sid}", sid)

@@ -48,6 +48,7 @@ from types import TracebackType
 from typing import Any
 
 from lm_core.engine.client import (
+    FINAL_REASONS,
     Authorized,
     ClientEffect,
     ClientMachine,
@@ -80,22 +81,59 @@ log = logging.getLogger("lm.client")
 
 UNREACHABLE = "unreachable"  # the Deny reason this shell reports for a server it cannot reach
 
+# When a walk of the server list ends in refusals, the one reported is the most telling:
+# a reason a server gave beats "unreachable" (a down server says nothing about the pool),
+# in this order; words not listed rank after these and before "unreachable".
+REASON_ORDER = (
+    "no_majority",
+    "restart_grace",
+    "no_seats",
+    "disassociated",
+    "unknown_license",
+    "expired",
+    "bad_request",
+    "reclaimed",
+)
+
 EventHandler = Callable[[dict[str, Any]], None]
 
 
 class LicenseDenied(RefusedError):
-    """No seat: every server refused (or none could be reached). `reason` is the last
-    refusal's machine word (see `messages.DENY_REASONS`, or "unreachable")."""
+    """No seat: every server refused (or none could be reached). `reason` is the most
+    informative refusal of the walk (see `REASON_ORDER`: a machine word of
+    `messages.DENY_REASONS`, or "unreachable"); `server` is the server that gave it
+    (None if unknown)."""
 
-    def __init__(self, license: str, reason: str, detail: str = "") -> None:
+    def __init__(
+        self, license: str, reason: str, detail: str = "", server: str | None = None
+    ) -> None:
         self.license = license
         self.reason = reason
         self.detail = detail
-        text = f"{license}: denied ({reason})"
+        self.server = server
+        text = f"{license}: denied ({reason}" + (f" from server {server})" if server else ")")
         super().__init__(f"{text}: {detail}" if detail else text)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (LicenseDenied, (self.license, self.reason, self.detail))
+        return (LicenseDenied, (self.license, self.reason, self.detail, self.server))
+
+
+def _rank(reason: str) -> int:
+    if reason == UNREACHABLE:
+        return len(REASON_ORDER) + 1
+    try:
+        return REASON_ORDER.index(reason)
+    except ValueError:
+        return len(REASON_ORDER)
+
+
+def most_informative(refusals: dict[str, tuple[str, str]]) -> tuple[str, str, str] | None:
+    """(server, reason, detail) of the most telling refusal; ties go to the server that
+    refused first. None if there is none."""
+    if not refusals:
+        return None
+    sid, (reason, detail) = min(refusals.items(), key=lambda kv: _rank(kv[1][0]))
+    return sid, reason, detail
 
 
 def _default_client_id() -> str:
@@ -223,6 +261,8 @@ class Lease:
         self._first: asyncio.Future[None] | None = None
         self._released_ids: set[int] = set()
         self._unanswered: dict[str, Request | ClientHeartbeat] = {}  # last ask per server
+        # the refusals (server -> reason, detail) since the last grant or reported denial
+        self._refusals: dict[str, tuple[str, str]] = {}
         self._stopping = False
         self._used = False
         self._thread: _LoopThread | None = None
@@ -353,6 +393,9 @@ class Lease:
             sid, msg = item
             if isinstance(msg, Released):
                 self._released_ids.add(msg.request_id)
+            elif isinstance(msg, Deny) and msg.license == self.license:
+                self._refusals.pop(sid, None)  # keep the walk's order: latest last
+                self._refusals[sid] = (msg.reason, msg.detail)
             now = time.monotonic()
             effects = self.machine.handle(now, sid, msg)
             effects += self.machine.tick(now)
@@ -373,27 +416,40 @@ class Lease:
                         "lease_expires_in": round(max(0.0, eff.expires - now), 3),
                     }
                 )
+                self._refusals.clear()
                 if self._first is not None and not self._first.done():
                     self._first.set_result(None)
             elif isinstance(eff, Denied):
+                server, reason, detail = self._denial(eff)
                 self._emit(
                     {
                         "event": "denied",
+                        "server": server,
                         "license": eff.license,
-                        "reason": eff.reason,
-                        "detail": eff.detail,
+                        "reason": reason,
+                        "detail": detail,
                         "final": eff.final,
                     }
                 )
                 first = self._first
                 if first is not None and not first.done() and (eff.final or not self.wait):
-                    first.set_exception(LicenseDenied(eff.license, eff.reason, eff.detail))
+                    first.set_exception(LicenseDenied(eff.license, reason, detail, server))
             elif isinstance(eff, Lost):
                 self._emit({"event": "lost", "license": eff.license, "reason": eff.reason})
             elif isinstance(eff, ReleasedLocally):
                 self._emit(
                     {"event": "released", "license": eff.license, "server": self.machine.server}
                 )
+
+    def _denial(self, eff: Denied) -> tuple[str | None, str, str]:
+        """What to report for the machine's `Denied`: a final refusal as it is (one
+        server's answer ends the walk), else the most informative refusal of the walk."""
+        refusals, self._refusals = self._refusals, {}
+        best = most_informative(refusals)
+        if best is None or eff.reason in FINAL_REASONS:
+            server = next((s for s, (r, _) in refusals.items() if r == eff.reason), None)
+            return server, eff.reason, eff.detail
+        return best
 
     async def _send(self, sid: str, msg: Message) -> None:
         if isinstance(msg, (Request, ClientHeartbeat)):

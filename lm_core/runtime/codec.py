@@ -505,9 +505,7 @@ class Codec:
         """UTF-8 JSON bytes for `msg`. Raises `ProtocolError` if it cannot be encoded
         (a non-finite float, a lone surrogate, a non-JSON value in an `Any` field)."""
         try:
-            return json.dumps(
-                self._encode_obj(msg), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-            ).encode("utf-8")
+            return _ENCODER.encode(self._encode_obj(msg)).encode("utf-8")
         except (TypeError, ValueError, RecursionError) as exc:
             raise ProtocolError(f"cannot encode {type(msg).__name__}: {exc}") from None
 
@@ -518,7 +516,7 @@ class Codec:
         except UnicodeDecodeError:
             _fail("message", "not UTF-8")
         try:
-            value = json.loads(text, parse_constant=_reject_constant)
+            value = _DECODER.decode(text)
         except ProtocolError:
             raise
         except (ValueError, RecursionError) as exc:
@@ -528,6 +526,12 @@ class Codec:
 
 def _reject_constant(name: str) -> Any:
     raise ProtocolError(f"message: {name} is not a number")
+
+
+# Built once: `json.dumps` / `json.loads` with options build a new one per call, a
+# measurable share of a small message's cost. Both are stateless, so shared is safe.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _is_live(cls: type[Any]) -> bool:

@@ -42,6 +42,7 @@ from lm_core.runtime.tlsconfig import PeerIdentity, peer_identity
 log = logging.getLogger("lm.wire")
 
 CONNECT_TIMEOUT = 3.0
+SEND_NOWAIT_LIMIT = 64 * 1024  # unsent bytes above which send_nowait declines (peer is slow)
 
 
 class TransportError(LmError):
@@ -184,6 +185,28 @@ class Connection:
         except (OSError, _ssl.SSLError, RuntimeError) as exc:
             self.abort()
             raise ConnectionClosed(f"{self.remote}: {exc or type(exc).__name__}") from None
+
+    def send_nowait(self, msg: Message, *, buffer_limit: int = SEND_NOWAIT_LIMIT) -> bool:
+        """Encode and hand one message to the transport without waiting, if the transport
+        holds fewer than `buffer_limit` unsent bytes; False (nothing written) otherwise,
+        and then the caller must `send` (which drains). Saves a task switch per reply
+        when the peer keeps up. Raises like `send`: `ProtocolError` for an unencodable or
+        over-cap message (nothing written), `ConnectionClosed` if the connection is gone."""
+        if self._closed:
+            raise ConnectionClosed(f"{self.remote}: connection closed")
+        transport = self.writer.transport
+        if transport.is_closing():
+            self.abort()
+            raise ConnectionClosed(f"{self.remote}: connection closed")
+        if transport.get_write_buffer_size() >= buffer_limit:
+            return False
+        data = frame(self.codec.encode(msg), max_frame=self.max_frame)
+        try:
+            self.writer.write(data)
+        except (OSError, _ssl.SSLError, RuntimeError) as exc:
+            self.abort()
+            raise ConnectionClosed(f"{self.remote}: {exc or type(exc).__name__}") from None
+        return True
 
     async def recv(self, *, idle_timeout: float | None = None) -> Message | None:
         """The next message, or None when the peer closed cleanly between messages.

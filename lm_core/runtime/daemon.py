@@ -10,10 +10,24 @@ shape). One loop task owns the engine:
    `next_deadline`, whichever is sooner);
 2. step the engine (`handle` per message, then `tick`), concatenating the effects;
 3. carry the effects out: every `PersistState` / `PersistKey` / `LogUsage` of the step
-   goes into one `Batch`, committed (one SQLite transaction, fsync, in a worker thread)
-   before any `Send` / `Reply` of the step leaves, in list order -- persist, then send,
-   then reply. All the inputs of a step share that one fsync: the grant path's group
-   commit. `Event` effects are logged as one line each.
+   goes into one `Batch`, committed (one SQLite transaction) before any `Send` / `Reply`
+   of the step leaves, in list order -- persist, then send, then reply. All the inputs
+   of a step share that one commit: the grant path's group commit. A batch with a
+   `PersistState` (or a new RLF) is fsynced in a worker thread before anything is sent;
+   a grant-path batch (`PersistKey` / `LogUsage` only) is committed on the loop without
+   an fsync -- crash-safe, not power-loss-safe; restart grace (S4) covers that (see
+   `store.py`). WAL checkpoints run in a worker thread. `Event` effects are logged as
+   one line each.
+
+The per-request path is kept short. When the loop is idle (waiting, nothing queued, no
+tick due), a connection task steps a client message itself (`_step_now`): handle,
+commit (no fsync), send and reply, all without an `await` -- so it is atomic with
+respect to the loop, exactly as if the loop had taken it. A step that needs an fsync
+is handed to the loop (`_ready`) instead, which fsyncs before anything of it is sent.
+Otherwise the inbox is a deque that wakes the loop through one future (no task per
+wait). A reply is written straight to the transport when nothing is queued before it
+and the peer keeps up (else it goes through the connection's writer task, which waits
+for the peer to drain).
 
 Who may say what (checked here, before the engine sees a message):
 
@@ -199,6 +213,16 @@ class Client:
     watch_sent: float = 0.0
 
     def put(self, msg: m.Message) -> None:
+        # Nothing queued before it (the writer task takes a message off the queue only
+        # when it writes it): write now, in order, unless the peer is slow to read.
+        if self.queue.empty():
+            try:
+                if self.conn.send_nowait(msg):
+                    return
+            except (TransportError, ProtocolError) as exc:
+                log.info("closing %s (%s): %s", self.token, self.conn.remote, exc)
+                self.conn.abort()
+                return
         try:
             self.queue.put_nowait(msg)
         except asyncio.QueueFull:
@@ -252,7 +276,11 @@ class Daemon:
             persisted=fx.Persisted(state=loaded.state, keys=list(loaded.keys)),
         )
         self._stored_seq = loaded.rlf[0] if loaded.rlf else 0
-        self.inbox: asyncio.Queue[tuple[str, m.Message] | None] = asyncio.Queue()
+        self.inbox: collections.deque[tuple[str, m.Message]] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None  # the loop, waiting for input
+        self._waiting_due = 0.0  # ... until then (its next tick)
+        self._ready: list[tuple[list[fx.Effect], Batch]] = []  # stepped, not yet carried out
+        self._failed: StoreFailed | None = None
         # server-to-server messages go first: a flood of clients must not delay the
         # heartbeats and ACKs that keep the leases (S3) alive
         self.peer_inbox: collections.deque[tuple[str, m.Message]] = collections.deque()
@@ -294,7 +322,16 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
-        self.inbox.put_nowait(None)  # wake the loop
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _enqueue(self, sender: str, msg: m.Message) -> None:
+        self.inbox.append((sender, msg))
+        self._wake()
 
     async def run(self) -> None:
         """Serve until `stop()`; then close everything (the store last)."""
@@ -324,6 +361,7 @@ class Daemon:
     # -- the loop
 
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
         last_tick = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
@@ -331,24 +369,26 @@ class Daemon:
             deadline = self.engine.next_deadline
             if deadline > last_tick:  # a deadline already ticked past waits for TICK
                 due = min(due, deadline)
-            inputs: list[tuple[str, m.Message]] = []
-            if not self.inbox.empty() or due <= now:
+            if self.inbox or self.peer_inbox or due <= now:
                 await asyncio.sleep(0)  # never starve the connections
             else:
-                get = asyncio.ensure_future(self.inbox.get())
-                done, _ = await asyncio.wait({get}, timeout=due - now)
-                if not done:
-                    get.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    item = await get
-                    if item is not None:
-                        inputs.append(item)
-            while self.peer_inbox:
-                inputs.append(self.peer_inbox.popleft())
-            while len(inputs) < BATCH and not self.inbox.empty():
-                item = self.inbox.get_nowait()
-                if item is not None:
-                    inputs.append(item)
+                waiter = self._waiter = loop.create_future()
+                self._waiting_due = due
+                timer = loop.call_later(due - now, _resolve, waiter)
+                try:
+                    await waiter
+                finally:
+                    timer.cancel()
+                    self._waiter = None
+            if self._failed is not None:
+                raise self._failed
+            ready, self._ready = self._ready, []
+            for stepped, batch in ready:
+                await self._apply(stepped, batch)
+            inputs: list[tuple[str, m.Message]] = list(self.peer_inbox)
+            self.peer_inbox.clear()
+            while len(inputs) < BATCH and self.inbox:
+                inputs.append(self.inbox.popleft())
             if self._stop.is_set():
                 break
             now = time.monotonic()
@@ -367,6 +407,42 @@ class Daemon:
                 last_tick = now
             if effects:
                 await self._carry_out(effects)
+            if self.store.checkpoint_due:
+                await self._checkpoint()
+
+    def _step_now(self, sender: str, msg: m.Message) -> bool:
+        """The fast path (see the module doc): step `msg` here if the loop is idle.
+        False if it is not (then the caller queues it for the loop)."""
+        waiter = self._waiter
+        if (
+            waiter is None
+            or waiter.done()
+            or self.inbox
+            or self.peer_inbox
+            or self._ready
+            or self._stop.is_set()
+        ):
+            return False
+        now = time.monotonic()
+        if now >= self._waiting_due:
+            return False  # a tick is due: the loop does both, in order
+        effects = self._step(sender, msg, now)
+        batch = self._batch(effects)
+        if batch.synchronous:
+            self._ready.append((effects, batch))  # the loop fsyncs it, then sends
+            self._wake()
+            return True
+        if batch:
+            try:
+                self.store.commit(batch)
+            except Exception as exc:
+                self._failed = StoreFailed(f"store write failed, stopping: {exc}")
+                self._wake()
+                return True
+        self._send_effects(effects)
+        if self.store.checkpoint_due or self.engine.next_deadline < self._waiting_due:
+            self._wake()
+        return True
 
     def _step(self, sender: str, msg: m.Message, now: float) -> list[fx.Effect]:
         try:
@@ -381,8 +457,17 @@ class Daemon:
         """Persist, then send, then reply. Every persist effect of the list goes into one
         batch committed before the first message leaves: a persist must be durable
         before any *later* send, and making an even later one durable early is harmless
-        (it is the state the engine already moved to) -- one fsync per step, not per
+        (it is the state the engine already moved to) -- one commit per step, not per
         grant."""
+        await self._apply(effects, self._batch(effects))
+
+    async def _apply(self, effects: Sequence[fx.Effect], batch: Batch) -> None:
+        if batch:
+            await self._commit(batch)
+        self._send_effects(effects)
+
+    def _batch(self, effects: Sequence[fx.Effect]) -> Batch:
+        """The persist effects of one step, as one store batch (plus a new RLF)."""
         batch = Batch()
         for eff in effects:
             if isinstance(eff, fx.PersistState):
@@ -392,8 +477,9 @@ class Daemon:
             elif isinstance(eff, fx.LogUsage):
                 batch.log_usage(eff.kind, eff.client_id, eff.license, eff.count, eff.reason)
         self._note_rlf(batch)
-        if batch:
-            await self._commit(batch)
+        return batch
+
+    def _send_effects(self, effects: Sequence[fx.Effect]) -> None:
         for eff in effects:
             if isinstance(eff, fx.Send):
                 self.peers.send(eff.to, eff.msg)
@@ -419,11 +505,20 @@ class Daemon:
 
     async def _commit(self, batch: Batch) -> None:
         try:
-            await asyncio.to_thread(self.store.commit, batch)
+            if batch.synchronous:
+                await asyncio.to_thread(self.store.commit, batch)  # fsync: off the loop
+            else:
+                self.store.commit(batch)  # no fsync: tens of microseconds
         except Exception as exc:
             # Without a durable store the promises (S2, S6) cannot be kept: stop, and
             # send nothing that depended on this batch.
             raise StoreFailed(f"store write failed, stopping: {exc}") from exc
+
+    async def _checkpoint(self) -> None:
+        try:
+            await asyncio.to_thread(self.store.checkpoint)
+        except Exception as exc:  # the WAL just grows; the next one tries again
+            log.warning("WAL checkpoint failed: %s", exc)
 
     def _log_event(self, eff: fx.Event) -> None:
         level = logging.WARNING if eff.kind in ("bug", "error") else logging.INFO
@@ -438,7 +533,7 @@ class Daemon:
 
     def _from_peer(self, peer_id: str, msg: m.Message) -> None:
         self.peer_inbox.append((peer_id, msg))
-        self.inbox.put_nowait(None)  # wake the loop
+        self._wake()
 
     async def _on_connection(self, conn: Connection) -> None:
         token = f"conn:{next(self._tokens)}"
@@ -476,7 +571,8 @@ class Daemon:
             if msg is None:
                 return
             if isinstance(msg, CLIENT_MESSAGES):
-                self.inbox.put_nowait((client.token, msg))
+                if not self._step_now(client.token, msg):
+                    self._enqueue(client.token, msg)
                 continue
             if isinstance(msg, LOCAL_QUERIES + ADMIN_OPS):
                 if not self._may_admin(peer):
@@ -489,7 +585,7 @@ class Daemon:
                     client.watch_sig = ""
                     client.watch_sent = 0.0
                 else:
-                    self.inbox.put_nowait((client.token, msg))
+                    self._enqueue(client.token, msg)
                 continue
             # a server message
             if msg.pool != self.rlf.pool:
@@ -552,6 +648,11 @@ class Daemon:
                             status=status,
                         )
                     )
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _refuse(msg: m.Message, daemon: Daemon, why: str) -> m.AdminReply:

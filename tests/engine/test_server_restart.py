@@ -6,6 +6,7 @@ from lm_core.engine.effects import PersistKey, PersistState, Send
 from lm_core.engine.harness import Pool, make_kit
 from lm_core.engine.messages import (
     Authorize,
+    ChangeDistribution,
     ClientHeartbeat,
     Deny,
     DistributionSync,
@@ -173,3 +174,27 @@ def test_replayed_heartbeat_from_before_a_restart_grants_nothing() -> None:
     for i in range(6):
         b.handle(pool.now, f"t{i}", hb(f"x{i}", 1))
     assert b.keys.live(LIC) <= 5
+
+
+def test_old_pre_restart_allowance_not_reclaimed_after_grace() -> None:
+    pool = running()
+    pool.crash("B")
+    b = pool.start("B")
+    pool.run(pool.now + 10.0)  # well past the restart grace
+    assert pool.now > b.grace_until
+    for i in range(30):
+        pool.ask("C", req(f"c{i}"))
+    change = ChangeDistribution(
+        pool="eng", sender="adm", request_id=1, license=LIC,
+        distribution=(("A", 40), ("B", 40), ("C", 20)),
+    )  # fmt: skip
+    pool.ask("A", change, token="adm")
+    pool.run(pool.now + 1.0)
+    before = b.allowed[LIC]
+    assert before == 30  # C's 30 clients hold the seats B's row gained
+    b._grace_allowed = {LIC: 99}  # what B had before its restart, long ago
+    pool.crash("A")
+    pool.run(pool.now + 6.0)
+    assert pool.leader() == "B"
+    assert b.ledger is not None
+    assert b.ledger.get("B", LIC).sent <= before

@@ -230,3 +230,25 @@ async def test_status_survives_a_connection_the_server_closed(
             client.conn.abort()
         pool = await admin.status()
     assert pool["servers"][0]["reachable"], pool["servers"][0]["error"]
+
+
+async def test_concurrent_calls_share_one_connection_per_server(
+    one_up: tuple[Daemon, Keys, Rlf],
+) -> None:
+    """Two calls racing to open the first connection to a server: one is opened, both
+    use it (without the per-server lock each opened its own and one leaked unclosed --
+    a ResourceWarning, an error under filterwarnings=error)."""
+    daemon, keys, rlf = one_up
+    async with AdminClient(rlf, timeout=1.0) as admin:
+        first, second = await asyncio.gather(admin.server_status("A"), admin.server_status("A"))
+        assert first is not None
+        assert second is not None
+        assert len(daemon.clients) == 1  # the daemon accepted one connection, not two
+        # operations use a connection of their own, closed after, even side by side
+        results = await asyncio.gather(
+            admin.add_code(_code(keys, 7, "base")), admin.add_code(_code(keys, 8, "base"))
+        )
+        assert all(r.ok for r in results), results
+    async with asyncio.timeout(5):
+        while daemon.clients:  # every connection the client opened is closed again
+            await asyncio.sleep(0.01)

@@ -23,7 +23,7 @@ from lm_core.engine.messages import (
     ServerAddress,
 )
 from lm_core.errors import InputError, RefusedError
-from lm_core.runtime.client import LicenseClient, LicenseDenied
+from lm_core.runtime.client import LicenseClient, LicenseDenied, most_informative
 from lm_core.runtime.connection import Connection, close_server, serve
 from lm_core.runtime.pki import PkiServer, init_pki
 from lm_core.runtime.tlsconfig import load_tls_dir, server_context
@@ -46,6 +46,7 @@ class TinyServer:
     server: asyncio.Server | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     peers: tuple[ServerAddress, ...] = ()
+    refuse: str | None = None  # deny every request with this reason (e.g. "no_majority")
 
     @property
     def address(self) -> str:
@@ -72,6 +73,8 @@ class TinyServer:
         assert isinstance(msg, (Request, ClientHeartbeat))
         if msg.license != APP:
             return self.deny(msg, "unknown_license")
+        if self.refuse is not None:
+            return self.deny(msg, self.refuse)
         if msg.sender in self.holders:
             return self.authorize(msg)
         if isinstance(msg, ClientHeartbeat) and not msg.failover:
@@ -283,8 +286,47 @@ def test_license_denied_pickles() -> None:
     import pickle
 
     err = pickle.loads(pickle.dumps(LicenseDenied(APP, "no_seats", "full")))
-    assert (err.license, err.reason, err.detail) == (APP, "no_seats", "full")
+    assert (err.license, err.reason, err.detail, err.server) == (APP, "no_seats", "full", None)
     assert str(err) == "Application 1.0: denied (no_seats): full"
+    err = pickle.loads(pickle.dumps(LicenseDenied(APP, "no_majority", "x", server="B")))
+    assert (err.reason, err.server) == ("no_majority", "B")
+    assert str(err) == "Application 1.0: denied (no_majority from server B): x"
+
+
+async def test_denial_reports_the_most_informative_refusal(pool: list[TinyServer]) -> None:
+    """A's "no_majority" says more than the "unreachable" of the servers after it (the
+    last in the walk): it is the reason reported, with the server that gave it."""
+    a = pool[0]
+    a.refuse = "no_majority"
+    events: list[dict[str, Any]] = []
+    client = LicenseClient(
+        [(a.sid, a.address), ("C", await free_address()), ("D", await free_address())],
+        None,
+        pool=POOL,
+    )
+    with pytest.raises(LicenseDenied) as info:
+        async with client.acquire(APP, on_event=events.append):
+            raise AssertionError("granted")
+    assert (info.value.reason, info.value.server) == ("no_majority", "A")
+    assert info.value.detail == "A says no_majority"
+    denied = [e for e in events if e["event"] == "denied"]
+    assert [(e["reason"], e["server"]) for e in denied] == [("no_majority", "A")]
+
+
+def test_most_informative_order() -> None:
+    refusals = {"A": ("unreachable", "down"), "B": ("no_seats", "full"), "C": ("no_majority", "")}
+    assert most_informative(refusals) == ("C", "no_majority", "")
+    assert most_informative({"A": ("unreachable", "x"), "B": ("odd_word", "y")}) == (
+        "B",
+        "odd_word",
+        "y",
+    )
+    assert most_informative({"A": ("no_seats", "1"), "B": ("no_seats", "2")}) == (
+        "A",
+        "no_seats",
+        "1",
+    )
+    assert most_informative({}) is None
 
 
 async def test_wait_keeps_trying_until_a_seat_frees(pool: list[TinyServer]) -> None:

@@ -117,7 +117,26 @@ def test_hold_denied_is_exit_1(servers: Servers, tmp_path: Path) -> None:
               "--seconds", "0"],
     )  # fmt: skip
     assert res.exit_code == 1
-    assert "denied (no_seats)" in res.stderr
+    assert "denied (no_seats from server A)" in res.stderr
+    assert "Traceback" not in res.output
+
+
+def test_hold_denied_names_the_most_informative_reason(servers: Servers, tmp_path: Path) -> None:
+    """Only A is up and it refuses (no majority); B and C are down. The last server asked
+    (C) is unreachable, but the denial names A's reason, and A."""
+    rlf = write_rlf(tmp_path, servers)
+    servers.servers[0].refuse = "no_majority"
+    for s in servers.servers[1:]:
+        assert s.server is not None
+        servers.call(close_server(s.server))
+        s.server = None
+    res = CliRunner().invoke(
+        app, ["client", "hold", "--pool", str(rlf), "--license", APP, "--seconds", "0"]
+    )
+    assert res.exit_code == 1, res.output
+    assert "denied (no_majority from server A): A says no_majority" in res.stderr
+    assert "unreachable" not in res.stderr
+    assert "denied by the pool: no_majority (server A) -- A says no_majority" in res.stdout
     assert "Traceback" not in res.output
 
 

@@ -37,15 +37,38 @@ def _num(v: Any) -> str:
     return "X" if v is None else str(v)
 
 
+def _grants_on(sid: str, count: int) -> Callable[[dict[str, Any]], bool]:
+    """Server `sid` serves (its own view) and has `count` seats available (its own row)."""
+
+    def cond(status: dict[str, Any]) -> bool:
+        row = next(x for x in status["servers"] if x["id"] == sid)
+        if not row.get("serving"):
+            return False
+        lic = status["licenses"][0]
+        own = lic.get("own", {}).get(sid) or lic["servers"].get(sid) or {}
+        return (own.get("available") or 0) >= count
+
+    return cond
+
+
 async def test_tables_match_lm_status_json(live_pool: Any, wait_until: Until) -> None:
     from lm_core.runtime.client import LicenseClient
     from lm_core.runtime.tlsconfig import load_tls_dir
 
+    # "A leader with all three up" (the fixture) does not mean B grants yet: until B holds
+    # a lease from the leader it refuses (no_majority), and until the leader's
+    # distribution sync reaches it, it has no seats of its own -- then the client walks
+    # on and gets its seat elsewhere. Wait until B can grant 3 itself.
+    await live_pool.wait_for(_grants_on("B", 3), "B serving with 3 seats available")
     trust = load_tls_dir(live_pool.tls_dir, "client")
     client = LicenseClient(live_pool.rlf, trust, client_id="tui-c1", prefer="B")
-    async with client.acquire(APP, 3):
+    async with client.acquire(APP, 3) as lease:
+        # wait on the server that actually granted (B, unless it just stopped serving)
+        holder = lease.server
+        assert holder is not None
         await live_pool.wait_for(
-            lambda s: s["licenses"][0]["servers"]["B"]["in_use"] == 3, "B shows 3 in use"
+            lambda s: s["licenses"][0]["servers"][holder]["in_use"] == 3,
+            f"{holder} (holding the seat) shows 3 in use",
         )
         app = live_app(live_pool)
         async with app.run_test(size=SIZE) as pilot:

@@ -16,8 +16,14 @@ ending, an admin operation, a check.
 * A paused server (GC, SIGSTOP) keeps its clock running but processes nothing; what
   arrives meanwhile is handled when it wakes, in order.
 * Timers: after each step the world asks the engine for ``next_deadline`` and
-  schedules a tick then (and at least every ``max_tick_gap`` local seconds).
-* Checkers (see `invariants`) run after every step that can change what they watch.
+  schedules a tick then (and at least every ``max_tick_gap`` local seconds, default
+  four heartbeat intervals). A deadline still in the past right after a tick would make
+  a runtime spin: it is counted in ``stats.stale_deadlines``.
+* Checkers (see `invariants`) run after every step that can change what they watch:
+  S1 on every change of a client's believed lease, one-leader-per-term on every role
+  change, S2 after leader steps that changed the table (at most once per heartbeat).
+* Admin operations travel like client messages (token ``admin:N``); a valid code that
+  reaches any server raises the S1 limit from then on (the customer owns those seats).
 """
 
 from __future__ import annotations
