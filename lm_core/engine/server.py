@@ -636,7 +636,7 @@ class LicenseServer:
         self.short = set(self.table.licenses)
         self._bump_cfg()
         out.append(self._persist())
-        for lic in list(self.short):
+        for lic in sorted(self.short):
             self._rebalance(lic, out, send=False)
         self._broadcast_sync(now, out)
         self._leader_tick(now, out)
@@ -675,7 +675,7 @@ class LicenseServer:
                 out.append(self._note(now, "fence", f"{p} fenced (out of contact)", server=p))
         if fenced_any:
             self.short = set(self.table.licenses)
-        for lic in list(self.short):
+        for lic in sorted(self.short):
             self._rebalance(lic, out, send=False)
         up = tuple(self._up(now))
         for p in self.peers:
@@ -754,9 +754,9 @@ class LicenseServer:
         if not was_known:
             self.short = set(self.table.licenses)
         if self.short:
-            changed: set[str] = set()
-            for lic in list(self.short):
-                changed.update(self._rebalance(lic, out, send=False))
+            changed: dict[str, None] = {}  # ordered: the engine is deterministic
+            for lic in sorted(self.short):
+                changed.update(dict.fromkeys(self._rebalance(lic, out, send=False)))
             up = tuple(self._up(now))
             for p in changed:
                 if p != self.id:
@@ -857,10 +857,10 @@ class LicenseServer:
             out.append(self._persist())
         self._broadcast_sync(now, out)
         lics = [lic] if lic is not None else list(self.table.licenses)
-        changed: set[str] = set()
+        changed: dict[str, None] = {}  # ordered: the engine is deterministic
         for name in lics:
             self.short.add(name)
-            changed.update(self._rebalance(name, out, send=False))
+            changed.update(dict.fromkeys(self._rebalance(name, out, send=False)))
         up = tuple(self._up(now))
         for p in changed:
             if p != self.id:

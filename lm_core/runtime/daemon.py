@@ -22,8 +22,11 @@ shape). One loop task owns the engine:
 The per-request path is kept short. When the loop is idle (waiting, nothing queued, no
 tick due), a connection task steps a client message itself (`_step_now`): handle,
 commit (no fsync), send and reply, all without an `await` -- so it is atomic with
-respect to the loop, exactly as if the loop had taken it. A step that needs an fsync
-is handed to the loop (`_ready`) instead, which fsyncs before anything of it is sent.
+respect to the loop, exactly as if the loop had taken it. When many connections are
+ready in the same event-loop iteration, the steps after the first are carried out
+together at the end of it (one commit). A step that needs an fsync is handed to the
+loop (`_ready`) instead, which fsyncs before anything of it is sent; the loop carries
+out every pending fast step before it steps anything itself.
 Otherwise the inbox is a deque that wakes the loop through one future (no task per
 wait). A reply is written straight to the transport when nothing is queued before it
 and the peer keeps up (else it goes through the connection's writer task, which waits
@@ -281,6 +284,8 @@ class Daemon:
         self._waiting_due = 0.0  # ... until then (its next tick)
         self._ready: list[tuple[list[fx.Effect], Batch]] = []  # stepped, not yet carried out
         self._failed: StoreFailed | None = None
+        self._fast_iteration = False  # a fast step was carried out in this loop iteration
+        self._fast_pending: list[fx.Effect] | None = None  # stepped, to carry out at its end
         # server-to-server messages go first: a flood of clients must not delay the
         # heartbeats and ACKs that keep the leases (S3) alive
         self.peer_inbox: collections.deque[tuple[str, m.Message]] = collections.deque()
@@ -380,6 +385,7 @@ class Daemon:
                 finally:
                     timer.cancel()
                     self._waiter = None
+            self._flush_fast()  # steps taken before this wake-up go out first, in order
             if self._failed is not None:
                 raise self._failed
             ready, self._ready = self._ready, []
@@ -412,7 +418,12 @@ class Daemon:
 
     def _step_now(self, sender: str, msg: m.Message) -> bool:
         """The fast path (see the module doc): step `msg` here if the loop is idle.
-        False if it is not (then the caller queues it for the loop)."""
+        False if it is not (then the caller queues it for the loop).
+
+        The first message of an event-loop iteration is carried out at once (one client:
+        no hop through the loop task); later ones in the same iteration -- many clients
+        ready together -- are stepped now and carried out together at the end of the
+        iteration (`_flush_fast`), one commit for all of them: the group commit."""
         waiter = self._waiter
         if (
             waiter is None
@@ -427,22 +438,43 @@ class Daemon:
         if now >= self._waiting_due:
             return False  # a tick is due: the loop does both, in order
         effects = self._step(sender, msg, now)
+        if self._fast_pending is not None:
+            self._fast_pending.extend(effects)
+        elif self._fast_iteration:
+            self._fast_pending = effects
+            asyncio.get_running_loop().call_soon(self._flush_fast)
+        else:
+            self._fast_iteration = True
+            asyncio.get_running_loop().call_soon(self._end_fast_iteration)
+            self._carry_out_now(effects)
+        return True
+
+    def _end_fast_iteration(self) -> None:
+        self._fast_iteration = False
+
+    def _flush_fast(self) -> None:
+        effects, self._fast_pending = self._fast_pending, None
+        if effects is not None:
+            self._carry_out_now(effects)
+
+    def _carry_out_now(self, effects: list[fx.Effect]) -> None:
+        """`_carry_out` without an await, for the fast path; a batch that needs an fsync
+        goes to the loop instead (`_ready`), which commits it in a worker, then sends."""
         batch = self._batch(effects)
         if batch.synchronous:
-            self._ready.append((effects, batch))  # the loop fsyncs it, then sends
+            self._ready.append((effects, batch))
             self._wake()
-            return True
+            return
         if batch:
             try:
                 self.store.commit(batch)
             except Exception as exc:
                 self._failed = StoreFailed(f"store write failed, stopping: {exc}")
                 self._wake()
-                return True
+                return
         self._send_effects(effects)
         if self.store.checkpoint_due or self.engine.next_deadline < self._waiting_due:
             self._wake()
-        return True
 
     def _step(self, sender: str, msg: m.Message, now: float) -> list[fx.Effect]:
         try:

@@ -187,11 +187,6 @@ class Store:
             raise StoreError(f"cannot open store: {exc}", file=where) from None
         store = cls(conn, path, lock)
         try:
-            # The directory lock (lm.lock) already keeps every other process out, so SQLite
-            # may hold its locks for the connection's life and keep the WAL index in
-            # memory: no lock or shared-memory calls per transaction. (An `sqlite3` shell
-            # can read the file only while the daemon is stopped.) Set before WAL mode.
-            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA wal_autocheckpoint=0")  # see checkpoint()

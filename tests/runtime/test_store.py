@@ -200,3 +200,85 @@ def test_committed_batch_survives_kill(tmp_path: Path) -> None:
     store.close()
     assert loaded.state == {"term": 7}
     assert loaded.keys == [{"n": 1}]
+
+
+def test_grant_only_batch_survives_kill_9(tmp_path: Path) -> None:
+    """A PersistKey/LogUsage-only batch is committed without an fsync (synchronous=NORMAL)
+    but is in the WAL when commit returns: a SIGKILL of the process loses nothing."""
+    code = (
+        "import os, signal\nfrom pathlib import Path\n"
+        "from lm_core.runtime.store import Batch, Store\n"
+        f"s = Store.open(Path({str(tmp_path / 'data')!r}), pool='eng', server_id='A')\n"
+        "b = Batch(); b.put_key('c1', 'L 1', {'n': 1}); b.log_usage('grant', 'c1', 'L 1', 1, '')\n"
+        "assert not b.synchronous\n"
+        "s.commit(b)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], check=False)
+    assert proc.returncode == -9
+    store = _open(tmp_path)
+    loaded = store.load()
+    rows = store.usage()
+    store.close()
+    assert loaded.keys == [{"n": 1}]
+    assert [(r.kind, r.client_id) for r in rows] == [("grant", "c1")]
+
+
+def test_state_batches_fsync_and_grant_batches_do_not(tmp_path: Path) -> None:
+    """synchronous=FULL for a batch with state or an RLF, NORMAL for keys/usage only --
+    read back from the store's own connection after each commit."""
+    store = _open(tmp_path)
+
+    def level() -> int:
+        return int(store._conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    grant = Batch()
+    grant.put_key("c1", "L 1", {"n": 1})
+    grant.log_usage("grant", "c1", "L 1", 1, "")
+    state = Batch()
+    state.set_state({"term": 2})
+    state.put_key("c2", "L 1", {"n": 2})
+    rlf = Batch()
+    rlf.set_rlf(2, "text")
+    assert (grant.synchronous, state.synchronous, rlf.synchronous) == (False, True, True)
+    try:
+        store.commit(grant)
+        assert level() == 1  # NORMAL
+        store.commit(state)
+        assert level() == 2  # FULL
+        store.commit(grant)
+        assert level() == 1
+        store.commit(rlf)
+        assert level() == 2
+    finally:
+        store.close()
+
+
+def test_checkpoint_is_due_every_n_commits_and_bounds_the_wal(tmp_path: Path) -> None:
+    from lm_core.runtime.store import CHECKPOINT_EVERY
+
+    store = _open(tmp_path)
+    db = tmp_path / "data" / DB_NAME
+    wal = tmp_path / "data" / (DB_NAME + "-wal")
+
+    def commits(start: int) -> None:
+        for i in range(start, start + CHECKPOINT_EVERY):
+            assert not store.checkpoint_due
+            b = Batch()
+            b.put_key(f"c{i}", "L 1", {"n": i, "pad": "x" * 200})
+            store.commit(b)
+        assert store.checkpoint_due  # SQLite's own auto-checkpoint is off
+
+    try:
+        commits(0)
+        db_before = db.stat().st_size
+        store.checkpoint()
+        assert not store.checkpoint_due
+        assert db.stat().st_size > db_before  # the pages moved into the database file
+        wal_first = wal.stat().st_size
+        commits(CHECKPOINT_EVERY)  # the WAL is written again from its start ...
+        store.checkpoint()
+        assert wal.stat().st_size <= wal_first  # ... so it does not keep growing
+        assert store.key_count() == 2 * CHECKPOINT_EVERY
+    finally:
+        store.close()
