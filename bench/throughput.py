@@ -131,9 +131,13 @@ def main() -> None:
             deadline = time.monotonic() + 30
             while True:
                 conn = await Connection.open(lm_addr, ssl=ctx)
-                probe = {"pool": "bench", "sender": "probe", "license": APP}
-                r = await conn.request(Request(request_id=1, **probe))
-                await conn.request(Release(request_id=2, **probe))
+                pool_name = pool.rlf.pool
+                r = await conn.request(
+                    Request(pool=pool_name, sender="probe", request_id=1, license=APP)
+                )
+                await conn.request(
+                    Release(pool=pool_name, sender="probe", request_id=2, license=APP)
+                )
                 await conn.aclose()
                 if isinstance(r, Authorize):
                     break

@@ -23,8 +23,10 @@ limit, whatever the targets say. Hence:
   enough that neither it nor its clients can hold anything);
 * a decrease below a server's in-use count keeps its clients: only seats that are
   really free move;
-* a new leader knows nothing of the others' allowances until they ACK (``known`` False:
-  hold = hard limit), so it raises nobody until every server ACKed or was fenced.
+* a new leader knows nothing of the others' allowances until they ACK (``known`` False),
+  so it raises nobody until every server ACKed or was fenced;
+* nobody is raised while the holds add up to more than the hard limit (in-use counts
+  can overlap: a client that failed over is counted by both servers for a while).
 """
 
 from __future__ import annotations
@@ -384,12 +386,13 @@ class Ledger:
     def set_self_in_use(self, license: str, in_use: int) -> None:
         self.get(self.self_id, license).in_use = in_use
 
-    def usable(self, license: str, hard_limit: int) -> int:
-        """Seats no server may be using: what can be allowed to someone now."""
+    def usable(self, license: str, hard_limit: int) -> int | None:
+        """Seats no server may be using: what can be allowed to someone now. None while
+        some server is unknown (nothing may be raised then, not even up to a hold)."""
         total = 0
         for sid in self.servers:
             if not self.known[sid]:
-                return 0
+                return None
             total += self.get(sid, license).hold(hard_limit)
         return hard_limit - total
 
@@ -419,12 +422,12 @@ class Ledger:
         for sid in self.servers:
             a = self.get(sid, lic)
             target = state.rows.get(sid, 0)
-            if not a.known:
-                short = True
-                continue
             if a.sent >= target:
                 continue
-            if sid not in reachable:
+            if not a.known or sid not in reachable or usable is None or usable < 0:
+                # Raising even up to a server's own hold is only safe while the holds
+                # add up to at most the hard limit: an in-use count may be a client
+                # also counted elsewhere, and an allowance outlives it.
                 short = True
                 continue
             before = a.hold(state.hard_limit)

@@ -33,8 +33,9 @@ APP = "Application 1.0"
 
 
 class ScriptedEngine:
-    """Grants every Request (persisting the key first), acknowledges AddLicenseCode
-    (persisting state first), records everything it is given."""
+    """Grants every Request (persisting the key first; a Request for 7 seats also
+    persists state, like a borrow), acknowledges AddLicenseCode (persisting state
+    first), records everything it is given."""
 
     def __init__(
         self, server_id: str, rlf: Rlf, *, now: float, today: datetime.date, persisted: Any
@@ -66,7 +67,11 @@ class ScriptedEngine:
         if isinstance(msg, m.Request):
             self.keys[msg.sender] = msg.count
             entry = {"client_id": msg.sender, "license": msg.license, "count": msg.count}
+            state: list[fx.Effect] = (
+                [fx.PersistState({"borrowed_by": msg.sender})] if msg.count == 7 else []
+            )
             return [
+                *state,
                 fx.PersistKey(msg.sender, msg.license, entry),
                 fx.LogUsage("grant", msg.sender, msg.license, msg.count),
                 fx.Event("grant", f"{msg.sender} holds {msg.count}"),
@@ -142,6 +147,14 @@ class Running:
     def msg(self, cls: type[m.Message], **kw: Any) -> Any:
         return cls(pool=self.daemon.rlf.pool, **kw)
 
+    def db_state(self) -> Any:
+        conn = sqlite3.connect(self.data / DB_NAME)
+        try:
+            row = conn.execute("SELECT json FROM state WHERE id = 1").fetchone()
+            return None if row is None else json.loads(row[0])
+        finally:
+            conn.close()
+
     def db_keys(self) -> list[str]:
         conn = sqlite3.connect(self.data / DB_NAME)
         try:
@@ -200,6 +213,46 @@ async def test_grant_is_durable_before_the_reply(plain: Running) -> None:
             assert f"c{i}" in plain.db_keys()
     status = await _status(plain)
     assert [c["client_id"] for c in status["clients"]] == [f"c{i}" for i in range(5)]
+
+
+async def test_a_client_step_that_changes_state_is_durable_before_the_reply(
+    plain: Running,
+) -> None:
+    """A client message whose step persists state (a borrow) is not carried out on the
+    fast path: the loop commits it with an fsync first, then replies."""
+    async with await Connection.open(plain.address, ssl=None) as conn:
+        req = plain.msg(m.Request, sender="big", request_id=1, license=APP, count=7)
+        reply = await conn.request(req, reply_timeout=3)
+        assert isinstance(reply, m.Authorize)
+        assert plain.db_state() == {"borrowed_by": "big"}
+        assert "big" in plain.db_keys()
+        # and the fast path goes on after it
+        req = plain.msg(m.Request, sender="small", request_id=2, license=APP)
+        assert isinstance(await conn.request(req, reply_timeout=3), m.Authorize)
+        assert "small" in plain.db_keys()
+
+
+async def test_many_clients_at_once_each_get_a_durable_grant(plain: Running) -> None:
+    """Clients ready in the same event-loop iteration are stepped as they arrive and
+    committed together; every reply still follows its own key row to disk."""
+    conns = [await Connection.open(plain.address, ssl=None) for _ in range(24)]
+    try:
+        for round_ in range(3):
+            replies = await asyncio.gather(
+                *(
+                    c.request(
+                        plain.msg(m.Request, sender=f"c{round_}-{i}", request_id=1, license=APP),
+                        reply_timeout=5,
+                    )
+                    for i, c in enumerate(conns)
+                )
+            )
+            assert all(isinstance(r, m.Authorize) for r in replies)
+            keys = set(plain.db_keys())
+            assert {f"c{round_}-{i}" for i in range(len(conns))} <= keys
+    finally:
+        await asyncio.gather(*(c.aclose() for c in conns))
+    assert len(plain.engine.handled) == 3 * len(conns)
 
 
 async def test_a_deadline_in_the_past_does_not_starve_connections(plain: Running) -> None:

@@ -278,7 +278,8 @@ def test_checkpoint_is_due_every_n_commits_and_bounds_the_wal(tmp_path: Path) ->
         wal_first = wal.stat().st_size
         commits(CHECKPOINT_EVERY)  # the WAL is written again from its start ...
         store.checkpoint()
-        assert wal.stat().st_size <= wal_first  # ... so it does not keep growing
+        # ... so it does not keep growing (appended, it would be about twice the size)
+        assert wal.stat().st_size < 1.5 * wal_first
         assert store.key_count() == 2 * CHECKPOINT_EVERY
     finally:
         store.close()
