@@ -18,9 +18,13 @@ notifications `Authorized`, `Lost`, `Denied`, `ReleasedLocally`.
 
 States (`ClientState`)::
 
-    IDLE ──acquire──> REQUESTING ──Authorize──> HOLDING ──heartbeat lost / denied──> FAILOVER
-      ^                    │ Deny (walk list)      ^  │                                 │
-      │                    v                       │  └───────── Authorize ─────────────┘
+                                          transient Deny, lease comfortable:
+                                          ask the same server again later
+                                                  ┌──┐
+                                                  v  │
+    IDLE ──acquire──> REQUESTING ──Authorize──> HOLDING ──server down / final for it──> FAILOVER
+      ^                    │ Deny (walk list)      ^     / lease nearly out               │
+      │                    v                       └────────── Authorize ─────────────────┘
       └──── release ── WAITING (denied everywhere; retries after a back-off)
 
 * The client picks its server (the patent's clients choose): ``home`` first, then the
@@ -31,13 +35,27 @@ States (`ClientState`)::
   server counts it. A late or duplicated Authorize can only extend the lease to
   ``sent_at + lease`` of its own request.
 * While HOLDING the client heartbeats its server every ``heartbeat_interval`` (from the
-  Authorize). If an answer does not arrive within ``answer_timeout`` or the server
-  denies with ``no_majority``, ``restart_grace``, ``disassociated`` or ``no_seats``, the
-  client enters FAILOVER: it walks the server list from the last Authorize (leader
-  priority order, the failed server last) sending ``ClientHeartbeat(failover=True)``;
-  a server that does not know the client converts it to a request (FIG. 10). On a Deny
-  or a timeout it tries the next server. It keeps believing its old lease until that
-  lease runs out (then it emits `Lost` and keeps walking).
+  Authorize). The patent's client goes into fail-over mode when its server is *down*,
+  so what it does on a failed heartbeat depends on what the failure says:
+
+  - no answer within ``answer_timeout``, or the runtime's ``unreachable`` (server down),
+    or a refusal that is final for that server (``disassociated``, or any reason not
+    listed below): fail over at once;
+  - a refusal in `TRANSIENT_REASONS` (``no_majority``, ``restart_grace``, ``no_seats``:
+    the server is alive but cannot serve *now*, e.g. during a leader election): while
+    the lease has comfortable time left, ask the *same* server again, after
+    ``max(retry_after, retry_floor)`` but no later than ``heartbeat_interval +
+    answer_timeout`` before the lease runs out; a refusal with less time left than
+    that (plus ``retry_floor``) fails over. So an election does not make every client
+    of a healthy follower change server (FIG. 9/10: only the dead leader's client moves).
+    Nothing is believed longer for it: the lease still runs from the send time of the
+    last heartbeat that was authorized.
+
+  FAILOVER walks the server list from the last Authorize (leader priority order, the
+  failed server last) sending ``ClientHeartbeat(failover=True)``; a server that does not
+  know the client converts it to a request (FIG. 10). On any Deny or a timeout it tries
+  the next server (it is looking for a server that serves now). It keeps believing its
+  old lease until that lease runs out (then it emits `Lost` and keeps walking).
 * A fresh request that is denied walks the list the same way; after a full walk of
   denials the client either gives up (``retry=False``: `Denied`, back to IDLE) or waits
   ``max(retry_after, retry_backoff)`` and starts again (WAITING).
@@ -67,6 +85,8 @@ from lm_core.engine.messages import (
 )
 
 FINAL_REASONS = frozenset({"unknown_license", "expired", "bad_request", "reclaimed"})
+# The holding server is alive but cannot renew right now: worth asking it again.
+TRANSIENT_REASONS = frozenset({"no_majority", "restart_grace", "no_seats"})
 _MAX_PENDING = 16  # request ids remembered for matching late answers
 
 
@@ -142,6 +162,7 @@ class ClientMachine:
         heartbeat_interval: float = 2.0,
         retry: bool = True,
         retry_backoff: float = 2.0,
+        retry_floor: float = 0.25,
     ) -> None:
         if not servers:
             raise ValueError("a client needs at least one server")
@@ -155,6 +176,7 @@ class ClientMachine:
         self.heartbeat_interval = heartbeat_interval
         self.retry = retry
         self.retry_backoff = retry_backoff
+        self.retry_floor = retry_floor
 
         self.state = ClientState.IDLE
         self.server: str | None = None  # the server that holds (or is being asked)
@@ -403,7 +425,23 @@ class ClientMachine:
             out.append(Denied(self.license, msg.reason, msg.detail, final=True))
             return out
         if self.state is ClientState.HOLDING:
+            again = self._retry_same_at(now, msg)
+            if again is not None:
+                self._next_heartbeat = again
+                return []
             return self._enter_failover(now)
         if self.state in (ClientState.REQUESTING, ClientState.FAILOVER):
             return self._send_next(now)
         return []
+
+    def _retry_same_at(self, now: float, msg: Deny) -> float | None:
+        """When to heartbeat the holding server again after it refused ``msg``; None: walk.
+
+        Only for a refusal that says the server is alive but cannot serve now, and only
+        while the lease leaves time for one more heartbeat round and a walk after it."""
+        if msg.reason not in TRANSIENT_REASONS or self.lease_expires is None:
+            return None
+        latest = self.lease_expires - (self.heartbeat_interval + self.answer_timeout)
+        if latest < now + self.retry_floor:
+            return None
+        return min(now + max(msg.retry_after, self.retry_floor), latest)

@@ -81,6 +81,7 @@ CREATE TABLE usage (
 );
 """
 _TABLES = {"meta", "rlf", "state", "keys", "usage"}
+_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # built once, not per row
 
 
 class StoreError(InputError):
@@ -323,12 +324,10 @@ class Store:
                 c.execute(
                     "INSERT INTO state (id, json) VALUES (1, ?) "
                     "ON CONFLICT(id) DO UPDATE SET json = excluded.json",
-                    (json.dumps(batch.state, sort_keys=True, separators=(",", ":")),),
+                    (_JSON.encode(batch.state),),
                 )
             upserts = [
-                (cid, lic, json.dumps(e, sort_keys=True, separators=(",", ":")))
-                for (cid, lic), e in batch.keys.items()
-                if e is not None
+                (cid, lic, _JSON.encode(e)) for (cid, lic), e in batch.keys.items() if e is not None
             ]
             deletes = [(cid, lic) for (cid, lic), e in batch.keys.items() if e is None]
             if deletes:

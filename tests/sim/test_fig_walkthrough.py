@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import random
 
-from lm_core.engine.sim.scenario import run_script
+import pytest
+
+from lm_core.engine.sim.scenario import Scenario, run_script
+from lm_core.engine.sim.trace import Trace
 
 FIG_5_TO_11 = """
 pool servers=A,B,C license="Application 1.0" seats=100 dist=A:40,B:30,C:30 \\
@@ -78,3 +81,46 @@ def test_fig5_to_fig11_walkthrough_replays_table_by_table() -> None:
     expected = sum(1 for line in FIG_5_TO_11.splitlines() if " expect " in line)
     assert len(sc.checked) == expected
     assert sc.world.stats.crashes == 1
+
+
+# FIG. 9/10 again, with client heartbeats (2 s) that fall inside the election: while B
+# is elected, B and C refuse renewals ("no_majority"); their clients, whose servers are
+# alive, ask them again instead of walking, so only A's client changes server.
+FIG_9_ELECTION = """
+pool servers=A,B,C license="Application 1.0" seats=100 dist=A:40,B:30,C:30 \\
+     client_heartbeat=2 client_lease=12
+at 0     start A
+at 5     start B C
+at {tB}  acquire cB B
+at {tC}  acquire cC C
+at 13    acquire cA A
+at 14    expect holds cA A
+at 15    crash A
+at 40    expect leader B
+at 40    expect table B "Application 1.0" pool=97 free=0 A=40/0/40 B=30/2/28 C=30/1/29
+at 40    expect holds cA B
+at 40    expect holds cB B
+at 40    expect holds cC C
+"""
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fig9_election_moves_only_the_dead_leaders_client(seed: int) -> None:
+    # Phases of B's and C's clients vary with the seed, so their heartbeats land at
+    # different points of the election.
+    script = FIG_9_ELECTION.format(tB=9 + 0.45 * seed, tC=11 + 0.55 * seed)
+    trace = Trace(steps=80, notes=400, echo=True)
+    sc = Scenario(script, random.Random(seed), trace=trace)
+    sc.run()
+    assert len(sc.checked) == sum(1 for line in script.splitlines() if " expect " in line)
+    # Every fresh authorization (a grant or a fail-over adoption; renewals excluded).
+    grants: dict[str, list[str]] = {}
+    for line in trace.lines:
+        words = line.split()
+        if words[1] == "holds":
+            grants.setdefault(words[4], []).append(words[2])
+    assert grants == {"cB": ["B"], "cC": ["C"], "cA": ["A", "B"]}
+    refused = [line for line in trace.lines if "reason='no_majority'" in line]
+    assert any("B -> cB" in line or "C -> cC" in line for line in refused), (
+        "no renewal fell inside the election: the test proves nothing"
+    )

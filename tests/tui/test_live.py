@@ -38,7 +38,11 @@ def _num(v: Any) -> str:
 
 
 def _grants_on(sid: str, count: int) -> Callable[[dict[str, Any]], bool]:
-    """Server `sid` serves (its own view) and has `count` seats available (its own row)."""
+    """Server `sid` serves (its own view) and may grant `count` seats (its own row).
+
+    Right after "a leader with all three up" a follower often still reports
+    `not_serving_reason` "no_majority: B holds no lease from a majority leader" and
+    `allowed` 0 (measured: 2 start-ups of 3)."""
 
     def cond(status: dict[str, Any]) -> bool:
         row = next(x for x in status["servers"] if x["id"] == sid)
@@ -46,7 +50,10 @@ def _grants_on(sid: str, count: int) -> Callable[[dict[str, Any]], bool]:
             return False
         lic = status["licenses"][0]
         own = lic.get("own", {}).get(sid) or lic["servers"].get(sid) or {}
-        return (own.get("available") or 0) >= count
+        free = own.get("available") or 0
+        if own.get("allowed") is not None:  # what the leader has let it hand out so far
+            free = min(free, own["allowed"] - (own.get("in_use") or 0))
+        return free >= count
 
     return cond
 
