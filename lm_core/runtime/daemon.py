@@ -16,8 +16,8 @@ shape). One loop task owns the engine:
    `PersistState` (or a new RLF) is fsynced in a worker thread before anything is sent;
    a grant-path batch (`PersistKey` / `LogUsage` only) is committed on the loop without
    an fsync -- crash-safe, not power-loss-safe; restart grace (S4) covers that (see
-   `store.py`). WAL checkpoints run in a worker thread. `Event` effects are logged as
-   one line each.
+   `store.py`). WAL checkpoints run in a worker thread while the loop goes on. `Event`
+   effects are logged as one line each.
 
 The per-request path is kept short. When the loop is idle (waiting, nothing queued, no
 tick due), a connection task steps a client message itself (`_step_now`): handle,
@@ -286,6 +286,7 @@ class Daemon:
         self._failed: StoreFailed | None = None
         self._fast_iteration = False  # a fast step was carried out in this loop iteration
         self._fast_pending: list[fx.Effect] | None = None  # stepped, to carry out at its end
+        self._checkpointing: asyncio.Task[None] | None = None
         # server-to-server messages go first: a flood of clients must not delay the
         # heartbeats and ACKs that keep the leases (S3) alive
         self.peer_inbox: collections.deque[tuple[str, m.Message]] = collections.deque()
@@ -360,6 +361,8 @@ class Daemon:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
                     await self._server.wait_closed()
+        if self._checkpointing is not None:  # a worker thread: it cannot be cancelled
+            await asyncio.shield(self._checkpointing)
         self.store.close()
         log.info("%s stopped; store closed", self.server_id)
 
@@ -413,8 +416,7 @@ class Daemon:
                 last_tick = now
             if effects:
                 await self._carry_out(effects)
-            if self.store.checkpoint_due:
-                await self._checkpoint()
+            self._maybe_checkpoint()
 
     def _step_now(self, sender: str, msg: m.Message) -> bool:
         """The fast path (see the module doc): step `msg` here if the loop is idle.
@@ -473,7 +475,8 @@ class Daemon:
                 self._wake()
                 return
         self._send_effects(effects)
-        if self.store.checkpoint_due or self.engine.next_deadline < self._waiting_due:
+        self._maybe_checkpoint()
+        if self.engine.next_deadline < self._waiting_due:
             self._wake()
 
     def _step(self, sender: str, msg: m.Message, now: float) -> list[fx.Effect]:
@@ -545,6 +548,14 @@ class Daemon:
             # Without a durable store the promises (S2, S6) cannot be kept: stop, and
             # send nothing that depended on this batch.
             raise StoreFailed(f"store write failed, stopping: {exc}") from exc
+
+    def _maybe_checkpoint(self) -> None:
+        """Start a WAL checkpoint in a worker when one is due; the loop does not wait
+        for it (it copies committed pages on a connection of its own)."""
+        if self.store.checkpoint_due and (
+            self._checkpointing is None or self._checkpointing.done()
+        ):
+            self._checkpointing = asyncio.create_task(self._checkpoint(), name="checkpoint")
 
     async def _checkpoint(self) -> None:
         try:

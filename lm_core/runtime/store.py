@@ -38,8 +38,9 @@ client, one fsync per request was the daemon's whole cost. A NORMAL commit is a 
 `write`s into the page cache (tens of microseconds), so the daemon runs it on its event
 loop; FULL commits run in a worker thread. SQLite's automatic checkpoint is off (it
 would fsync inside whichever commit crosses the threshold, stalling the loop): the
-daemon calls `checkpoint()` in a worker thread when `checkpoint_due` says so (every
-`CHECKPOINT_EVERY` commits), and closing the store checkpoints too.
+daemon calls `checkpoint()` in a worker thread, on a second connection, when
+`checkpoint_due` says so (every `CHECKPOINT_EVERY` commits) and keeps committing
+meanwhile; closing the store checkpoints too.
 
 A data directory is bound to one (pool, server id) when it is first used. Opening it for
 another pool or server, opening a file that is not an lm store (or is damaged), or opening
@@ -154,6 +155,7 @@ class Store:
         self.server_id = ""
         self._sync = "FULL"  # the connection's current `PRAGMA synchronous`
         self._since_checkpoint = 0
+        self._ckpt_conn: sqlite3.Connection | None = None  # see checkpoint()
 
     # ------------------------------------------------------------ open / close
 
@@ -265,6 +267,9 @@ class Store:
 
     def close(self) -> None:
         """Close the database (a clean checkpoint) and release the directory lock."""
+        if self._ckpt_conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._ckpt_conn.close()
         with contextlib.suppress(sqlite3.Error):
             self._conn.close()
         with contextlib.suppress(OSError):
@@ -352,9 +357,15 @@ class Store:
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file (fsyncs both: this also makes every NORMAL
-        commit so far power-loss durable). Blocking: the daemon runs it in a worker."""
-        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        commit so far power-loss durable). Blocking, on a connection of its own: the
+        daemon runs it in a worker thread while it goes on committing (a PASSIVE
+        checkpoint never blocks a writer). One checkpoint at a time."""
         self._since_checkpoint = 0
+        if self._ckpt_conn is None:
+            self._ckpt_conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=0.5
+            )
+        self._ckpt_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _set_sync(self, level: str) -> None:
         # A PRAGMA, so outside any transaction; only when the level changes.
