@@ -10,60 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
-import datetime
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lm_core.engine.codes import issue_code
-from lm_core.engine.keys import generate_keypair, load_private
-from lm_core.engine.rlf import (
-    Rlf,
-    ServerEntry,
-    Timing,
-    new_rlf,
-    render_rlf,
-    sign_rlf,
-    with_code,
-    with_vendor,
-)
+from lm_core.engine.keys import load_private
+from lm_core.engine.rlf import Rlf, Timing, render_rlf, sign_rlf
 from lm_core.runtime.admin import AdminClient
-from lm_core.runtime.pki import PkiServer, init_pki
+from lm_core.runtime.localpool import (
+    APP,
+    LocalPool,
+    PoolKeys,
+    free_ports,
+    parent_death_signal,
+    server_ids,
+    write_pool,
+)
 from lm_core.runtime.tlsconfig import TlsPaths, load_tls_dir
 
-APP = "Application 1.0"
-BIN = Path(sys.executable).parent
+__all__ = ["APP", "free_ports"]
 
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def die_with_parent() -> None:
-    """In the child before exec: SIGKILL it when the benchmark dies (Linux), so a killed
-    benchmark leaves no daemons behind."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+#: In the child before exec: SIGKILL it when the benchmark dies (Linux), so a killed
+#: benchmark leaves no daemons behind.
+die_with_parent = parent_death_signal(signal.SIGKILL)
 
 
 def exit_on_sigterm() -> None:
@@ -75,52 +50,26 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def daemon_cmd() -> list[str]:
-    exe = BIN / "lm-daemon"
-    if exe.exists():
-        return [str(exe)]
-    return [sys.executable, "-c", "from lm_core.runtime.daemon import main; main()"]
+class LivePool(LocalPool):
+    """The benchmark's pool: daemons at log level "warning" that die with the benchmark,
+    killed (not terminated) at `close`, which also removes `root`."""
 
-
-@dataclass
-class LivePool:
-    root: Path
-    rlf: Rlf
-    rlf_path: Path
-    tls_dir: Path | None
-    admin_private: str = ""  # signs the next RLF (`next_rlf`)
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, sid: str) -> None:
-        args = [
-            *daemon_cmd(),
-            "--rlf", str(self.rlf_path),
-            "--server-id", sid,
-            "--data-dir", str(self.root / "data" / sid),
-            "--log-level", "warning",
-        ]  # fmt: skip
-        args += ["--tls-dir", str(self.tls_dir)] if self.tls_dir else ["--insecure-loopback"]
-        with open(self.root / f"{sid}.log", "ab") as log:
-            self.procs[sid] = subprocess.Popen(
-                args, stdout=log, stderr=log, preexec_fn=die_with_parent
-            )
-
-    def start_all(self) -> None:
-        for sid in self.rlf.server_ids:
-            self.start(sid)
-
-    def kill(self, sid: str) -> None:
-        proc = self.procs[sid]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+    def __init__(
+        self, root: Path, rlf: Rlf, rlf_path: Path, tls_dir: Path | None, admin_private: str
+    ) -> None:
+        super().__init__(
+            root,
+            rlf,
+            rlf_path,
+            tls_dir,
+            log_level="warning",
+            parent_death=signal.SIGKILL,
+            stop_grace=0.0,
+        )
+        self.admin_private = admin_private  # signs the next RLF (`next_rlf`)
 
     def close(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-        for proc in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
+        self.stop_all()
         if not os.environ.get("LM_BENCH_KEEP"):
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -164,36 +113,19 @@ def make_pool(
     """A signed pool of `n` servers on free loopback ports: one "Application 1.0" code of
     `seats` seats, distributed by `dist` (None: the even split)."""
     root = Path(tempfile.mkdtemp(prefix="lm-bench-"))
-    ids = [chr(ord("A") + i) for i in range(n)]
-    ports = free_ports(n)
-    admin_private, admin_public = generate_keypair()
-    vendor_private, vendor_public = generate_keypair()
-    rlf = new_rlf(
-        "bench",
-        [ServerEntry(id=sid, host="127.0.0.1", port=p) for sid, p in zip(ids, ports, strict=True)],
-        admin_key=admin_public,
-        timing=timing or Timing(),
-    )
-    rlf = with_vendor(rlf, "acme", vendor_public)
-    today = datetime.date.today()
-    code = issue_code(
-        load_private(vendor_private),
-        vendor="acme",
-        product="Application",
-        version="1.0",
+    keys = PoolKeys.generate()
+    files = write_pool(
+        root,
+        server_ids(n),
+        name="bench",
+        keys=keys,
         seats=seats,
-        expires=today + datetime.timedelta(days=365),
-        issued=today,
         serial=f"B{os.getpid()}",
-    ).text()
-    rlf = sign_rlf(with_code(rlf, code, dist), load_private(admin_private))
-    path = root / "pool.rlf"
-    path.write_text(render_rlf(rlf))
-    tls_dir = None
-    if tls:
-        tls_dir = root / "tls"
-        init_pki(tls_dir, pool=rlf.pool, servers=[PkiServer(s.id, s.host) for s in rlf.servers])
-    return LivePool(root, rlf, path, tls_dir, admin_private)
+        dist=dist,
+        timing=timing,
+        tls=tls,
+    )
+    return LivePool(root, files.rlf, files.rlf_path, files.tls_dir, keys.admin_private)
 
 
 def leader_of(status: dict[str, Any]) -> str | None:

@@ -28,7 +28,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,13 @@ import typer
 
 from lm_cli.output import handle_errors
 from lm_core.errors import InputError, LmError
+from lm_core.runtime.localpool import (
+    LocalPool,
+    console_command,
+    loopback_servers,
+    write_signed,
+    write_tls,
+)
 
 LICENSE = "Application 1.0"
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_rlfs"
@@ -53,19 +59,6 @@ def register(app: typer.Typer) -> None:
 
 
 # ---------------------------------------------------------------- the pool on disk
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _demo_key(name: str) -> Any:
@@ -93,13 +86,7 @@ class DemoPool:
     @classmethod
     def create(cls, root: Path, *, tls: bool) -> DemoPool:
         from lm_core.engine.codes import issue_code
-        from lm_core.engine.rlf import (
-            ServerEntry,
-            parse_rlf,
-            render_rlf,
-            sign_rlf,
-            with_distribution,
-        )
+        from lm_core.engine.rlf import parse_rlf, with_distribution
 
         sample = SAMPLES / "patent.rlf"
         try:
@@ -109,20 +96,16 @@ class DemoPool:
                 f"sample pool missing: {exc.strerror or exc}", file=str(sample)
             ) from None
         base = parse_rlf(text, file=str(sample))
-        ports = free_ports(len(base.servers))
-        servers = tuple(
-            ServerEntry(s.id, "127.0.0.1", port)
-            for s, port in zip(base.servers, ports, strict=True)
-        )
+        servers = loopback_servers(s.id for s in base.servers)
         admin = _demo_key("admin")
-        rlf = sign_rlf(dataclasses.replace(base, servers=servers, signature=None), admin)
         rlf_path = root / "pool.rlf"
-        rlf_path.write_text(render_rlf(rlf), encoding="utf-8")
+        rlf = write_signed(
+            dataclasses.replace(base, servers=servers, signature=None), admin, rlf_path
+        )
         ids = [s.id for s in servers]
         shifted = {ids[0]: 50, ids[1]: 25, ids[2]: 20} if len(ids) == 3 else None
-        nxt = sign_rlf(with_distribution(rlf, LICENSE, shifted), admin)
         next_rlf = root / "next.rlf"
-        next_rlf.write_text(render_rlf(nxt), encoding="utf-8")
+        write_signed(with_distribution(rlf, LICENSE, shifted), admin, next_rlf)
         acme = _demo_key("acme")
         today = datetime.date.today()
         common: dict[str, Any] = {
@@ -157,112 +140,34 @@ class DemoPool:
             path = codes_dir / ("addon.code" if "add-on" in label else "viewer.code")
             path.write_text(code.text() + "\n", encoding="utf-8")
             code_paths[label] = path
-        tls_dir = None
-        if tls:
-            from lm_core.runtime.pki import PkiServer, init_pki
-
-            tls_dir = root / "tls"
-            init_pki(tls_dir, pool=rlf.pool, servers=[PkiServer(s.id, s.host) for s in servers])
+        tls_dir = write_tls(root / "tls", rlf) if tls else None
         return cls(root, rlf, rlf_path, tls_dir, next_rlf, code_paths)
-
-
-def _exe(name: str, module_main: str) -> list[str]:
-    exe = Path(sys.executable).parent / name
-    if exe.exists():
-        return [str(exe)]
-    mod, _, fn = module_main.partition(":")
-    return [sys.executable, "-c", f"from {mod} import {fn}; {fn}()"]
-
-
-def _die_with_parent() -> None:
-    """In the child before exec (Linux): SIGTERM when `lm demo` dies, even by SIGKILL, so
-    a demo never leaves servers behind. Elsewhere a no-op (the `finally` still stops them)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-class Daemons:
-    """The three `lm-daemon` subprocesses of the demo."""
+def _daemons(pool: DemoPool) -> LocalPool:
+    """The demo's `lm-daemon` processes: logs in `logs/`, each in its own session (a
+    `kill -9` from another shell hits only that server), SIGTERM when `lm demo` dies
+    (even by SIGKILL, Linux), stopped with SIGTERM then SIGKILL after 5 s."""
+    return LocalPool(
+        pool.root,
+        pool.rlf,
+        pool.rlf_path,
+        pool.tls_dir,
+        log_dir=pool.root / "logs",
+        own_session=True,
+        parent_death=signal.SIGTERM,
+        stop_grace=5.0,
+    )
 
-    def __init__(self, pool: DemoPool) -> None:
-        self.pool = pool
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        (pool.root / "logs").mkdir(exist_ok=True)
-        (pool.root / "data").mkdir(exist_ok=True)
 
-    def log(self, sid: str) -> Path:
-        return self.pool.root / "logs" / f"{sid}.log"
-
-    def args(self, sid: str) -> list[str]:
-        """The command line of server `sid` (also printed, to restart one by hand)."""
-        args = [
-            *_exe("lm-daemon", "lm_core.runtime.daemon:main"),
-            "--rlf",
-            str(self.pool.rlf_path),
-            "--server-id",
-            sid,
-            "--data-dir",
-            str(self.pool.root / "data" / sid),
-        ]
-        if self.pool.tls_dir is not None:
-            args += ["--tls-dir", str(self.pool.tls_dir)]
-        else:
-            args += ["--insecure-loopback"]
-        return args
-
-    def start(self, sid: str) -> None:
-        args = self.args(sid)
-        with open(self.log(sid), "ab") as fh:
-            self.procs[sid] = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=fh,
-                stderr=fh,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-
-    def wait_listening(self, sid: str, timeout: float = START_TIMEOUT) -> None:
-        entry = self.pool.rlf.server(sid)
-        deadline = time.monotonic() + timeout
-        while True:
-            proc = self.procs[sid]
-            if proc.poll() is not None:
-                tail = self.log(sid).read_text(errors="replace").strip().splitlines()[-5:]
-                raise LmError(f"lm-daemon {sid} exited ({proc.returncode}): " + " | ".join(tail))
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection((entry.host, entry.port), timeout=0.5),
-            ):
-                return
-            if time.monotonic() > deadline:
-                raise LmError(f"lm-daemon {sid} does not listen on {entry.address}")
-            time.sleep(0.05)
-
-    def start_all(self) -> None:
-        for sid in self.pool.rlf.server_ids:  # A first: it is the preferred leader
-            self.start(sid)
-            self.wait_listening(sid)
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5.0
-        for proc in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+def _start_all(daemons: LocalPool) -> None:
+    for sid in daemons.rlf.server_ids:  # A first: it is the preferred leader
+        daemons.start(sid)
+        daemons.wait_listening(sid, START_TIMEOUT)
 
 
 # ---------------------------------------------------------------- simulated clients
@@ -334,12 +239,13 @@ class Clients:
 # ---------------------------------------------------------------- the command
 
 
-def _info(pool: DemoPool, daemons: Daemons) -> str:
+def _info(pool: DemoPool, daemons: LocalPool) -> str:
     tls = f" --tls-dir {pool.tls_dir}" if pool.tls_dir else ""
     lines = [
         f"lm demo: pool {pool.rlf.pool!r} in {pool.root}",
         *(
-            f"  server {s.id}  {s.address}  pid {daemons.procs[s.id].pid}  log {daemons.log(s.id)}"
+            f"  server {s.id}  {s.address}  pid {daemons.procs[s.id].pid}"
+            f"  log {daemons.log_path(s.id)}"
             for s in pool.rlf.servers
         ),
         f"  watch:   lm-tui --pool {pool.rlf_path}{tls}",
@@ -379,16 +285,16 @@ def demo(
             "the console needs an interactive terminal; use `lm demo --no-tui` in scripts"
         )
     root = Path(tempfile.mkdtemp(prefix="lm-demo-"))
-    daemons: Daemons | None = None
+    daemons: LocalPool | None = None
     sim: Clients | None = None
     tui: subprocess.Popen[bytes] | None = None
     for signum in (signal.SIGTERM, signal.SIGHUP):  # stop everything, as Ctrl-C does
         signal.signal(signum, _interrupt)
     try:
         pool = DemoPool.create(root, tls=not insecure_loopback)
-        daemons = Daemons(pool)
+        daemons = _daemons(pool)
         print(f"lm demo: starting servers {', '.join(pool.rlf.server_ids)} ...", flush=True)
-        daemons.start_all()
+        _start_all(daemons)
         sim = Clients(pool, clients, seed)
         sim.start()
         print(_info(pool, daemons), flush=True)
@@ -398,7 +304,7 @@ def demo(
                 while True:
                     time.sleep(3600)
         else:
-            args = [*_exe("lm-tui", "lm_tui.main:main"), "--pool", str(pool.rlf_path)]
+            args = [*console_command("lm-tui", "lm_tui.main:main"), "--pool", str(pool.rlf_path)]
             if pool.tls_dir is not None:
                 args += ["--tls-dir", str(pool.tls_dir)]
             args += ["--push-file", str(pool.next_rlf)]
@@ -426,7 +332,7 @@ def demo(
         if sim is not None:
             sim.stop()
         if daemons is not None:
-            daemons.stop()
+            daemons.stop_all()
         if keep:
             print(f"lm demo: kept {root}")
         else:

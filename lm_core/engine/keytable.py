@@ -2,7 +2,9 @@
 
 One entry per (client id, license): seat count, the server's own expiry time (later
 than the client's: see `leases`), the last heartbeat and the request id. A heartbeat
-renews the entry; an entry whose expiry passes is reclaimed.
+renews the entry; an entry whose expiry passes is reclaimed. ``request_id`` is the
+newest request id the client sent for the entry (never lowered by a replayed or reordered
+message): a RELEASE with an older id was sent before that request and is stale.
 
 Entries loaded from the store after a restart are *stale* until their client heartbeats
 back in (re-adoption, S4). Stale seats still count as in use (nobody else may get them
@@ -98,7 +100,7 @@ class KeyTable:
             self._live[entry.license] = self._live.get(entry.license, 0) + entry.count
         entry.expires = max(entry.expires, expires)
         entry.last_heartbeat = now
-        entry.request_id = request_id
+        entry.request_id = max(entry.request_id, request_id)  # the newest the client sent
 
     def resize(self, entry: KeyEntry, count: int) -> None:
         """Change an entry's seat count."""

@@ -44,6 +44,10 @@ own term first, so its table wins over any unacknowledged one). Followers persis
 DISTRIBUTION_SYNC, then ACK the version. An admin change is answered "done" only once
 a majority holds its version durably. Followers forward admin operations to the leader.
 
+Releases (S1). A RELEASE older (by request id) than the newest request its key-table
+entry was granted or renewed by is stale: the client sent it before a later REQUEST it
+now holds under, so it frees nothing (the id of a renewing REQUEST is persisted).
+
 Restart (S4). A server that comes up with persisted state issues nothing new for one
 client keep-time, re-adopts clients that heartbeat back in, and reports to the leader
 at least the allowance it had before the crash as in use, so seats it may have granted
@@ -1310,16 +1314,21 @@ class LicenseServer:
                 )
             )
             return
+        # A REQUEST renewing an entry is rare (its RELEASE was overtaken, or a duplicate):
+        # persist its request id, so a restart still knows that older RELEASEs are stale.
+        persist = isinstance(msg, Request)
         if count != entry.count:
             if count > entry.count and self.keys.in_use(lic) + count - entry.count > limit:
                 count = entry.count  # keep what it has
             else:
                 self.keys.resize(entry, count)
-                out.append(PersistKey(entry.client_id, lic, entry.as_json()))
+                persist = True
         was_live = entry.live
         self.keys.renew(
             entry, now=now, expires=now + self.clocks.client_keep, request_id=msg.request_id
         )
+        if persist:
+            out.append(PersistKey(entry.client_id, lic, entry.as_json()))
         if not was_live:
             out.append(LogUsage("grant", entry.client_id, lic, entry.count, "re-adopted"))
         out.append(Reply(token, self._authorize(msg, entry.count)))
@@ -1340,7 +1349,8 @@ class LicenseServer:
         if state is None or state.expires < self._today_iso:
             return None
         entry.last_heartbeat = now
-        entry.request_id = msg.request_id
+        if msg.request_id > entry.request_id:
+            entry.request_id = msg.request_id
         expires = now + self.clocks.client_keep
         if expires > entry.expires:
             entry.expires = expires
@@ -1379,7 +1389,22 @@ class LicenseServer:
             self._borrow(now, lic, want, False, out)
 
     def _on_release(self, now: float, token: str, msg: Release, out: list[Effect]) -> None:
-        entry = self.keys.remove(msg.sender, msg.license)
+        entry = self.keys.get(msg.sender, msg.license)
+        if entry is not None and msg.request_id < entry.request_id:
+            # The client sent this RELEASE before the request that the entry now answers
+            # (a release overtaken by a later REQUEST, or a replay): the client believes
+            # it holds under that later request, so the seat stays counted (S1).
+            out.append(
+                self._note(
+                    now,
+                    "refused",
+                    f"stale Release #{msg.request_id} from {msg.sender}: "
+                    f"holds under #{entry.request_id}",
+                )
+            )
+            entry = None
+        elif entry is not None:
+            self.keys.remove(msg.sender, msg.license)
         if entry is not None:
             out.append(PersistKey(msg.sender, msg.license, None))
             out.append(LogUsage("release", msg.sender, msg.license, entry.count))

@@ -2,7 +2,8 @@
 
 `pool_factory(...)` writes a vendor key, an admin key, a license code, a signed RLF with
 short timings and free ports, and (by default) the pool's TLS directory from `lm pki`;
-`Pool.start(sid)` runs one daemon as a subprocess. Waits are on conditions with timeouts
+`Pool.start(sid)` runs one daemon as a subprocess (the mechanics are
+`lm_core.runtime.localpool`'s). Waits are on conditions with timeouts
 (`Pool.wait`), never bare sleeps. Every process is killed in teardown, even on failure,
 and a failing test prints the tail of each daemon's log.
 """
@@ -10,157 +11,72 @@ and a failing test prints the tail of each daemon's log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import datetime
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lm_core.engine.codes import issue_code
-from lm_core.engine.keys import generate_keypair, load_private
-from lm_core.engine.rlf import (
-    Rlf,
-    ServerEntry,
-    Timing,
-    new_rlf,
-    render_rlf,
-    sign_rlf,
-    with_code,
-    with_vendor,
-)
+from lm_core.engine.rlf import Rlf, Timing
 from lm_core.errors import LmError
 from lm_core.runtime.admin import AdminClient
-from lm_core.runtime.pki import PkiServer, init_pki
+from lm_core.runtime.localpool import (
+    APP,
+    FAST_TIMING,
+    LocalPool,
+    PoolKeys,
+    console_command,
+    daemon_command,
+    server_ids,
+    write_pool,
+    write_signed,
+    year_code,
+)
 from lm_core.runtime.tlsconfig import load_tls_dir
 
-APP = "Application 1.0"
-FAST = Timing(
-    heartbeat_interval=0.2,
-    leader_timeout=0.8,
-    server_lease=0.6,
-    client_heartbeat=0.4,
-    client_lease=2.0,
-    drift=0.05,
-)
-BIN = Path(sys.executable).parent
+__all__ = ["APP"]
+
+FAST = FAST_TIMING
+DAEMON = daemon_command()
+LM = console_command("lm", "lm_cli.main:main")
 
 
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+class Pool(LocalPool):
+    """A generated pool on disk and the daemons running it (log level debug; killed, not
+    terminated, in teardown, with the background `lm client hold` processes)."""
 
-
-def _cmd(entry: str, module_main: str) -> list[str]:
-    exe = BIN / entry
-    if exe.exists():
-        return [str(exe)]
-    mod, _, fn = module_main.partition(":")
-    return [sys.executable, "-c", f"from {mod} import {fn}; {fn}()"]
-
-
-DAEMON = _cmd("lm-daemon", "lm_core.runtime.daemon:main")
-LM = _cmd("lm", "lm_cli.main:main")
-
-
-@dataclass
-class Pool:
-    """A generated pool on disk and the daemons running it."""
-
-    root: Path
-    rlf: Rlf
-    rlf_path: Path
-    admin_private: str
-    vendor_private: str
-    tls_dir: Path | None
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    logs: dict[str, Path] = field(default_factory=dict)
-    holders: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    def __init__(
+        self, root: Path, rlf: Rlf, rlf_path: Path, tls_dir: Path | None, keys: PoolKeys
+    ) -> None:
+        super().__init__(root, rlf, rlf_path, tls_dir, log_level="debug", stop_grace=0.0)
+        self.admin_private = keys.admin_private
+        self.vendor_private = keys.vendor_private
+        self.holders: list[subprocess.Popen[bytes]] = []
 
     @property
-    def ids(self) -> list[str]:
-        return list(self.rlf.server_ids)
-
-    def data_dir(self, sid: str) -> Path:
-        return self.root / "data" / sid
+    def logs(self) -> dict[str, Path]:
+        """Each started server's log file (the same dict as `log_paths`)."""
+        return self.log_paths
 
     # -- processes
 
     def daemon_args(self, sid: str, *, rlf_path: Path | None = None) -> list[str]:
-        args = [
-            *DAEMON,
-            "--rlf",
-            str(rlf_path or self.rlf_path),
-            "--server-id",
-            sid,
-            "--data-dir",
-            str(self.data_dir(sid)),
-            "--log-level",
-            "debug",
-        ]
-        if self.tls_dir is not None:
-            args += ["--tls-dir", str(self.tls_dir)]
-        else:
-            args += ["--insecure-loopback"]
-        return args
-
-    def start(self, sid: str) -> subprocess.Popen[bytes]:
-        assert sid not in self.procs or self.procs[sid].poll() is not None, f"{sid} runs"
-        log = self.root / f"{sid}.log"
-        self.logs[sid] = log
-        fh = open(log, "ab")  # noqa: SIM115 -- the child owns it
-        fh.write(f"---- start {time.strftime('%H:%M:%S')}\n".encode())
-        fh.flush()
-        proc = subprocess.Popen(self.daemon_args(sid), stdout=fh, stderr=fh)
-        fh.close()
-        self.procs[sid] = proc
-        return proc
-
-    def kill(self, sid: str) -> None:
-        """kill -9."""
-        proc = self.procs[sid]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        return self.args(sid, rlf_path=rlf_path)
 
     def terminate(self, sid: str) -> int:
-        proc = self.procs[sid]
-        proc.send_signal(signal.SIGTERM)
-        return proc.wait(timeout=10)
-
-    def alive(self, sid: str) -> bool:
-        return sid in self.procs and self.procs[sid].poll() is None
+        return self.kill(sid, signal.SIGTERM)
 
     def close(self) -> None:
-        for proc in [*self.holders, *self.procs.values()]:
+        for proc in self.holders:
             if proc.poll() is None:
                 proc.kill()
-        for proc in [*self.holders, *self.procs.values()]:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-
-    def log_tail(self, n: int = 30) -> str:
-        out = []
-        for sid, path in self.logs.items():
-            lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-            out.append(f"==== {sid} ({len(lines)} lines)\n" + "\n".join(lines[-n:]))
-        return "\n".join(out)
+            proc.wait(timeout=10)
+        self.stop_all()
 
     # -- the admin side
 
@@ -235,22 +151,17 @@ class Pool:
         version: str = "1.0",
         serial: str | None = None,
     ) -> str:
-        today = datetime.date.today()
-        code = issue_code(
-            load_private(self.vendor_private),
-            vendor="acme",
+        return year_code(
+            self.vendor_private,
+            seats=seats,
+            serial=serial or f"S{time.monotonic_ns()}",
             product=product,
             version=version,
-            seats=seats,
-            expires=today + datetime.timedelta(days=365),
-            issued=today,
-            serial=serial or f"S{time.monotonic_ns()}",
             kind=kind,
         )
-        return code.text()
 
     def signed(self, rlf: Rlf, path: Path) -> Path:
-        path.write_text(render_rlf(sign_rlf(rlf, load_private(self.admin_private))))
+        write_signed(rlf, self.admin_private, path)
         return path
 
 
@@ -264,34 +175,22 @@ def make_pool(
     timing: Timing = FAST,
     majority_rule: bool = True,
 ) -> Pool:
-    ids = [chr(ord("A") + i) for i in range(n)]
-    ports = free_ports(n)
-    admin_private, admin_public = generate_keypair()
-    vendor_private, vendor_public = generate_keypair()
-    rlf = new_rlf(
-        "itest",
-        [ServerEntry(id=sid, host="127.0.0.1", port=p) for sid, p in zip(ids, ports, strict=True)],
-        admin_key=admin_public,
-        timing=timing,
-        majority_rule=majority_rule,
-    )
-    rlf = with_vendor(rlf, "acme", vendor_public)
-    pool = Pool(root, rlf, root / "pool.rlf", admin_private, vendor_private, None)
-    code = pool.issue(seats=seats)
     if dist is None and n == 3 and seats == 100:
         dist = {"A": 40, "B": 30, "C": 30}
-    rlf = with_code(rlf, code, dist)
-    signed = sign_rlf(rlf, load_private(admin_private))
-    pool.rlf = signed
-    pool.rlf_path.write_text(render_rlf(signed))
-    if tls:
-        pool.tls_dir = root / "tls"
-        init_pki(
-            pool.tls_dir,
-            pool=signed.pool,
-            servers=[PkiServer(id=s.id, host=s.host) for s in signed.servers],
-        )
-    return pool
+    keys = PoolKeys.generate()
+    files = write_pool(
+        root,
+        server_ids(n),
+        name="itest",
+        keys=keys,
+        seats=seats,
+        serial=f"S{time.monotonic_ns()}",
+        dist=dist,
+        timing=timing,
+        majority_rule=majority_rule,
+        tls=tls,
+    )
+    return Pool(root, files.rlf, files.rlf_path, files.tls_dir, keys)
 
 
 @pytest.fixture

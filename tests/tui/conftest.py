@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,6 +19,14 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
+from lm_core.runtime.localpool import (
+    FAST_TIMING,
+    LocalPool,
+    PoolKeys,
+    console_command,
+    write_pool,
+    year_code,
+)
 from lm_tui.app import LmTuiApp
 from lm_tui.source import RecordedSource
 
@@ -89,103 +98,37 @@ def ready() -> Callable[[Pilot[Any]], Awaitable[None]]:
 # ---------------------------------------------------------------- real daemons
 
 
-LIVE_TIMING_KW = {
-    "heartbeat_interval": 0.2,
-    "leader_timeout": 0.8,
-    "server_lease": 0.6,
-    "client_heartbeat": 0.4,
-    "client_lease": 2.0,
-    "drift": 0.05,
-}
-
-
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _bin(name: str) -> list[str]:
-    import sys
-
-    exe = Path(sys.executable).parent / name
-    assert exe.exists(), f"{exe} missing: install the project (pip install -e .)"
-    return [str(exe)]
-
-
-class LivePool:
+class LivePool(LocalPool):
     """Three real `lm-daemon` processes on 127.0.0.1 with TLS from the runtime's PKI,
     a freshly generated pool (admin and vendor keys, one code of 100 seats, A:40 B:30
     C:30, fast timings). Every process is killed at teardown."""
 
     def __init__(self, root: Path) -> None:
-        import subprocess
-
-        from lm_core.engine.codes import issue_code
-        from lm_core.engine.keys import generate_keypair, load_private
-        from lm_core.engine.rlf import (
-            ServerEntry,
-            Timing,
-            new_rlf,
-            render_rlf,
-            sign_rlf,
-            with_code,
-            with_vendor,
+        keys = PoolKeys.generate()
+        files = write_pool(
+            root,
+            "ABC",
+            name="tuitest",
+            keys=keys,
+            seats=100,
+            serial=f"T{time.monotonic_ns()}",
+            dist={"A": 40, "B": 30, "C": 30},
+            timing=FAST_TIMING,
         )
-        from lm_core.runtime.pki import PkiServer, init_pki
-
-        self._subprocess = subprocess
-        self._issue_code = issue_code
-        self.root = root
-        self.admin_private, admin_public = generate_keypair()
-        self.vendor_private, vendor_public = generate_keypair()
-        ports = _free_ports(3)
-        rlf = new_rlf(
-            "tuitest",
-            [ServerEntry(sid, "127.0.0.1", p) for sid, p in zip("ABC", ports, strict=True)],
-            admin_key=admin_public,
-            timing=Timing(**LIVE_TIMING_KW),
-        )
-        rlf = with_vendor(rlf, "acme", vendor_public)
-        rlf = with_code(rlf, self.issue(seats=100), {"A": 40, "B": 30, "C": 30})
-        self.rlf = sign_rlf(rlf, load_private(self.admin_private))
-        self.rlf_path = root / "pool.rlf"
-        self.rlf_text = render_rlf(self.rlf)
-        self.rlf_path.write_text(self.rlf_text)
-        self.tls_dir = root / "tls"
-        init_pki(
-            self.tls_dir,
-            pool=self.rlf.pool,
-            servers=[PkiServer(s.id, s.host) for s in self.rlf.servers],
-        )
-        self.procs: dict[str, Any] = {}
+        super().__init__(root, files.rlf, files.rlf_path, files.tls_dir, stop_grace=0.0)
+        self.admin_private = keys.admin_private
+        self.vendor_private = keys.vendor_private
+        self.rlf_text = files.rlf_path.read_text(encoding="utf-8")
         self.leader: str | None = None
 
     def issue(self, *, seats: int, kind: str = "base", product: str = "Application") -> str:
-        from lm_core.engine.keys import load_private
-
-        today = datetime.date.today()
-        code = self._issue_code(
-            load_private(self.vendor_private),
-            vendor="acme",
-            product=product,
-            version="1.0",
+        return year_code(
+            self.vendor_private,
             seats=seats,
-            expires=today + datetime.timedelta(days=365),
-            issued=today,
             serial=f"T{time.monotonic_ns()}",
+            product=product,
             kind=kind,
         )
-        return str(code.text())
 
     def signed_text(self, rlf: Any) -> str:
         from lm_core.engine.keys import load_private
@@ -193,62 +136,17 @@ class LivePool:
 
         return str(render_rlf(sign_rlf(rlf, load_private(self.admin_private))))
 
-    def start(self, sid: str) -> None:
-        log = open(self.root / f"{sid}.log", "ab")  # noqa: SIM115 -- the child owns it
-        self.procs[sid] = self._subprocess.Popen(
-            [
-                *_bin("lm-daemon"),
-                "--rlf",
-                str(self.rlf_path),
-                "--server-id",
-                sid,
-                "--data-dir",
-                str(self.root / "data" / sid),
-                "--tls-dir",
-                str(self.tls_dir),
-            ],
-            stdout=log,
-            stderr=log,
-        )
-        log.close()
-
-    async def wait_listening(self, sid: str, limit: float = 30.0) -> None:
-        import asyncio
-
-        entry = self.rlf.server(sid)
-        deadline = time.monotonic() + limit
-        while True:
-            assert self.procs[sid].poll() is None, self.logs()
-            try:
-                _, writer = await asyncio.open_connection(entry.host, entry.port)
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{sid} never listened\n{self.logs()}") from None
-                await asyncio.sleep(0.05)
-            else:
-                writer.close()
-                await writer.wait_closed()
-                return
+    async def wait_listening(self, sid: str, limit: float = 30.0) -> None:  # type: ignore[override]
+        await self.wait_listening_async(sid, limit)
 
     def kill9(self, sid: str) -> None:
-        import signal
-
-        self.procs[sid].send_signal(signal.SIGKILL)
-        self.procs[sid].wait(timeout=10)
+        self.kill(sid)
 
     def close(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-        for proc in self.procs.values():
-            proc.wait(timeout=10)
+        self.stop_all()
 
     def logs(self) -> str:
-        out = []
-        for sid in self.procs:
-            lines = (self.root / f"{sid}.log").read_text(errors="replace").splitlines()
-            out.append(f"==== {sid}\n" + "\n".join(lines[-25:]))
-        return "\n".join(out)
+        return self.log_tail(25)
 
     def admin(self) -> Any:
         from lm_core.runtime.admin import AdminClient
@@ -296,8 +194,14 @@ class LivePool:
             await client.aclose()
 
     def lm_status_json(self) -> dict[str, Any]:
-        out = self._subprocess.run(
-            [*_bin("lm"), "status", "--json", "--pool", str(self.rlf_path)],
+        out = subprocess.run(
+            [
+                *console_command("lm", "lm_cli.main:main"),
+                "status",
+                "--json",
+                "--pool",
+                str(self.rlf_path),
+            ],
             capture_output=True,
             text=True,
             timeout=60,
