@@ -36,7 +36,9 @@ each server serves only up to the allowance the leader sent it. Seats move away 
 server only once it ACKed the lower allowance, or once it is *fenced*: out of contact
 for longer than a server lease plus a client keep-time (plus drift margins) since
 max(its last ACK, the leader's election), when nothing it granted can still be alive.
-A new leader raises nobody until every server ACKed or was fenced.
+A new leader raises nobody until every server ACKed or was fenced, and a leader raises
+nobody while it holds no majority lease (a newer leader may exist, under which the
+servers it fenced still serve: their seats are not free).
 
 Config versions (S6). The distribution table (with codes added at run time) has a
 version ``(cfg_term, cfg_version)``; every change bumps it (a new leader bumps it in its
@@ -790,7 +792,11 @@ class LicenseServer:
             return []
         self.ledger.set_self_in_use(lic, self.keys.in_use(lic))
         before = self.ledger.get(self.id, lic).sent
-        changed, short = self.ledger.rebalance(state, self.hb_seq + 1, self._up(self._now))
+        # Raise allowances only under a majority lease: without one a newer leader may
+        # exist, and the servers this one fenced may be serving under it (their seats
+        # are not free). Decreases always apply; what stays short is retried each tick.
+        up = self._up(self._now) if self._serving_lease(self._now) else []
+        changed, short = self.ledger.rebalance(state, self.hb_seq + 1, up)
         if short:
             self.short.add(lic)
         else:

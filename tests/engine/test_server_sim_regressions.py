@@ -1,6 +1,7 @@
 """Seeds of the simulator that once broke a promise, replayed end to end (each ~1 s).
 
-The scripted reproductions (tests/engine/test_server_release_order.py) pin the cause;
+The scripted reproductions (test_server_release_order.py, test_server_stale_leader.py)
+pin the causes;
 these pin the whole run, with every promise checked after every step.
 """
 
@@ -14,6 +15,7 @@ from lm_core.engine.sim.runner import run_seed
 
 SEEDS = {
     20151: "S1: a RELEASE overtaken by the client's next REQUEST freed a held seat",
+    50493: "S1: a leader without a majority lease raised an allowance with fenced seats",
 }
 
 
