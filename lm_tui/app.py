@@ -31,6 +31,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
+from lm_core.engine.vocab import AdminOp, EventKind
 from lm_tui.modals import (
     CodeRequest,
     CodeScreen,
@@ -76,23 +77,22 @@ SERVER_COLUMNS = (
     ("heartbeat", "heartbeat age"),
 )
 EVENT_COLUMNS = (("time", "time"), ("server", "server"), ("kind", "kind"), ("text", "event"))
-KIND_STYLE = {
-    "election": "magenta",
-    "role": "magenta",
-    "leader": "magenta",
-    "deny": "red",
-    "reclaim": "red",
-    "down": "red",
-    "borrow": "cyan",
-    "sync": "cyan",
-    "push": "yellow",
-    "rlf": "yellow",
-    "admin": "yellow",
-    "fence": "red",
-    "check": "yellow",
-    "start": "green",
-    "grant": "green",
-    "release": "dim",
+# One style per event kind the engine emits (a test checks this covers `EventKind` exactly).
+KIND_STYLE: dict[str, str] = {
+    EventKind.START: "green",
+    EventKind.ROLE: "magenta",
+    EventKind.ELECTION: "magenta",
+    EventKind.CHECK: "yellow",
+    EventKind.SYNC: "cyan",
+    EventKind.FENCE: "red",
+    EventKind.BORROW: "cyan",
+    EventKind.ADMIN: "yellow",
+    EventKind.PUSH: "yellow",
+    EventKind.RECLAIM: "red",
+    EventKind.EXPIRY: "yellow",
+    EventKind.REFUSED: "dim",
+    EventKind.ERROR: "bold red",
+    EventKind.BUG: "bold red",
 }
 
 
@@ -120,7 +120,7 @@ class LeaderChanged(Message):
 
 
 class ActionFinished(Message):
-    def __init__(self, action: str, outcome: Outcome) -> None:
+    def __init__(self, action: AdminOp, outcome: Outcome) -> None:
         super().__init__()
         self.action = action
         self.outcome = outcome
@@ -134,10 +134,10 @@ class PushFinished(Message):
 
 
 ACTION_NAMES = {
-    "add_code": "add license code",
-    "add_allocations": "add allocations",
-    "set_distribution": "change distribution",
-    "reclaim": "reclaim",
+    AdminOp.ADD_LICENSE_CODE: "add license code",
+    AdminOp.ADD_ALLOCATIONS: "add allocations",
+    AdminOp.CHANGE_DISTRIBUTION: "change distribution",
+    AdminOp.RECLAIM: "reclaim",
 }
 
 
@@ -213,7 +213,7 @@ class LmTuiApp(App[int]):
         self.status: dict[str, Any] | None = None
         self.error: str | None = None
         self.updated_at: float | None = None
-        self.outcomes: list[tuple[str, Outcome]] = []
+        self.outcomes: list[tuple[AdminOp, Outcome]] = []
         self.polls = 0
         self._timer: Any = None
         self._views: list[DistributionView] = []
@@ -588,11 +588,15 @@ class LmTuiApp(App[int]):
 
     def action_add_code(self) -> None:
         if self._allowed():
-            self.push_screen(CodeScreen("add_code", self._vendors()), self._code_chosen)
+            self.push_screen(
+                CodeScreen(AdminOp.ADD_LICENSE_CODE, self._vendors()), self._code_chosen
+            )
 
     def action_add_allocations(self) -> None:
         if self._allowed():
-            self.push_screen(CodeScreen("add_allocations", self._vendors()), self._code_chosen)
+            self.push_screen(
+                CodeScreen(AdminOp.ADD_ALLOCATIONS, self._vendors()), self._code_chosen
+            )
 
     def _vendors(self) -> dict[str, str] | None:
         """Vendor keys of the pool's current RLF (None if unknown: the pool checks)."""
@@ -609,10 +613,10 @@ class LmTuiApp(App[int]):
     def _code_chosen(self, request: CodeRequest | None) -> None:
         if request is None:
             return
-        if request.kind == "add_allocations":
-            self._act("add_allocations", self.source.add_allocations(request.code))
+        if request.kind == AdminOp.ADD_ALLOCATIONS:
+            self._act(AdminOp.ADD_ALLOCATIONS, self.source.add_allocations(request.code))
         else:
-            self._act("add_code", self.source.add_code(request.code))
+            self._act(AdminOp.ADD_LICENSE_CODE, self.source.add_code(request.code))
 
     def action_distribution(self) -> None:
         if not self._allowed():
@@ -643,7 +647,7 @@ class LmTuiApp(App[int]):
     def _distribution_chosen(self, request: DistributionRequest | None) -> None:
         if request is not None:
             self._act(
-                "set_distribution",
+                AdminOp.CHANGE_DISTRIBUTION,
                 self.source.set_distribution(request.license, request.distribution),
             )
 
@@ -686,15 +690,16 @@ class LmTuiApp(App[int]):
     def _reclaim_chosen(self, request: ReclaimRequest | None) -> None:
         if request is not None:
             self._act(
-                "reclaim", self.source.reclaim(request.client_id, request.license, request.reason)
+                AdminOp.RECLAIM,
+                self.source.reclaim(request.client_id, request.license, request.reason),
             )
 
-    def _act(self, action: str, call: Coroutine[Any, Any, Outcome]) -> None:
-        self.notify(f"{ACTION_NAMES.get(action, action)}: sent…", timeout=2)
+    def _act(self, action: AdminOp, call: Coroutine[Any, Any, Outcome]) -> None:
+        self.notify(f"{ACTION_NAMES.get(action, str(action))}: sent…", timeout=2)
         self._run_action(action, call)
 
     @work(group="action", exit_on_error=False)
-    async def _run_action(self, action: str, call: Coroutine[Any, Any, Outcome]) -> None:
+    async def _run_action(self, action: AdminOp, call: Coroutine[Any, Any, Outcome]) -> None:
         try:
             outcome = await call
         except Exception as exc:
@@ -703,7 +708,7 @@ class LmTuiApp(App[int]):
 
     def on_action_finished(self, message: ActionFinished) -> None:
         self.outcomes.append((message.action, message.outcome))
-        name = ACTION_NAMES.get(message.action, message.action)
+        name = ACTION_NAMES.get(message.action, str(message.action))
         if message.outcome.ok:
             self.notify(f"{name}: {message.outcome.message}", title="done")
         else:
@@ -723,7 +728,7 @@ class LmTuiApp(App[int]):
 
     def on_push_finished(self, message: PushFinished) -> None:
         outcome = message.outcome
-        self.outcomes.append(("push_rlf", outcome))
+        self.outcomes.append((AdminOp.UPDATE_RLF, outcome))
         if outcome.ok:
             self.rlf_text = message.rlf_text
             self.notify(f"push RLF: {outcome.message}", title="done")

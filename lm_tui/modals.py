@@ -22,6 +22,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Select, Static, TextArea
 
+from lm_core.engine.vocab import AdminOp
 from lm_tui.viewmodel import (
     KeyRow,
     check_distribution,
@@ -54,7 +55,7 @@ class _Modal(ModalScreen[Any]):
 
 @dataclass(frozen=True, slots=True)
 class CodeRequest:
-    kind: str  # "add_code" or "add_allocations"
+    kind: AdminOp  # ADD_LICENSE_CODE or ADD_ALLOCATIONS
     code: str
 
 
@@ -125,13 +126,13 @@ def describe_code(
 class CodeScreen(_Modal):
     """Add a license code, or add allocations with an add-on code."""
 
-    def __init__(self, kind: str, vendors: Mapping[str, str] | None = None) -> None:
+    def __init__(self, kind: AdminOp, vendors: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.kind = kind
         self.vendors = vendors
 
     def compose(self) -> ComposeResult:
-        title = "Add a license code" if self.kind == "add_code" else "Add allocations"
+        title = "Add a license code" if self.kind == AdminOp.ADD_LICENSE_CODE else "Add allocations"
         with Vertical(classes="dialog"):
             yield Label(title, classes="dialog-title")
             yield Label("Paste the code, or type the path of a file holding it:")
@@ -143,7 +144,7 @@ class CodeScreen(_Modal):
 
     @on(TextArea.Changed, "#code")
     def _changed(self, event: TextArea.Changed) -> None:
-        want = "add" if self.kind == "add_allocations" else None
+        want = "add" if self.kind == AdminOp.ADD_ALLOCATIONS else None
         ok, info = describe_code(event.text_area.text, want_kind=want, vendors=self.vendors)
         self.query_one("#code-info", Static).update(info)
         self.query_one("#ok", Button).disabled = not ok
@@ -151,7 +152,7 @@ class CodeScreen(_Modal):
     @on(Button.Pressed, "#ok")
     def _ok(self) -> None:
         text = self.query_one("#code", TextArea).text
-        want = "add" if self.kind == "add_allocations" else None
+        want = "add" if self.kind == AdminOp.ADD_ALLOCATIONS else None
         if describe_code(text, want_kind=want, vendors=self.vendors)[0]:
             self.dismiss(CodeRequest(self.kind, " ".join(code_text(text).split())))
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from lm_core.engine.vocab import AdminOp
+
 if TYPE_CHECKING:
     from lm_core.engine.rlf import Rlf
     from lm_core.runtime.tlsconfig import TlsPaths
@@ -120,7 +122,7 @@ class RecordedSource:
         self._snapshots = list(snapshots)
         self._next = 0
         self.answer = answer or Outcome(True, "done")
-        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.calls: list[tuple[AdminOp, tuple[Any, ...]]] = []
 
     @classmethod
     def from_file(cls, path: Path) -> RecordedSource:
@@ -133,26 +135,26 @@ class RecordedSource:
         copy: dict[str, Any] = json.loads(json.dumps(snap))
         return copy
 
-    async def _act(self, name: str, *args: Any) -> Outcome:
+    async def _act(self, name: AdminOp, *args: Any) -> Outcome:
         self.calls.append((name, args))
         return self.answer
 
     async def add_code(self, code: str) -> Outcome:
-        return await self._act("add_code", code)
+        return await self._act(AdminOp.ADD_LICENSE_CODE, code)
 
     async def add_allocations(self, code: str) -> Outcome:
-        return await self._act("add_allocations", code)
+        return await self._act(AdminOp.ADD_ALLOCATIONS, code)
 
     async def set_distribution(self, license: str, distribution: dict[str, int]) -> Outcome:
-        return await self._act("set_distribution", license, dict(distribution))
+        return await self._act(AdminOp.CHANGE_DISTRIBUTION, license, dict(distribution))
 
     async def push_rlf(self, rlf_text: str) -> Outcome:
-        self.calls.append(("push_rlf", (rlf_text,)))
+        self.calls.append((AdminOp.UPDATE_RLF, (rlf_text,)))
         ids = [s["id"] for s in self._snapshots[-1].get("servers", [])]
         return Outcome(self.answer.ok, self.answer.message, dict.fromkeys(ids, "done"))
 
     async def reclaim(self, client_id: str, license: str, reason: str) -> Outcome:
-        return await self._act("reclaim", client_id, license, reason)
+        return await self._act(AdminOp.RECLAIM, client_id, license, reason)
 
     async def aclose(self) -> None:
         return None

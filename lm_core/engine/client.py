@@ -83,10 +83,20 @@ from lm_core.engine.messages import (
     Request,
     ServerAddress,
 )
+from lm_core.engine.vocab import DenyReason
 
-FINAL_REASONS = frozenset({"unknown_license", "expired", "bad_request", "reclaimed"})
+FINAL_REASONS = frozenset(
+    {
+        DenyReason.UNKNOWN_LICENSE,
+        DenyReason.EXPIRED,
+        DenyReason.BAD_REQUEST,
+        DenyReason.RECLAIMED,
+    }
+)
 # The holding server is alive but cannot renew right now: worth asking it again.
-TRANSIENT_REASONS = frozenset({"no_majority", "restart_grace", "no_seats"})
+TRANSIENT_REASONS = frozenset(
+    {DenyReason.NO_MAJORITY, DenyReason.RESTART_GRACE, DenyReason.NO_SEATS}
+)
 _MAX_PENDING = 16  # request ids remembered for matching late answers
 
 
@@ -348,10 +358,10 @@ class ClientMachine:
         self._answer_deadline = float("inf")
         if not self.retry and self.lease_expires is None:
             self._reset_idle()
-            return [Denied(self.license, reason or "no_seats", detail, final=True)]
+            return [Denied(self.license, reason or DenyReason.NO_SEATS, detail, final=True)]
         self.state = ClientState.WAITING
         self._retry_at = now + max(self._retry_hint, self.retry_backoff)
-        return [Denied(self.license, reason or "no_seats", detail, final=False)]
+        return [Denied(self.license, reason or DenyReason.NO_SEATS, detail, final=False)]
 
     def _heartbeat(self, now: float) -> list[ClientEffect]:
         assert self.server is not None

@@ -84,7 +84,7 @@ class Authorize(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Deny(Message):
-    """A refusal. `reason` is a stable machine word (see DENY_REASONS); `detail` is
+    """A refusal. `reason` is a stable machine word (`vocab.DenyReason`); `detail` is
     one human line; `retry_after` is a hint in seconds (0 = try the next server)."""
 
     request_id: int
@@ -92,18 +92,6 @@ class Deny(Message):
     reason: str
     detail: str = ""
     retry_after: float = 0.0
-
-
-DENY_REASONS = (
-    "no_seats",  # no allocation free here, nor borrowable now
-    "no_majority",  # majority rule: this server holds no lease from a majority leader
-    "restart_grace",  # restarted less than one client lease ago (S4)
-    "unknown_license",  # no such license in the RLF
-    "expired",  # every code of the license has expired
-    "disassociated",  # this server is out of the pool
-    "reclaimed",  # an operator reclaimed this authorization
-    "bad_request",  # count out of range or similar
-)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,8 +184,6 @@ class AdminReply(Message):
 
 
 # ---------------------------------------------------------------- server <-> server
-# Defined by the engine's server module owner below this line.
-#
 # Leader -> follower: ServerHeartbeat (lease grant, per-follower allowance), DistributionSync,
 # RlfTransfer, BorrowGrant. Follower -> leader: ServerAck (own rows), LeaderCheck,
 # BorrowRequest, ForwardedAdmin. Anyone: ServerUp/ServerUpReply, VoteRequest/VoteReply

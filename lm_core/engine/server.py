@@ -119,6 +119,7 @@ from lm_core.engine.messages import (
 )
 from lm_core.engine.rlf import Rlf, parse_rlf, render_rlf, verify_rlf
 from lm_core.engine.tables import Cfg, DistributionTable, Ledger, threshold_want
+from lm_core.engine.vocab import CONFIG_CHANGES
 from lm_core.errors import LmError
 
 
@@ -140,7 +141,6 @@ TRANSITIONS: dict[Role, frozenset[Role]] = {
     Role.DISASSOCIATED: frozenset({Role.FOLLOWER, Role.CANDIDATE, Role.DISASSOCIATED}),
 }
 
-ADMIN_OPS = (ChangeDistribution, AddAllocations, AddLicenseCode, UpdateRlf)
 CLIENT_MSGS = (Request, ClientHeartbeat, Release)
 STATE_FORMAT = 1
 _NEVER = float("inf")
@@ -1457,7 +1457,7 @@ class LicenseServer:
     def _on_forwarded(
         self, now: float, sender: str, msg: ForwardedAdmin, out: list[Effect]
     ) -> None:
-        if not isinstance(msg.op, ADMIN_OPS) or msg.op.pool != self.pool:
+        if not isinstance(msg.op, CONFIG_CHANGES) or msg.op.pool != self.pool:
             reply = self._msg(
                 AdminReply,
                 request_id=getattr(msg.op, "request_id", 0),

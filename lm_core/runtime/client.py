@@ -67,6 +67,7 @@ from lm_core.engine.messages import (
     ServerAddress,
 )
 from lm_core.engine.rlf import Rlf
+from lm_core.engine.vocab import DenyReason
 from lm_core.errors import InputError, RefusedError
 from lm_core.runtime.codec import ProtocolError
 from lm_core.runtime.connection import (
@@ -79,20 +80,20 @@ from lm_core.runtime.tlsconfig import TlsPaths, client_context
 
 log = logging.getLogger("lm.client")
 
-UNREACHABLE = "unreachable"  # the Deny reason this shell reports for a server it cannot reach
+UNREACHABLE = DenyReason.UNREACHABLE  # what this shell reports for a server it cannot reach
 
 # When a walk of the server list ends in refusals, the one reported is the most telling:
 # a reason a server gave beats "unreachable" (a down server says nothing about the pool),
 # in this order; words not listed rank after these and before "unreachable".
-REASON_ORDER = (
-    "no_majority",
-    "restart_grace",
-    "no_seats",
-    "disassociated",
-    "unknown_license",
-    "expired",
-    "bad_request",
-    "reclaimed",
+REASON_ORDER: tuple[DenyReason, ...] = (
+    DenyReason.NO_MAJORITY,
+    DenyReason.RESTART_GRACE,
+    DenyReason.NO_SEATS,
+    DenyReason.DISASSOCIATED,
+    DenyReason.UNKNOWN_LICENSE,
+    DenyReason.EXPIRED,
+    DenyReason.BAD_REQUEST,
+    DenyReason.RECLAIMED,
 )
 
 EventHandler = Callable[[dict[str, Any]], None]
@@ -100,8 +101,8 @@ EventHandler = Callable[[dict[str, Any]], None]
 
 class LicenseDenied(RefusedError):
     """No seat: every server refused (or none could be reached). `reason` is the most
-    informative refusal of the walk (see `REASON_ORDER`: a machine word of
-    `messages.DENY_REASONS`, or "unreachable"); `server` is the server that gave it
+    informative refusal of the walk (see `REASON_ORDER`: a `DenyReason`
+    word, or "unreachable"); `server` is the server that gave it
     (None if unknown)."""
 
     def __init__(

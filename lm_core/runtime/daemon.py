@@ -74,6 +74,7 @@ from typing import Any, Protocol
 from lm_core.engine import effects as fx
 from lm_core.engine import messages as m
 from lm_core.engine.rlf import Rlf, parse_rlf, render_rlf, verify_rlf
+from lm_core.engine.vocab import ADMIN_OPS
 from lm_core.errors import InputError, LmError
 from lm_core.runtime import tlsconfig
 from lm_core.runtime.codec import ProtocolError
@@ -97,13 +98,6 @@ OUT_QUEUE = 4096  # messages queued to one client/admin connection before we dro
 STATUS_MAX_CLIENTS = 10_000  # key-table rows in one StatusReply (frame cap)
 
 CLIENT_MESSAGES: tuple[type[m.Message], ...] = (m.Request, m.ClientHeartbeat, m.Release)
-ADMIN_OPS: tuple[type[m.Message], ...] = (
-    m.ChangeDistribution,
-    m.AddAllocations,
-    m.AddLicenseCode,
-    m.UpdateRlf,
-    m.Reclaim,
-)
 LOCAL_QUERIES: tuple[type[m.Message], ...] = (m.StatusRequest, m.Watch)
 
 
