@@ -26,6 +26,7 @@ from lm_cli.output import JsonOpt, console, handle_errors, print_json, read_text
 from lm_core.engine.sim.runner import SeedResult, run_seed
 from lm_core.engine.sim.scenario import ScenarioError, run_script
 from lm_core.engine.sim.trace import Trace
+from lm_core.engine.vocab import EventKind
 from lm_core.errors import InputError, RefusedError
 
 
@@ -198,7 +199,7 @@ def _one_seed(
             out.print(line, markup=False)
     else:
         for t, kind, text in trace.notes:
-            if kind != "sync":
+            if kind != EventKind.SYNC:
                 out.print(f"{t:10.3f}  {kind:<10} {text}", markup=False)
     verdict = "ok" if r.ok else f"FAILED {r.invariant}: {r.message}"
     out.print(
