@@ -11,6 +11,7 @@ from rich.table import Table
 
 from lm_cli.live import TimeoutOpt, TlsDirOpt, with_client
 from lm_cli.output import JsonOpt, PoolOpt, console, handle_errors, print_json
+from lm_core.engine.status_types import PoolStatus
 from lm_core.errors import RefusedError
 
 
@@ -24,7 +25,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def render(pool: dict[str, Any]) -> None:
+def render(pool: PoolStatus) -> None:
     """Print the merged pool status as tables."""
     out = console()
     maj = pool.get("majority") or {}

@@ -31,6 +31,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
+from lm_core.engine.status_types import PoolStatus
 from lm_core.engine.vocab import AdminOp, EventKind
 from lm_tui.modals import (
     CodeRequest,
@@ -100,7 +101,7 @@ KIND_STYLE: dict[str, str] = {
 
 
 class PoolUpdated(Message):
-    def __init__(self, status: dict[str, Any]) -> None:
+    def __init__(self, status: PoolStatus) -> None:
         super().__init__()
         self.status = status
 
@@ -210,7 +211,7 @@ class LmTuiApp(App[int]):
         self.push_path = push_path
         self.notice = notice
         self.paused = False
-        self.status: dict[str, Any] | None = None
+        self.status: PoolStatus | None = None
         self.error: str | None = None
         self.updated_at: float | None = None
         self.outcomes: list[tuple[AdminOp, Outcome]] = []
@@ -313,7 +314,7 @@ class LmTuiApp(App[int]):
 
     # ------------------------------------------------------------ rendering
 
-    async def _apply(self, status: dict[str, Any]) -> None:
+    async def _apply(self, status: PoolStatus) -> None:
         now = self.clock()
         views = distribution_views(status)
         hot = changed_cells(self._views, views)
@@ -380,7 +381,7 @@ class LmTuiApp(App[int]):
         banner.display = bool(view.banners)
         banner.update(Text("\n".join(view.banners)))
 
-    def _render_servers(self, status: dict[str, Any]) -> None:
+    def _render_servers(self, status: PoolStatus) -> None:
         rows = []
         for r in server_rows(status):
             rows.append(
@@ -403,7 +404,7 @@ class LmTuiApp(App[int]):
         with self.batch_update():
             self.query_one("#servers", KeyedTable).sync(rows)
 
-    async def _render_licenses(self, status: dict[str, Any]) -> None:
+    async def _render_licenses(self, status: PoolStatus) -> None:
         box = self.query_one("#licenses", Vertical)
         views = distribution_views(status)
         now = self.clock()

@@ -22,6 +22,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Select, Static, TextArea
 
+from lm_core.engine.status_types import PoolStatus
 from lm_core.engine.vocab import AdminOp
 from lm_tui.viewmodel import (
     KeyRow,
@@ -405,7 +406,7 @@ class PushScreen(_Modal):
         )
         self._push(self.loaded.text)
 
-    def show_status(self, status: Mapping[str, Any]) -> None:
+    def show_status(self, status: PoolStatus) -> None:
         if not self.pushing or self.loaded is None:
             return
         self._rows(push_progress(status, self.loaded.sequence))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from lm_core.engine.status_types import PoolStatus
 from lm_core.engine.vocab import AdminOp
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ class Outcome:
 
 
 class PoolSource(Protocol):
-    async def status(self) -> dict[str, Any]: ...
+    async def status(self) -> PoolStatus: ...
     async def add_code(self, code: str) -> Outcome: ...
     async def add_allocations(self, code: str) -> Outcome: ...
     async def set_distribution(self, license: str, distribution: dict[str, int]) -> Outcome: ...
@@ -79,7 +80,7 @@ class AdminSource:
         async with self._lock:
             return await self._call(self._actor, lambda: call(self._actor))
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> PoolStatus:
         return await self._call(self._poller, self._poller.status)
 
     @staticmethod
@@ -115,7 +116,7 @@ class RecordedSource:
     forever. Actions are recorded in `calls` and answered with `answer`."""
 
     def __init__(
-        self, snapshots: Sequence[dict[str, Any]], *, answer: Outcome | None = None
+        self, snapshots: Sequence[PoolStatus], *, answer: Outcome | None = None
     ) -> None:
         if not snapshots:
             raise ValueError("a recorded source needs at least one snapshot")
@@ -129,10 +130,10 @@ class RecordedSource:
         data = json.loads(path.read_text(encoding="utf-8"))
         return cls(data if isinstance(data, list) else [data])
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> PoolStatus:
         snap = self._snapshots[min(self._next, len(self._snapshots) - 1)]
         self._next += 1
-        copy: dict[str, Any] = json.loads(json.dumps(snap))
+        copy: PoolStatus = json.loads(json.dumps(snap))
         return copy
 
     async def _act(self, name: AdminOp, *args: Any) -> Outcome:

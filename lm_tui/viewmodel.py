@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from lm_core.engine.status_types import PoolStatus
+
 T = TypeVar("T")
 
 WARN = 0.70
@@ -72,7 +74,7 @@ class HeaderView:
 
 
 def header_view(
-    status: Mapping[str, Any] | None,
+    status: PoolStatus | None,
     *,
     updated_age: float | None,
     error: str | None = None,
@@ -146,12 +148,12 @@ class ServerRow:
     heartbeat: str
 
 
-def server_rows(status: Mapping[str, Any]) -> list[ServerRow]:
+def server_rows(status: PoolStatus) -> list[ServerRow]:
     """One row per server in leader-priority order; `behind` flags an RLF sequence lower
     than the pool's."""
     servers = list(status.get("servers", []))
     pool_seq = status.get("rlf_seq")
-    seqs = [s.get("rlf_seq") for s in servers if isinstance(s.get("rlf_seq"), int)]
+    seqs = [seq for s in servers if isinstance(seq := s.get("rlf_seq"), int)]
     newest = max([*seqs, pool_seq] if isinstance(pool_seq, int) else seqs, default=None)
     rows = []
     for s in servers:
@@ -216,7 +218,7 @@ def _num(row: Mapping[str, Any] | None, name: str) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def distribution_views(status: Mapping[str, Any]) -> list[DistributionView]:
+def distribution_views(status: PoolStatus) -> list[DistributionView]:
     """One view per license, rows in the RLF's server order."""
     order = [str(s["id"]) for s in status.get("servers", [])]
     up = {str(s["id"]): bool(s.get("up")) for s in status.get("servers", [])}
@@ -355,7 +357,7 @@ KEY_COLUMNS = ("client_id", "server", "license", "count", "lease_expires_in")
 KEY_HEADERS = ("client id", "server", "license", "count", "lease expires in")
 
 
-def key_rows(status: Mapping[str, Any]) -> list[KeyRow]:
+def key_rows(status: PoolStatus) -> list[KeyRow]:
     rows = []
     for c in status.get("clients", []):
         server, lic, cid = str(c.get("server", "?")), str(c["license"]), str(c["client_id"])
@@ -453,7 +455,7 @@ class EventLog:
     _rows: list[EventRow] = field(default_factory=list)
     _next: int = 0
 
-    def add(self, status: Mapping[str, Any], now: float) -> list[EventRow]:
+    def add(self, status: PoolStatus, now: float) -> list[EventRow]:
         """Take the events of one snapshot seen at `now`; return the new ones."""
         new: list[EventRow] = []
         for ev in status.get("events", []):
@@ -551,7 +553,7 @@ def check_push(current_seq: int | None, new_seq: int) -> str | None:
     return None
 
 
-def push_progress(status: Mapping[str, Any], target_seq: int) -> list[tuple[str, str]]:
+def push_progress(status: PoolStatus, target_seq: int) -> list[tuple[str, str]]:
     """Per server: 'seq N ✓' once it reports the target sequence, 'seq N …' before,
     'down' while down."""
     out = []

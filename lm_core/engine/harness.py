@@ -26,6 +26,7 @@ from lm_core.engine.keys import generate_keypair, load_private
 from lm_core.engine.messages import Message
 from lm_core.engine.rlf import Rlf, ServerEntry, Timing, Vendor, new_rlf, sign_rlf, with_code
 from lm_core.engine.server import LicenseServer
+from lm_core.engine.status_types import ServerRow, ServerStatus
 
 
 @dataclass
@@ -139,15 +140,14 @@ class Pool:
         leaders = [sid for sid, s in self.servers.items() if s.role.value == "leader"]
         return leaders[0] if len(leaders) == 1 else None
 
-    def status(self, sid: str) -> dict[str, Any]:
+    def status(self, sid: str) -> ServerStatus:
         return self.servers[sid].status(self.now)
 
-    def row(self, sid: str, license: str, of: str | None = None) -> dict[str, Any] | None:
+    def row(self, sid: str, license: str, of: str | None = None) -> ServerRow | None:
         """Server `sid`'s table row for server `of` (default: itself)."""
         for lic in self.status(sid)["licenses"]:
             if lic["license"] == license:
-                row: dict[str, Any] | None = lic["servers"].get(of or sid)
-                return row
+                return lic["servers"].get(of or sid)
         raise KeyError(license)
 
     def license_view(self, sid: str, license: str) -> dict[str, Any]:

@@ -118,6 +118,7 @@ from lm_core.engine.messages import (
     Watch,
 )
 from lm_core.engine.rlf import Rlf, parse_rlf, render_rlf, verify_rlf
+from lm_core.engine.status_types import ClientStatus, LicenseStatus, ServerStatus
 from lm_core.engine.tables import Cfg, DistributionTable, Ledger, threshold_want
 from lm_core.engine.vocab import CONFIG_CHANGES
 from lm_core.errors import LmError
@@ -1591,7 +1592,7 @@ class LicenseServer:
 
     # ================================================================ status
 
-    def status(self, now: float) -> dict[str, Any]:
+    def status(self, now: float) -> ServerStatus:
         """This server's view, JSON-able (schema: docs/CONTRACTS.md "Per-server status")."""
         leader = self.role is Role.LEADER
         up = set(self._up(now)) if leader else set()
@@ -1608,7 +1609,7 @@ class LicenseServer:
             else:
                 age = round(now - self.last_contact, 3) if p == self.leader_id else None
                 peers[p] = {"up": p in self.leader_up, "last_heartbeat_age": age}
-        licenses = []
+        licenses: list[LicenseStatus] = []
         for lic, state in self.table.licenses.items():
             servers: dict[str, Any] = {}
             total_in_use = 0
@@ -1642,7 +1643,7 @@ class LicenseServer:
                     "servers": servers,
                 }
             )
-        clients = [
+        clients: list[ClientStatus] = [
             {
                 "client_id": e.client_id,
                 "license": e.license,

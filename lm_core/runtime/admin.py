@@ -30,11 +30,12 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from lm_core.engine import messages as m
 from lm_core.engine.codes import parse_code
 from lm_core.engine.rlf import Rlf, parse_rlf, verify_rlf
+from lm_core.engine.status_types import PoolStatus, ServerStatus
 from lm_core.errors import InputError, RefusedError
 from lm_core.runtime import tlsconfig
 from lm_core.runtime.codec import ProtocolError
@@ -156,7 +157,7 @@ class AdminClient:
 
     # -- status
 
-    async def server_status(self, sid: str) -> dict[str, Any] | None:
+    async def server_status(self, sid: str) -> ServerStatus | None:
         """One server's own status, or None (reason in `self.errors[sid]`)."""
         try:
             reply = await self._request(sid, m.StatusRequest(**self._msg_base()), self.timeout)
@@ -171,14 +172,14 @@ class AdminClient:
             return None
         if isinstance(reply, m.StatusReply):
             self.errors.pop(sid, None)
-            return dict(reply.status)
+            return cast(ServerStatus, dict(reply.status))  # the per-server status contract
         if isinstance(reply, m.AdminReply) and not reply.ok:
             self.errors[sid] = f"refused: {reply.message}"
             return None
         self.errors[sid] = f"unexpected reply {type(reply).__name__}"
         return None
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> PoolStatus:
         """The merged pool status (the `lm status --json` contract).
 
         Raises `RefusedError` if every server that answered refused (e.g. no admin
@@ -194,17 +195,18 @@ class AdminClient:
             raise RefusedError(sorted(refusals)[0].removeprefix("refused: "))
         return self._merge(per)
 
-    def _merge(self, per: Mapping[str, dict[str, Any] | None]) -> dict[str, Any]:
+    def _merge(self, per: Mapping[str, ServerStatus | None]) -> PoolStatus:
         pool = merge_status(self.rlf, per, _utc_now())
         for row in pool["servers"]:
             row["error"] = None if row["reachable"] else self.errors.get(row["id"])
-        self.leader = pool["leader"] if pool["leader"] in per and per[pool["leader"]] else None
+        leader = pool["leader"]
+        self.leader = leader if leader is not None and per.get(leader) else None
         return pool
 
-    async def watch(self, interval: float = 0.5) -> AsyncIterator[dict[str, Any]]:
+    async def watch(self, interval: float = 0.5) -> AsyncIterator[PoolStatus]:
         """Merged status whenever it changes (pushed by the servers), at most once per
         `interval` seconds. Survives servers going down and coming back."""
-        latest: dict[str, dict[str, Any] | None] = dict.fromkeys(self.rlf.server_ids)
+        latest: dict[str, ServerStatus | None] = dict.fromkeys(self.rlf.server_ids)
         changed = asyncio.Event()
         tasks = [
             asyncio.create_task(self._watch_one(sid, latest, changed), name=f"watch-{sid}")
@@ -226,7 +228,7 @@ class AdminClient:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _watch_one(
-        self, sid: str, latest: dict[str, dict[str, Any] | None], changed: asyncio.Event
+        self, sid: str, latest: dict[str, ServerStatus | None], changed: asyncio.Event
     ) -> None:
         backoff = 0.1
         first = True
@@ -243,7 +245,7 @@ class AdminClient:
                     if msg is None:
                         raise ConnectError("closed by the server")
                     if isinstance(msg, m.StatusReply):
-                        latest[sid] = dict(msg.status)
+                        latest[sid] = cast(ServerStatus, dict(msg.status))
                         self.errors.pop(sid, None)
                         changed.set()
                         backoff = 0.1

@@ -66,7 +66,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -74,6 +74,7 @@ from typing import Any, Protocol
 from lm_core.engine import effects as fx
 from lm_core.engine import messages as m
 from lm_core.engine.rlf import Rlf, parse_rlf, render_rlf, verify_rlf
+from lm_core.engine.status_types import ServerStatus
 from lm_core.engine.vocab import ADMIN_OPS
 from lm_core.errors import InputError, LmError
 from lm_core.runtime import tlsconfig
@@ -107,7 +108,7 @@ class Engine(Protocol):
     def handle(self, now: float, sender: str, msg: m.Message) -> list[fx.Effect]: ...
     def tick(self, now: float) -> list[fx.Effect]: ...
     def set_today(self, today: datetime.date) -> None: ...
-    def status(self, now: float) -> dict[str, Any]: ...
+    def status(self, now: float) -> ServerStatus: ...
     @property
     def next_deadline(self) -> float: ...
 
@@ -227,7 +228,7 @@ class Client:
             self.conn.abort()
 
 
-def _status_sig(status: dict[str, Any]) -> str:
+def _status_sig(status: Mapping[str, Any]) -> str:
     """Status without the fields that change every instant (ages, lease times)."""
 
     def strip(v: Any) -> Any:
@@ -648,7 +649,7 @@ class Daemon:
 
     # -- status and watch
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ServerStatus:
         status = self.engine.status(time.monotonic())
         clients = status.get("clients")
         if isinstance(clients, list) and len(clients) > STATUS_MAX_CLIENTS:
@@ -661,7 +662,7 @@ class Daemon:
             pool=self.rlf.pool,
             sender=self.server_id,
             request_id=request_id,
-            status=self.status(),
+            status=dict(self.status()),
         )
 
     async def _watch_loop(self) -> None:
@@ -682,7 +683,7 @@ class Daemon:
                             pool=self.rlf.pool,
                             sender=self.server_id,
                             request_id=c.watch_id,
-                            status=status,
+                            status=dict(status),
                         )
                     )
 

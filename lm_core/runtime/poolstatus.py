@@ -17,12 +17,24 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lm_core.engine.status_types import (
+    LicenseStatus,
+    Majority,
+    PoolClient,
+    PoolEvent,
+    PoolLicense,
+    PoolRow,
+    PoolServer,
+    PoolStatus,
+    ServerStatus,
+)
 
 if TYPE_CHECKING:
     from lm_core.engine.rlf import Rlf
 
-Status = dict[str, Any]
+Status = ServerStatus
 
 
 def find_leader(per_server: Mapping[str, Status | None]) -> tuple[str | None, Status | None]:
@@ -40,19 +52,19 @@ def find_leader(per_server: Mapping[str, Status | None]) -> tuple[str | None, St
         return None, None
     top = max(int(st.get("term") or 0) for st in answered.values())
     named = Counter(
-        st["leader"]
+        leader
         for st in answered.values()
-        if st.get("leader") and int(st.get("term") or 0) == top
+        if (leader := st.get("leader")) and int(st.get("term") or 0) == top
     )
     if not named:
         return None, None
-    sid = sorted(named.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
-    return sid, answered.get(sid)
+    named_sid = sorted(named.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+    return named_sid, answered.get(named_sid)
 
 
 def merge_status(
     rlf: Rlf, per_server: Mapping[str, Status | None], collected_at: str
-) -> dict[str, Any]:
+) -> PoolStatus:
     """The pool status of `rlf`'s servers from their own answers (None = unreachable)."""
     ids = [s.id for s in rlf.servers]
     answered = {sid: st for sid in ids if (st := per_server.get(sid)) is not None}
@@ -60,8 +72,9 @@ def merge_status(
 
     servers = [_server_row(s.id, s.address, answered.get(s.id), leader, lead) for s in rlf.servers]
     up = sum(1 for row in servers if row["up"])
+    majority: Majority
     if lead is not None and isinstance(lead.get("majority"), Mapping):
-        majority = dict(lead["majority"])
+        majority = Majority(**lead["majority"])
     else:
         majority = {"up": up, "size": len(ids), "ok": up * 2 > len(ids) and lead is not None}
 
@@ -89,39 +102,39 @@ def merge_status(
 
 def _server_row(
     sid: str, address: str, st: Status | None, leader: str | None, lead: Status | None
-) -> dict[str, Any]:
+) -> PoolServer:
     reachable = st is not None
     age: float | None
     if lead is not None:
         if sid == leader:
             up, age = True, 0.0
         else:
-            peer = (lead.get("peers") or {}).get(sid) or {}
-            up, age = bool(peer.get("up", False)), peer.get("last_heartbeat_age")
+            peer = (lead.get("peers") or {}).get(sid)
+            up = bool(peer.get("up", False)) if peer else False
+            age = peer.get("last_heartbeat_age") if peer else None
     else:
         up, age = reachable, None
-    st = st or {}
     return {
         "id": sid,
         "address": address,
         "up": up,
         "reachable": reachable,
-        "role": st.get("role"),
-        "term": st.get("term"),
-        "rlf_seq": st.get("rlf_seq"),
-        "config_version": st.get("config_version"),
-        "serving": st.get("serving"),
-        "not_serving_reason": st.get("not_serving_reason"),
-        "leader": st.get("leader"),
+        "role": st.get("role") if st else None,
+        "term": st.get("term") if st else None,
+        "rlf_seq": st.get("rlf_seq") if st else None,
+        "config_version": st.get("config_version") if st else None,
+        "serving": st.get("serving") if st else None,
+        "not_serving_reason": st.get("not_serving_reason") if st else None,
+        "leader": st.get("leader") if st else None,
         "last_heartbeat_age": age,
     }
 
 
 def _licenses(
     ids: list[str], answered: Mapping[str, Status], lead: Status | None
-) -> list[dict[str, Any]]:
+) -> list[PoolLicense]:
     names: list[str] = []
-    info: dict[str, Mapping[str, Any]] = {}
+    info: dict[str, LicenseStatus] = {}
     # The leader's list first (its order), then licenses only followers know of.
     sources = ([lead] if lead is not None else []) + [answered[s] for s in ids if s in answered]
     for st in sources:
@@ -130,13 +143,14 @@ def _licenses(
             if isinstance(name, str) and name not in info:
                 names.append(name)
                 info[name] = lic
-    out = []
+    out: list[PoolLicense] = []
     for name in names:
         lic = info[name]
         lead_lic = _find_license(lead, name) if lead is not None else None
+        rows: dict[str, PoolRow]
         if lead_lic is not None:
             rows = {
-                sid: dict(row) if isinstance(row, Mapping) else {}
+                sid: PoolRow(**row) if isinstance(row, Mapping) else {}
                 for sid, row in (lead_lic.get("servers") or {}).items()
             }
             for sid in ids:
@@ -145,12 +159,12 @@ def _licenses(
         else:
             rows = {sid: {} for sid in ids}
             pool_available = free_pool = None
-        own: dict[str, Any] = {}
+        own: dict[str, PoolRow] = {}
         for sid in ids:
             mine = _find_license(answered.get(sid), name)
-            row = (mine or {}).get("servers", {}).get(sid) if mine else None
+            row = (mine.get("servers") or {}).get(sid) if mine else None
             if isinstance(row, Mapping):
-                own[sid] = dict(row)
+                own[sid] = PoolRow(**row)
         out.append(
             {
                 "license": name,
@@ -165,20 +179,20 @@ def _licenses(
     return out
 
 
-def _find_license(st: Status | None, name: str) -> Mapping[str, Any] | None:
+def _find_license(st: Status | None, name: str) -> LicenseStatus | None:
     if st is None:
         return None
     for lic in st.get("licenses") or []:
         if lic.get("license") == name:
-            return lic  # type: ignore[no-any-return]
+            return lic
     return None
 
 
-def _clients(ids: list[str], answered: Mapping[str, Status]) -> list[dict[str, Any]]:
-    out = []
+def _clients(ids: list[str], answered: Mapping[str, Status]) -> list[PoolClient]:
+    out: list[PoolClient] = []
     for sid in ids:
         st = answered.get(sid)
-        for c in (st or {}).get("clients") or []:
+        for c in (st.get("clients") if st else None) or []:
             out.append(
                 {
                     "client_id": c.get("client_id"),
@@ -192,10 +206,11 @@ def _clients(ids: list[str], answered: Mapping[str, Status]) -> list[dict[str, A
     return out
 
 
-def _events(ids: list[str], answered: Mapping[str, Status]) -> list[dict[str, Any]]:
-    out = []
+def _events(ids: list[str], answered: Mapping[str, Status]) -> list[PoolEvent]:
+    out: list[PoolEvent] = []
     for sid in ids:
-        for e in (answered.get(sid) or {}).get("events") or []:
+        st = answered.get(sid)
+        for e in (st.get("events") if st else None) or []:
             out.append({"server": sid, **e})
     out.sort(key=lambda e: float(e.get("age") or 0.0))
     return out

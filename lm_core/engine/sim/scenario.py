@@ -36,6 +36,7 @@ from lm_core.engine.sim.pool import TODAY, make_pool
 from lm_core.engine.sim.rng import Rng
 from lm_core.engine.sim.trace import Trace
 from lm_core.engine.sim.world import ServerFactory, World, default_factory
+from lm_core.engine.status_types import LicenseStatus
 
 _TIMING = ("heartbeat_interval", "leader_timeout", "server_lease", "client_heartbeat",
            "client_lease", "drift")  # fmt: skip
@@ -250,7 +251,7 @@ class Scenario:
         rows = {x["license"]: x for x in st["licenses"]}
         if lic not in rows:
             raise fail(f"{sid} has no license {lic!r} (has {sorted(rows)})")
-        row: dict[str, Any] = rows[lic]
+        row: LicenseStatus = rows[lic]
         problems = []
         for c in cells:
             k, _, v = c.partition("=")

@@ -63,6 +63,7 @@ from lm_core.engine.sim.invariants import (
 from lm_core.engine.sim.network import Network
 from lm_core.engine.sim.rng import Rng
 from lm_core.engine.sim.trace import Trace
+from lm_core.engine.status_types import ServerStatus
 
 INF = float("inf")
 
@@ -76,7 +77,7 @@ class Engine(Protocol):
 
     def handle(self, now: float, sender: str, msg: Message) -> list[Any]: ...
     def tick(self, now: float) -> list[Any]: ...
-    def status(self, now: float) -> dict[str, Any]: ...
+    def status(self, now: float) -> ServerStatus: ...
     @property
     def next_deadline(self) -> float: ...
 
@@ -665,8 +666,8 @@ class World:
 
     # ------------------------------------------------------------------ views
 
-    def statuses(self) -> dict[str, dict[str, Any] | None]:
-        out: dict[str, dict[str, Any] | None] = {}
+    def statuses(self) -> dict[str, ServerStatus | None]:
+        out: dict[str, ServerStatus | None] = {}
         for sid, node in self.nodes.items():
             eng = node.engine
             out[sid] = None if eng is None else eng.status(node.local(self.now))

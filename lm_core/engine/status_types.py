@@ -1,0 +1,150 @@
+"""The shapes of the two status documents, for mypy to check every reader's keys.
+
+`ServerStatus` is what `LicenseServer.status(now)` returns (docs/CONTRACTS.md "Per-server
+status"); `PoolStatus` is what `lm_core.runtime.poolstatus.merge_status` builds from them
+(the `lm status --json` contract). Both are plain JSON objects on the wire and on disk:
+these are `TypedDict`s, not classes, so nothing changes at run time. Keys are stable; a
+key marked `NotRequired` may be missing (added by the runtime, or absent in older data).
+"""
+
+from __future__ import annotations
+
+from typing import NotRequired, TypedDict
+
+# ---------------------------------------------------------------- per-server status
+
+
+class Majority(TypedDict):
+    up: int  # servers in contact (the leader's count; a follower's leader's)
+    size: int  # servers in the RLF
+    ok: bool  # this server serves under majority rule
+
+
+class PeerStatus(TypedDict):
+    up: bool
+    last_heartbeat_age: float | None  # seconds since the last ACK (leader) / heartbeat
+    fenced: NotRequired[bool]  # leader only: out of contact past the fencing time
+
+
+class ServerRow(TypedDict):
+    """One server's cells in the distribution table of one license."""
+
+    distribution: int
+    in_use: int
+    available: int
+    allowed: NotRequired[int | None]  # what that server may serve now (its allowance)
+
+
+class LicenseStatus(TypedDict):
+    license: str  # "Application 1.0"
+    hard_limit: int
+    expires: str  # ISO date
+    pool_available: int | None  # None on a follower ("don't care")
+    free_pool: int | None  # None on a follower
+    servers: dict[str, ServerRow | None]  # None: another server's row, seen by a follower
+
+
+class ClientStatus(TypedDict):
+    """One key-table entry."""
+
+    client_id: str
+    license: str
+    count: int
+    lease_expires_in: float
+    last_heartbeat_age: float
+    live: bool  # False: kept from before a restart, not yet heard from again
+
+
+class EventStatus(TypedDict):
+    age: float  # seconds ago
+    kind: str  # an `EventKind`
+    text: str
+
+
+class ServerStatus(TypedDict):
+    id: str
+    pool: str
+    role: str  # leader, follower, candidate, disassociated, starting
+    term: int
+    leader: str | None
+    rlf_seq: int
+    config_version: int
+    config_term: int
+    serving: bool
+    not_serving_reason: str | None  # "<DenyReason>: <why>"
+    majority: Majority
+    peers: dict[str, PeerStatus]
+    licenses: list[LicenseStatus]
+    clients: list[ClientStatus]
+    events: list[EventStatus]
+    clients_total: NotRequired[int]  # added by the daemon when it lists only some clients
+
+
+# ---------------------------------------------------------------- pool status
+
+
+class PoolServer(TypedDict):
+    """One server of the pool as the merged status shows it. The values from the server's
+    own status (role, term, ...) are None when it could not be reached."""
+
+    id: str
+    address: str
+    up: bool  # the leader's view (or `reachable` when there is no leader)
+    reachable: bool
+    role: str | None
+    term: int | None
+    rlf_seq: int | None
+    config_version: int | None
+    serving: bool | None
+    not_serving_reason: str | None
+    leader: str | None  # whom that server follows
+    last_heartbeat_age: float | None
+    error: NotRequired[str | None]  # why it is unreachable (added by the admin client)
+
+
+class PoolRow(TypedDict, total=False):
+    """A row of the merged table: a `ServerRow`, or `{}` when no leader answered."""
+
+    distribution: int
+    in_use: int
+    available: int
+    allowed: int | None
+
+
+class PoolLicense(TypedDict):
+    license: str
+    hard_limit: int | None
+    expires: str | None
+    pool_available: int | None
+    free_pool: int | None
+    servers: dict[str, PoolRow]  # the leader's global rows (`{}` without a leader)
+    own: dict[str, PoolRow]  # each server's own row, as it reports it
+
+
+class PoolClient(TypedDict):
+    client_id: str
+    server: str
+    license: str
+    count: int
+    lease_expires_in: float
+    last_heartbeat_age: float | None
+
+
+class PoolEvent(TypedDict):
+    server: str
+    age: float
+    kind: str  # an `EventKind`
+    text: str
+
+
+class PoolStatus(TypedDict):
+    pool: str
+    rlf_seq: int
+    leader: str | None
+    term: int
+    collected_at: str  # ISO 8601, UTC
+    majority: Majority
+    servers: list[PoolServer]
+    licenses: list[PoolLicense]
+    clients: list[PoolClient]
+    events: list[PoolEvent]
