@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from lm_cli.code_live import register_code_add
 from lm_cli.output import (
     JsonOpt,
     console,
@@ -142,18 +142,10 @@ def verify(
         console().print(f"ok: vendor {parsed.vendor!r} signature verifies; {parsed.describe()}")
 
 
-def _add_live() -> None:
-    """`lm code add` (live pool) lives in lm_cli/code_live.py: add it once, if present."""
-    if importlib.util.find_spec("lm_cli.code_live") is None:
-        return
-    if any(c.name == "add" for c in code_app.registered_commands):
-        return
-    from lm_cli.code_live import register_code_add
-
-    register_code_add(code_app)
+# `lm code add` (a live pool operation) lives beside the other live commands.
+register_code_add(code_app)
 
 
 def register(app: typer.Typer) -> None:
-    """Add `lm code ...` (including `lm code add` from lm_cli/code_live.py when present)."""
-    _add_live()
+    """Add `lm code ...`."""
     app.add_typer(code_app, name="code")

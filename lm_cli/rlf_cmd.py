@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +31,7 @@ from lm_cli.output import (
     warn,
     write_atomic,
 )
+from lm_cli.push import register_push
 from lm_core.engine.codes import parse_code, verify_code
 from lm_core.engine.keys import load_public, public_text
 from lm_core.engine.rlf import (
@@ -429,18 +429,10 @@ def show(file: FileArg, today: TodayOpt = None, json_out: JsonOpt = False) -> No
         _print_summary(data)
 
 
-def _add_push() -> None:
-    """`lm rlf push` lives in lm_cli/push.py (runtime part): add it once, if it exists."""
-    if importlib.util.find_spec("lm_cli.push") is None:
-        return
-    if any(c.name == "push" for c in rlf_app.registered_commands):
-        return
-    from lm_cli.push import register_push
-
-    register_push(rlf_app)
+# `lm rlf push` (a live pool operation) lives beside the other live commands.
+register_push(rlf_app)
 
 
 def register(app: typer.Typer) -> None:
-    """Add `lm rlf ...` (including `lm rlf push` from lm_cli/push.py when present)."""
-    _add_push()
+    """Add `lm rlf ...`."""
     app.add_typer(rlf_app, name="rlf")

@@ -29,8 +29,6 @@ T = TypeVar("T")
 WARN = 0.70
 CRIT = 0.90
 
-DIST_COLUMNS = ("distribution", "in_use", "available")
-
 
 def usage_level(in_use: int | None, distribution: int | None) -> str:
     """'ok' / 'warn' / 'crit' for one server's use of its distribution."""
@@ -437,8 +435,6 @@ class EventRow:
     def cells(self, now: float) -> tuple[str, ...]:
         return (_fmt_age(max(0.0, now - self.at)), self.server, self.kind, self.text)
 
-
-EVENT_HEADERS = ("age", "server", "kind", "event")
 
 
 @dataclass

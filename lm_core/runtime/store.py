@@ -417,7 +417,3 @@ def _check_header(path: Path) -> None:
 
 def _utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _damaged(exc: BaseException, where: str) -> StoreError:
-    return StoreError(f"damaged store ({exc}); move it away to start afresh", file=where)

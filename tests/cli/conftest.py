@@ -1,5 +1,4 @@
-"""CLI test helpers: an `lm` app holding only the foundation's command groups (so these
-tests do not depend on other parts), a runner, and a temp working folder."""
+"""CLI test helpers: the `lm` app run in-process, a runner, and a temp working folder."""
 
 from __future__ import annotations
 
@@ -8,20 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 from typer.testing import CliRunner, Result
 
-from lm_cli import admin_cmd, code_cmd, rlf_cmd, vendor_cmd
-
-
-def foundation_app() -> typer.Typer:
-    app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
-    for module in (vendor_cmd, code_cmd, admin_cmd, rlf_cmd):
-        module.register(app)
-    return app
-
-
-APP = foundation_app()
+from lm_cli.main import app as APP
 
 
 class Lm:

@@ -96,7 +96,7 @@ def test_rlf_app_is_exported_for_other_modules() -> None:
     assert {"new", "add-code", "set-dist", "sign", "verify", "show"} <= names
 
 
-def test_main_app_wires_the_foundation_commands() -> None:
+def test_main_app_wires_the_rlf_commands() -> None:
     from lm_cli.main import app
 
     result = CliRunner().invoke(app, ["rlf", "--help"])

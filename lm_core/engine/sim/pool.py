@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -76,15 +76,6 @@ class PoolKit:
             serial=f"S{self.serial:06d}",
             kind=kind,
         )
-
-    def newer_rlf(
-        self, base: Rlf, distribution: Mapping[str, Mapping[str, int]] | None = None
-    ) -> Rlf:
-        """`base` with a higher sequence (and optionally new distributions), signed."""
-        rlf = replace(base, sequence=base.sequence + 1, signature=None)
-        for lic, dist in (distribution or {}).items():
-            rlf = replace(rlf, distribution={**rlf.distribution, lic: dict(dist)})
-        return sign_rlf(rlf, admin_key())
 
     @property
     def signed(self) -> Rlf:
