@@ -1,8 +1,9 @@
 """Shared helpers of the console's tests: recorded fixtures, a deterministic app factory.
 
-Snapshot and view tests are fed recorded pool statuses (tests/tui/fixtures/*.json,
-hand-written to the "Pool status" contract), never live daemons; the clocks are fixed and
-TZ is pinned so every render is the same on every machine.
+Snapshot and view tests are fed recorded pool statuses (tests/tui/fixtures/*.json: the
+patent's example run through the engine by fixtures/record.py; busy_pool.json is still
+written by hand), never live daemons; the clocks are fixed and TZ is pinned so every
+render is the same on every machine.
 """
 
 from __future__ import annotations

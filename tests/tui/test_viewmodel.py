@@ -179,7 +179,7 @@ def test_event_log_dedupes_across_snapshots_newest_first() -> None:
     log = vm.EventLog()
     first = fixture("fig8")
     new = log.add(first, now=1000.0)
-    assert len(new) == 6
+    assert len(new) == len(first["events"]) > 0
     later = copy.deepcopy(first)
     for ev in later["events"]:
         ev["age"] += 2.0  # the same events, seen two seconds later
@@ -189,7 +189,9 @@ def test_event_log_dedupes_across_snapshots_newest_first() -> None:
     assert rows[0].kind == "deny"
     assert [r.at for r in rows] == sorted((r.at for r in rows), reverse=True)
     assert [r.kind for r in log.rows(vm.compile_filter("election|deny"))] == ["deny", "election"]
-    assert len(log.rows(vm.compile_filter("!grant"))) == 4
+    syncs = [r.kind for r in rows].count("sync")
+    assert syncs > 0
+    assert len(log.rows(vm.compile_filter("!sync"))) == len(rows) - syncs
 
 
 def test_event_log_is_bounded() -> None:
