@@ -359,7 +359,7 @@ def _check_codes(rlf: Rlf, vendors: set[str]) -> dict[str, int]:
         raise _Problem(("codes",), f"an RLF holds at most {MAX_CODES} codes, got {len(rlf.codes)}")
     for i, text in enumerate(rlf.codes):
         try:
-            code = parse_code(text)
+            code = _parse_cached(text)
         except CodeError as err:
             raise _Problem(("codes", i), err.message, CodeError) from None
         if code.text() != text:
@@ -708,7 +708,12 @@ def locate(text: str | None, path: Path) -> int | None:
 # ------------------------------------------------------------------ render
 
 
+_PLAIN_RE = re.compile(r'[^"\\\x00-\x1f\x7f]*')
+
+
 def _str(value: str) -> str:
+    if _PLAIN_RE.fullmatch(value):  # the usual case, without a per-character loop
+        return f'"{value}"'
     out = ['"']
     for ch in value:
         if ch in '"\\':
