@@ -189,3 +189,38 @@ def test_cli_and_daemon_refuse_the_forged_sequence_with_one_line(
     top.write_text(_forged_sequence(pool, 2**53 - 1))
     ok = pool.lm("rlf", "verify", str(top))
     assert ok.returncode == 0, ok.stderr
+
+
+# ---------------------------------------------------------------- issue 9, item 2
+
+
+def _request(pool: str, sender: str, request_id: int) -> bytes:
+    obj = {"type": "Request", "pool": pool, "sender": sender, "term": 0,
+           "request_id": request_id, "license": APP, "count": 1}  # fmt: skip
+    return _frame(json.dumps(obj).encode())
+
+
+def test_huge_names_cannot_push_a_server_off_lm_status(pool_factory: Callable[..., Pool]) -> None:
+    """Four client messages with a 1 MiB pool name used to make every StatusReply exceed
+    the frame cap: `lm status` showed the server unreachable. Names are bounded at decode
+    now (the connection is closed), and what the engine keeps is clipped."""
+    pool = pool_factory(tls=False)
+    pool.start_all()
+    pool.wait(all_up, "three servers up with a leader")
+    port = pool.rlf.server("A").port
+    for i in range(4):
+        assert _closed_by_peer(port, _request("p" * (1 << 20), "c1", i + 1))
+        assert _closed_by_peer(port, _request("itest", "c" * (1 << 20), i + 1))
+    # The longest names the codec allows, many times: refused/denied, and clipped.
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+        for i in range(100):
+            s.sendall(_request("x" * 32, "c" * 300, i + 1))
+            s.sendall(_request("itest", '"' * 300, i + 1))
+    proc = pool.lm("status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    st = json.loads(proc.stdout)
+    assert [s["reachable"] for s in st["servers"]] == [True, True, True]
+    assert st["servers"][0]["error"] is None
+    assert "clients_total" in st
+    assert max(len(e["text"]) for e in st["events"]) <= 240
+    assert pool.alive("A")
