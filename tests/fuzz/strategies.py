@@ -32,7 +32,8 @@ def for_hint(hint: Any, realistic: bool) -> st.SearchStrategy[Any]:
             return st.floats(bound.lo, bound.hi, allow_nan=False)
         ascii_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E),
                              max_size=bound.max)  # fmt: skip
-        return NAMES | (ascii_text if bound.ident else st.text(max_size=min(bound.max, 300)))
+        names = NAMES.filter(lambda s: len(s) <= bound.max)
+        return names | (ascii_text if bound.ident else st.text(max_size=min(bound.max, 300)))
     if hint is bool:
         return st.booleans()
     if hint is type(None):
