@@ -32,6 +32,7 @@ ClientTlsOpt = Annotated[
         help="Directory with the pool CA (ca.pem, optional client.pem/.key); omit only on "
         "loopback.",
         show_default=False,
+        readable=False,
     ),
 ]
 
@@ -130,6 +131,7 @@ def release(
             envvar="LM_TLS_DIR",
             show_default=False,
             help="Directory from `lm pki init` (uses admin.pem/.key).",
+            readable=False,
         ),
     ] = None,
 ) -> None:

@@ -23,6 +23,7 @@ from lm_cli.output import (
 )
 from lm_core.engine.codes import KINDS, LicenseCode, issue_code, parse_code, verify_code
 from lm_core.errors import ExpiredError, InputError
+from lm_core.runtime.userfile import read_user_stdin
 
 code_app = typer.Typer(no_args_is_help=True, help="License codes (issue, show, verify).")
 
@@ -38,7 +39,7 @@ TodayOpt = Annotated[
 def read_code(text: str) -> LicenseCode:
     """Parse a CODE argument ('-' = read stdin)."""
     if text.strip() == "-":
-        return parse_code(sys.stdin.read(), file="<stdin>")
+        return parse_code(read_user_stdin(what="license code"), file="<stdin>")
     return parse_code(text)
 
 
@@ -54,7 +55,9 @@ def code_table(code: LicenseCode) -> Table:
 @code_app.command("issue")
 @handle_errors
 def issue(
-    key: Annotated[Path, typer.Option("--key", help="The vendor's private key file.")],
+    key: Annotated[
+        Path, typer.Option("--key", help="The vendor's private key file.", readable=False)
+    ],
     product: Annotated[str, typer.Option("--product", help="Product name, e.g. Application.")],
     version: Annotated[str, typer.Option("--version", help="Product version, e.g. 1.0.")],
     seats: Annotated[int, typer.Option("--seats", help="Hard limit: concurrent seats.")],
@@ -119,7 +122,8 @@ def show(code: CodeArg, json_out: JsonOpt = False) -> None:
 def verify(
     code: CodeArg,
     vendor_key: Annotated[
-        Path, typer.Option("--vendor-key", help="The vendor's public key file (.pub).")
+        Path,
+        typer.Option("--vendor-key", help="The vendor's public key file (.pub).", readable=False),
     ],
     today: TodayOpt = None,
     json_out: JsonOpt = False,

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
 from lm_cli.live import TlsDirOpt, report, with_client
 from lm_cli.output import JsonOpt, PoolOpt, handle_errors
+from lm_core.runtime.userfile import read_user_stdin
 
 
 @handle_errors
@@ -25,7 +25,7 @@ def code_add(
 
     Answers once the change is durable on a majority of the servers.
     """
-    text = sys.stdin.read() if code.strip() == "-" else code
+    text = read_user_stdin(what="license code") if code.strip() == "-" else code
     result = with_client(pool, tls_dir, lambda c: c.add_code(text))
     report(result, json_out=json_out, what="add license code")
 

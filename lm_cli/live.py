@@ -30,6 +30,7 @@ TlsDirOpt = Annotated[
         envvar=TLS_ENV,
         help="Directory from `lm pki init` (uses admin.pem/.key); omit only on loopback.",
         show_default=False,
+        readable=False,
     ),
 ]
 TimeoutOpt = Annotated[

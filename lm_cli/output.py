@@ -14,8 +14,8 @@ Use them like this::
 
 `handle_errors` turns the project's errors into exit codes with one line on stderr and no
 traceback: `InputError` -> 2, any other `LmError` (e.g. `RefusedError`) -> 1.
-Files are read with `read_text` (missing file -> exit 2) and written with `write_atomic`
-(temp file, fsync, rename; `private=True` gives mode 0600).
+Files are read with `read_text` (bounded, regular files only; any problem -> exit 2) and
+written with `write_atomic` (temp file, fsync, rename; `private=True` gives mode 0600).
 """
 
 from __future__ import annotations
@@ -38,9 +38,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from rich.console import Console
 
+from lm_core.engine import limits
 from lm_core.engine.keys import load_private, load_public
 from lm_core.engine.rlf import Rlf, parse_rlf, verify_rlf
 from lm_core.errors import InputError, LmError
+from lm_core.runtime.userfile import read_user_file
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -54,6 +56,7 @@ PoolOpt = Annotated[
         envvar=POOL_ENV,
         help="The pool's RLF file (or set LM_POOL).",
         show_default=False,
+        readable=False,
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
@@ -111,20 +114,12 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def read_text(path: str | os.PathLike[str], *, what: str = "file") -> str:
-    """Read a UTF-8 text file; a missing/unreadable file is an `InputError` (exit 2)."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{what} not found", file=str(path)) from None
-    except IsADirectoryError:
-        raise InputError(f"{what} is a directory", file=str(path)) from None
-    except PermissionError:
-        raise InputError(f"cannot read {what}: permission denied", file=str(path)) from None
-    except UnicodeDecodeError:
-        raise InputError(f"{what} is not UTF-8 text", file=str(path)) from None
-    except OSError as err:
-        raise InputError(f"cannot read {what}: {err.strerror}", file=str(path)) from None
+def read_text(
+    path: str | os.PathLike[str], *, what: str = "file", limit: int = limits.FILE_BYTES_MAX
+) -> str:
+    """Read a user's UTF-8 text file (`lm_core.runtime.userfile`): a missing, unreadable,
+    non-regular (directory, FIFO, device) or oversized file is an `InputError` (exit 2)."""
+    return read_user_file(path, what=what, limit=limit)
 
 
 def write_atomic(path: str | os.PathLike[str], text: str, *, private: bool = False) -> None:
@@ -181,12 +176,14 @@ def load_pool(path: str | os.PathLike[str] | None, *, verify: bool = True) -> Rl
 
 def load_private_file(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     """An Ed25519 private key from a key file (`lm vendor keygen` / `lm admin keygen`)."""
-    return load_private(read_text(path, what="key file"), file=str(path))
+    text = read_text(path, what="key file", limit=limits.KEY_FILE_BYTES_MAX)
+    return load_private(text, file=str(path))
 
 
 def load_public_file(path: str | os.PathLike[str]) -> Ed25519PublicKey:
     """An Ed25519 public key from a .pub file."""
-    return load_public(read_text(path, what="public key file"), file=str(path))
+    text = read_text(path, what="public key file", limit=limits.KEY_FILE_BYTES_MAX)
+    return load_public(text, file=str(path))
 
 
 _DIST_ITEM = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*[:=]\s*(-?\d+)\s*")
@@ -202,7 +199,10 @@ def parse_dist(text: str, *, option: str = "distribution") -> dict[str, int]:
         if not match:
             raise InputError(f"expected SERVER:SEATS[,SERVER:SEATS...], got {item.strip()!r}",
                              field=option)  # fmt: skip
-        sid, count = match.group(1), int(match.group(2))
+        sid, digits = match.group(1), match.group(2)
+        if len(digits.lstrip("-")) > 10 or abs(int(digits)) > limits.HARD_LIMIT_MAX:
+            raise InputError(f"{sid}: seats must be 0..{limits.HARD_LIMIT_MAX}", field=option)
+        count = int(digits)
         if sid in out:
             raise InputError(f"server {sid!r} given twice", field=option)
         out[sid] = count

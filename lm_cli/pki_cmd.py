@@ -38,10 +38,11 @@ def init(
             envvar="LM_POOL",
             help="The pool's RLF (servers and hosts).",
             show_default=False,
+            readable=False,
         ),
     ] = None,
     out: Annotated[
-        Path, typer.Option("--out", help="Directory to write (created if needed).")
+        Path, typer.Option("--out", help="Directory to write (created if needed).", readable=False)
     ] = Path("tls"),
     admin_name: Annotated[
         str, typer.Option("--admin-name", help="Name in the admin certificate (CN admin:NAME).")

@@ -18,7 +18,9 @@ from lm_core.runtime.admin import PushResult
 
 @handle_errors
 def push_command(
-    file: Annotated[Path, typer.Argument(help="The new signed RLF (higher sequence).")],
+    file: Annotated[
+        Path, typer.Argument(help="The new signed RLF (higher sequence).", readable=False)
+    ],
     pool_from: Annotated[
         Path | None,
         typer.Option(
@@ -27,6 +29,7 @@ def push_command(
             envvar="LM_POOL",
             help="The RLF the pool runs now (where to find its servers; default: FILE).",
             show_default=False,
+            readable=False,
         ),
     ] = None,
     json_out: JsonOpt = False,

@@ -57,7 +57,7 @@ rlf_app = typer.Typer(
     help="The pool's redundant license file (RLF): new, add-code, set-dist, sign, verify, show.",
 )
 
-FileArg = Annotated[Path, typer.Argument(help="The RLF file.")]
+FileArg = Annotated[Path, typer.Argument(help="The RLF file.", readable=False)]
 TodayOpt = Annotated[
     str | None,
     typer.Option("--today", help="Judge expiry on this date (YYYY-MM-DD; default: today)."),
@@ -115,7 +115,8 @@ def new(
         typer.Option("--server", help="ID=HOST:PORT, repeated, in leader-priority order."),
     ],
     admin_key: Annotated[
-        Path | None, typer.Option("--admin-key", help="The admin's public key (.pub).")
+        Path | None,
+        typer.Option("--admin-key", help="The admin's public key (.pub).", readable=False),
     ] = None,
     vendor: Annotated[
         list[str] | None,
@@ -165,7 +166,9 @@ def add_code(
     ] = None,
     vendor_key: Annotated[
         Path | None,
-        typer.Option("--vendor-key", help="The code vendor's public key; adds the vendor."),
+        typer.Option(
+            "--vendor-key", help="The code vendor's public key; adds the vendor.", readable=False
+        ),
     ] = None,
     today: TodayOpt = None,
 ) -> None:
@@ -238,7 +241,9 @@ def _distribution_of(rlf: Rlf, license: str) -> tuple[dict[str, int], int]:
 @handle_errors
 def sign(
     file: FileArg,
-    key: Annotated[Path, typer.Option("--key", help="The admin's private key file.")],
+    key: Annotated[
+        Path, typer.Option("--key", help="The admin's private key file.", readable=False)
+    ],
 ) -> None:
     """Sign the RLF with the admin key.
 
@@ -269,11 +274,14 @@ def sign(
 def verify(
     file: FileArg,
     admin_key: Annotated[
-        Path | None, typer.Option("--admin-key", help="Pin the admin's public key (.pub).")
+        Path | None,
+        typer.Option("--admin-key", help="Pin the admin's public key (.pub).", readable=False),
     ] = None,
     vendor_key: Annotated[
         list[Path] | None,
-        typer.Option("--vendor-key", help="Pin a vendor's public key (.pub); repeatable."),
+        typer.Option(
+            "--vendor-key", help="Pin a vendor's public key (.pub); repeatable.", readable=False
+        ),
     ] = None,
     today: TodayOpt = None,
     json_out: JsonOpt = False,

@@ -230,7 +230,8 @@ def register(app: typer.Typer) -> None:
         ] = 20.0,
         workers: Annotated[int, typer.Option("--workers", help="Processes for --seeds.")] = 2,
         script: Annotated[
-            Path | None, typer.Option("--script", help="Run a scripted scenario file.")
+            Path | None,
+            typer.Option("--script", help="Run a scripted scenario file.", readable=False),
         ] = None,
         steps: Annotated[
             bool, typer.Option("--steps", help="With --seed: print every step.")

@@ -66,7 +66,10 @@ def render(pool: PoolStatus) -> None:
                 _fmt(row.get("available")),
             )
         out.print(table)
-    clients = Table(title=f"key tables ({len(pool['clients'])} authorizations)")
+    listed = len(pool["clients"])
+    total = max(int(pool.get("clients_total") or 0), listed)
+    more = f", {listed} listed" if total > listed else ""
+    clients = Table(title=f"key tables ({total} authorizations{more})")
     for col in ("client", "server", "license", "count", "lease left"):
         clients.add_column(col)
     for c in pool["clients"]:

@@ -435,7 +435,11 @@ class LmTuiApp(App[int]):
             if self._key_filter(key_row_text(r))
         ]
         arrow = "▼" if self._sort_reverse else "▲"
-        info = Text(f"{len(shown)} of {len(rows)} keys · sorted by {self._sort_column} {arrow}")
+        total = self.status.get("clients_total")
+        more = f" (servers hold {total})" if isinstance(total, int) and total > len(rows) else ""
+        info = Text(
+            f"{len(shown)} of {len(rows)} keys{more} · sorted by {self._sort_column} {arrow}"
+        )
         if self._key_filter.error:
             info = Text(self._key_filter.error, style="bold red")
         self.query_one("#key-info", Static).update(info)

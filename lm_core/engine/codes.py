@@ -32,16 +32,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from lm_core.engine import limits
 from lm_core.errors import CodeError, SignatureError
 
 PREFIX = "LM1-"
 GROUP = 5
 SIGNATURE_DOMAIN = b"lm-license-code-v1\x00"
-MAX_SEATS = 1_000_000
+MAX_SEATS = limits.SEATS_MAX
 KINDS = ("base", "add")
 _FORMAT = "1"
 _SIG_LEN = 64
-_MAX_TEXT = 4096
+_MAX_TEXT = limits.CODE_TEXT_MAX
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 PRODUCT_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9 ._+-]{0,62}[A-Za-z0-9._+-])?")
@@ -57,7 +58,8 @@ def check_name(value: str, field: str, regex: re.Pattern[str] = NAME_RE) -> str 
     """None if `value` is a valid `field`, else a short reason."""
     if regex.fullmatch(value):
         return None
-    return f"invalid {field} {value!r} (allowed: letters, digits and ._-)"
+    shown = repr(value) if len(value) <= 60 else repr(value[:56] + "...")
+    return f"invalid {field} {shown} (allowed: letters, digits and ._-)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,10 @@
 * public:  ``ed25519:<base64 of the 32 raw public bytes>`` -- this form also appears in RLFs.
 * private: ``ed25519-private:<base64 of the 32-byte seed>``.
 
+Base64 is canonical (RFC 4648 section 3.5): `decode_b64` accepts only the spelling
+`base64.b64encode` writes -- padding present, pad bits zero -- so a key or a signature
+has exactly one text form and a re-spelled signature is refused, not verified.
+
 Key *files* hold the key line plus optional ``#`` comment lines and blank lines; the loaders
 accept either form. Pure: no file IO here (the CLI reads and writes the files).
 """
@@ -55,11 +59,22 @@ def _key_line(text: str, *, what: str, file: str | None) -> tuple[str, int]:
     return found[0]
 
 
-def _raw32(body: str, *, what: str, file: str | None, line: int | None) -> bytes:
+def decode_b64(text: str) -> bytes | None:
+    """The bytes of canonical standard base64 `text`, or None if it is anything else
+    (bad characters, missing padding, non-zero pad bits, whitespace)."""
     try:
-        raw = base64.b64decode(body.encode("ascii"), validate=True)
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
-        raise CodeError(f"{what} key is not valid base64", file=file, line=line) from None
+        return None
+    if base64.b64encode(raw).decode("ascii") != text:
+        return None
+    return raw
+
+
+def _raw32(body: str, *, what: str, file: str | None, line: int | None) -> bytes:
+    raw = decode_b64(body)
+    if raw is None:
+        raise CodeError(f"{what} key is not valid canonical base64", file=file, line=line)
     if len(raw) != 32:
         raise CodeError(f"{what} key must hold 32 bytes, got {len(raw)}", file=file, line=line)
     return raw

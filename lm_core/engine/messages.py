@@ -5,6 +5,10 @@ One module owns the vocabulary; the runtime's codec turns these into bytes and b
 str, int, float, bool, None, tuple[T, ...], nested frozen dataclasses from this module,
 and `dict[str, Any]` holding plain JSON (status payloads only).
 
+Field types name their bounds (`lm_core.engine.limits`: `Counter`, `Seats`, `Name`,
+`License`, `Sender`, `Line`, ...); the codec refuses a decoded value outside them, so a
+handler never sees a sequence past 2**53 - 1 or a megabyte pool name.
+
 Every message carries the sender (a server id, a client id or an admin name), the pool
 name, and the sender's term (0 from clients and admins). A stale term is refused by
 the engine, never by the codec.
@@ -15,18 +19,35 @@ Sections: client <-> server, admin <-> server, server <-> server.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-MAX_COUNT = 1_000_000  # seats in one request / one code; bigger is a bad message
+from lm_core.engine.limits import (
+    SEATS_MAX,
+    Clock,
+    CodeText,
+    Counter,
+    License,
+    Line,
+    Name,
+    RlfText,
+    Seats,
+    Seconds,
+    Sender,
+    Text,
+    Token,
+)
+
+MAX_COUNT = SEATS_MAX  # seats in one request; the engine denies more with "bad_request"
+IsoDate = Annotated[str, Text(10, ident=True)]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Message:
     """Base of every message."""
 
-    pool: str
-    sender: str
-    term: int = 0
+    pool: Name
+    sender: Sender
+    term: Counter = 0
 
 
 # ---------------------------------------------------------------- client <-> server
@@ -36,9 +57,9 @@ class Message:
 class Request(Message):
     """A client asks for `count` authorizations of `license` ("Application 1.0")."""
 
-    request_id: int
-    license: str
-    count: int = 1
+    request_id: Counter
+    license: License
+    count: Seats = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,9 +68,9 @@ class ClientHeartbeat(Message):
     walking the server list after losing its server; a server that does not know the
     client converts the heartbeat to a request (FIG. 10)."""
 
-    request_id: int
-    license: str
-    count: int = 1
+    request_id: Counter
+    license: License
+    count: Seats = 1
     failover: bool = False
 
 
@@ -57,16 +78,16 @@ class ClientHeartbeat(Message):
 class Release(Message):
     """A client gives its authorization back."""
 
-    request_id: int
-    license: str
+    request_id: Counter
+    license: License
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerAddress:
     """One pool member as clients see it, in leader-priority order."""
 
-    id: str
-    address: str  # "host:port"
+    id: Name
+    address: Sender  # "host:port"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,11 +95,11 @@ class Authorize(Message):
     """A grant (or renewal). The client's lease runs from when it *sent* the request
     or heartbeat, for `lease` seconds. `servers` is the leader priority list."""
 
-    request_id: int
-    license: str
-    count: int
-    lease: float
-    heartbeat_interval: float
+    request_id: Counter
+    license: License
+    count: Seats
+    lease: Seconds
+    heartbeat_interval: Seconds
     servers: tuple[ServerAddress, ...] = ()
 
 
@@ -87,19 +108,19 @@ class Deny(Message):
     """A refusal. `reason` is a stable machine word (`vocab.DenyReason`); `detail` is
     one human line; `retry_after` is a hint in seconds (0 = try the next server)."""
 
-    request_id: int
-    license: str
-    reason: str
-    detail: str = ""
-    retry_after: float = 0.0
+    request_id: Counter
+    license: License
+    reason: Name
+    detail: Line = ""
+    retry_after: Seconds = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Released(Message):
     """The server's answer to Release (sent even when it did not know the client)."""
 
-    request_id: int
-    license: str
+    request_id: Counter
+    license: License
 
 
 # ---------------------------------------------------------------- admin <-> server
@@ -112,12 +133,12 @@ class Released(Message):
 class StatusRequest(Message):
     """Ask one server for its own view (LicenseServer.status)."""
 
-    request_id: int
+    request_id: Counter
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatusReply(Message):
-    request_id: int
+    request_id: Counter
     status: dict[str, Any] = field(default_factory=dict)
 
 
@@ -125,7 +146,7 @@ class StatusReply(Message):
 class Watch(Message):
     """Ask for StatusReply pushes on every change (throttled by the runtime)."""
 
-    request_id: int
+    request_id: Counter
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,43 +154,43 @@ class ChangeDistribution(Message):
     """CHANGE_DISTRIBUTION: new per-server distribution of one license; the rest of the
     hard limit goes to the free pool."""
 
-    request_id: int
-    license: str
-    distribution: tuple[tuple[str, int], ...]
+    request_id: Counter
+    license: License
+    distribution: tuple[tuple[Name, Seats], ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AddAllocations(Message):
     """ADD_ALLOCATIONS: an add-on license code (kind "add") raising a license's seats."""
 
-    request_id: int
-    code: str
+    request_id: Counter
+    code: CodeText
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AddLicenseCode(Message):
     """ADD_LICENSE_CODE: a new license code for the pool."""
 
-    request_id: int
-    code: str
+    request_id: Counter
+    code: CodeText
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpdateRlf(Message):
     """UPDATE_RLF: a complete signed RLF (its text) with a higher sequence number."""
 
-    request_id: int
-    rlf_text: str
+    request_id: Counter
+    rlf_text: RlfText
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reclaim(Message):
     """An operator takes back a stale authorization (logged with the reason)."""
 
-    request_id: int
-    client_id: str
-    license: str
-    reason: str
+    request_id: Counter
+    client_id: Sender
+    license: License
+    reason: Line
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,9 +198,9 @@ class AdminReply(Message):
     """Answer to an admin operation. `ok` False means refused; `message` says why in
     one line. `data` may carry details (e.g. {"config_version": 7, "rlf_seq": 3})."""
 
-    request_id: int
+    request_id: Counter
     ok: bool
-    message: str = ""
+    message: Line = ""
     data: dict[str, Any] = field(default_factory=dict)
 
 
@@ -195,36 +216,36 @@ class AdminReply(Message):
 class Allowance:
     """How many seats of `license` a follower may have in use (its serving limit)."""
 
-    license: str
-    count: int
+    license: License
+    count: Seats
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LicenseRow:
     """A follower's own row of one license, as it reports it in its ACK."""
 
-    license: str
-    distribution: int
-    allowed: int
-    in_use: int
+    license: License
+    distribution: Seats
+    allowed: Seats
+    in_use: Seats
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerCount:
     """One server's current distribution of one license."""
 
-    id: str
-    count: int
+    id: Name
+    count: Seats
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LicenseDistribution:
     """The pool-wide distribution of one license (leader's table, without in-use)."""
 
-    license: str
-    hard_limit: int
-    expires: str  # ISO date of the last day a base code is valid
-    free_pool: int
+    license: License
+    hard_limit: Seats
+    expires: IsoDate  # ISO date of the last day a base code is valid
+    free_pool: Seats
     rows: tuple[ServerCount, ...]
 
 
@@ -238,13 +259,13 @@ class ServerHeartbeat(Message):
     `allowed` is the follower's serving limit per license; None = keep what you have
     (a new leader that has not yet heard the follower's rows)."""
 
-    seq: int
-    echo: float = 0.0
-    lease: float = 0.0
-    up: tuple[str, ...] = ()
-    cfg_term: int = 0
-    cfg_version: int = 0
-    rlf_seq: int = 0
+    seq: Counter
+    echo: Clock = 0.0
+    lease: Seconds = 0.0
+    up: tuple[Name, ...] = ()
+    cfg_term: Counter = 0
+    cfg_version: Counter = 0
+    rlf_seq: Counter = 0
     allowed: tuple[Allowance, ...] | None = None
 
 
@@ -255,12 +276,12 @@ class ServerAck(Message):
     clock at sending (echoed back to anchor its lease). `ok` False = refused (stale
     term: `term` then carries the refuser's higher term)."""
 
-    seq: int = 0
-    ts: float = 0.0
+    seq: Counter = 0
+    ts: Clock = 0.0
     ok: bool = True
-    cfg_term: int = 0
-    cfg_version: int = 0
-    rlf_seq: int = 0
+    cfg_term: Counter = 0
+    cfg_version: Counter = 0
+    rlf_seq: Counter = 0
     rows: tuple[LicenseRow, ...] = ()
 
 
@@ -276,9 +297,9 @@ class VoteRequest(Message):
     "would you vote?" without changing anyone's term)."""
 
     pre: bool = False
-    cfg_term: int = 0
-    cfg_version: int = 0
-    rlf_seq: int = 0
+    cfg_term: Counter = 0
+    cfg_version: Counter = 0
+    rlf_seq: Counter = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,51 +307,51 @@ class VoteReply(Message):
     """`for_term` is the term asked for; `term` the voter's own. `leader` names a leader
     the voter is following (set when refusing because a leader exists)."""
 
-    for_term: int
+    for_term: Counter
     pre: bool = False
     granted: bool = False
-    leader: str = ""
-    reason: str = ""
+    leader: Name = ""
+    reason: Line = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerUp(Message):
     """SERVER_UP: a server announces it started, with its RLF sequence and config version."""
 
-    rlf_seq: int = 0
-    cfg_term: int = 0
-    cfg_version: int = 0
+    rlf_seq: Counter = 0
+    cfg_term: Counter = 0
+    cfg_version: Counter = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerUpReply(Message):
     """Answer to SERVER_UP with the answerer's RLF sequence and the leader it follows."""
 
-    rlf_seq: int = 0
-    cfg_term: int = 0
-    cfg_version: int = 0
-    leader: str = ""
+    rlf_seq: Counter = 0
+    cfg_term: Counter = 0
+    cfg_version: Counter = 0
+    leader: Name = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RlfOffer(Message):
     """RLF_OFFER: "I hold a newer RLF (sequence `rlf_seq`)"."""
 
-    rlf_seq: int
+    rlf_seq: Counter
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RlfAccept(Message):
     """Answer to RLF_OFFER: "send it" (the receiver is in receive mode)."""
 
-    rlf_seq: int
+    rlf_seq: Counter
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RlfTransfer(Message):
     """RLF_TRANSFER: the complete signed RLF text."""
 
-    rlf_text: str
+    rlf_text: RlfText
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -339,8 +360,8 @@ class BorrowRequest(Message):
     `failover` = for a client in fail-over mode (claims 13-15: the leader may also take
     from other functioning followers)."""
 
-    license: str
-    count: int
+    license: License
+    count: Seats
     failover: bool = False
 
 
@@ -349,9 +370,9 @@ class BorrowGrant(Message):
     """BORROW_GRANT leader -> follower: `count` seats moved to it (0 = none found now).
     The seats themselves arrive with the DistributionSync and heartbeat allowance."""
 
-    license: str
-    count: int
-    detail: str = ""
+    license: License
+    count: Seats
+    detail: Line = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -360,11 +381,11 @@ class DistributionSync(Message):
     distribution table at config version (cfg_term, cfg_version), plus the license codes
     added at run time. The follower persists it, then ACKs with that version."""
 
-    cfg_term: int
-    cfg_version: int
-    rlf_seq: int
+    cfg_term: Counter
+    cfg_version: Counter
+    rlf_seq: Counter
     licenses: tuple[LicenseDistribution, ...] = ()
-    codes: tuple[str, ...] = ()
+    codes: tuple[CodeText, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -372,7 +393,7 @@ class ForwardedAdmin(Message):
     """A follower forwards an admin operation to the leader. `token` is the follower's
     connection token to answer on; `op` the admin message as received."""
 
-    token: str
+    token: Token
     op: Message
 
 
@@ -380,5 +401,5 @@ class ForwardedAdmin(Message):
 class ForwardedReply(Message):
     """The leader's answer to a forwarded admin operation, relayed to `token`."""
 
-    token: str
+    token: Token
     reply: AdminReply

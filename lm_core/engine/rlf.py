@@ -30,7 +30,6 @@ exceeds hard limit 100``. Pure: no IO, no clock (callers pass `today`).
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime
 import functools
 import json
@@ -47,14 +46,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from lm_core.engine import limits
 from lm_core.engine.codes import NAME_RE, LicenseCode, parse_code, verify_code
-from lm_core.engine.keys import load_public, public_text
+from lm_core.engine.keys import decode_b64, load_public, public_text
 from lm_core.errors import CodeError, ExpiredError, InputError, RlfError, SignatureError
 
 FORMAT = 1
-MIN_SERVERS = 3
-MAX_SERVERS = 11
-MAX_RLF_CHARS = 1_000_000
+MIN_SERVERS = limits.SERVERS_MIN
+MAX_SERVERS = limits.SERVERS_MAX
+MAX_RLF_CHARS = limits.RLF_CHARS_MAX
+MAX_CODES = limits.CODES_MAX
 SIGNATURE_DOMAIN = b"lm-rlf-v1\n"
 
 Path = tuple[str | int, ...]
@@ -62,6 +63,13 @@ Path = tuple[str | int, ...]
 _HOST_RE = re.compile(r"[A-Za-z0-9._:-]{1,253}")
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 _TOML_POS_RE = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)\s*$")
+_PORT_RE = re.compile(r"[0-9]{1,5}")  # ASCII only: str.isdigit() accepts "²" and "５"
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """`repr(value)`, cut so an error line stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
 # ------------------------------------------------------------------ data
@@ -283,18 +291,21 @@ def _check_public(value: str, path: Path) -> None:
 def _check(rlf: Rlf) -> None:
     """Raise `_Problem` for the first thing wrong with `rlf` (no signatures checked)."""
     if not NAME_RE.fullmatch(rlf.pool):
-        raise _Problem(("pool",), f"invalid pool name {rlf.pool!r} (letters, digits, ._-)")
-    if isinstance(rlf.sequence, bool) or not isinstance(rlf.sequence, int) or rlf.sequence < 0:
-        raise _Problem(("sequence",), f"must be an integer >= 0, got {rlf.sequence!r}")
+        raise _Problem(("pool",), f"invalid pool name {_shown(rlf.pool)} (letters, digits, ._-)")
+    if not limits.in_counter_range(rlf.sequence):
+        raise _Problem(
+            ("sequence",),
+            f"must be an integer 0..{limits.SEQUENCE_MAX} (2**53 - 1), got {_shown(rlf.sequence)}",
+        )
     if rlf.admin_key:
         _check_public(rlf.admin_key, ("admin_key",))
     _check_servers(rlf.servers)
     names: set[str] = set()
     for i, vendor in enumerate(rlf.vendors):
         if not NAME_RE.fullmatch(vendor.name):
-            raise _Problem(("vendors", i, "name"), f"invalid vendor name {vendor.name!r}")
+            raise _Problem(("vendors", i, "name"), f"invalid vendor name {_shown(vendor.name)}")
         if vendor.name in names:
-            raise _Problem(("vendors", i, "name"), f"duplicate vendor {vendor.name!r}")
+            raise _Problem(("vendors", i, "name"), f"duplicate vendor {_shown(vendor.name)}")
         names.add(vendor.name)
         _check_public(vendor.key, ("vendors", i, "key"))
     seats = _check_codes(rlf, names)
@@ -307,10 +318,9 @@ def _check(rlf: Rlf) -> None:
     if isinstance(bt, bool) or not isinstance(bt, (int, float)) or not 0 < bt <= 1:
         raise _Problem(("borrowing_threshold",), f"must be > 0 and <= 1, got {bt!r}")
     if rlf.signature is not None:
-        try:
-            sig = base64.b64decode(rlf.signature.encode("ascii"), validate=True)
-        except (binascii.Error, ValueError, UnicodeEncodeError):
-            raise _Problem(("signature", "admin"), "signature is not valid base64") from None
+        sig = decode_b64(rlf.signature)
+        if sig is None:
+            raise _Problem(("signature", "admin"), "signature is not canonical base64")
         if len(sig) != 64:
             raise _Problem(("signature", "admin"), "signature must hold 64 bytes")
 
@@ -324,12 +334,12 @@ def _check_servers(servers: Sequence[ServerEntry]) -> None:
     addresses: set[str] = set()
     for i, server in enumerate(servers):
         if not NAME_RE.fullmatch(server.id):
-            raise _Problem(("servers", i, "id"), f"invalid server id {server.id!r}")
+            raise _Problem(("servers", i, "id"), f"invalid server id {_shown(server.id)}")
         if server.id in ids:
             raise _Problem(("servers", i, "id"), f"duplicate server id {server.id!r}")
         ids.add(server.id)
         if not _HOST_RE.fullmatch(server.host):
-            raise _Problem(("servers", i, "address"), f"invalid host {server.host!r}")
+            raise _Problem(("servers", i, "address"), f"invalid host {_shown(server.host)}")
         port = server.port
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise _Problem(("servers", i, "address"), f"port must be 1..65535, got {port!r}")
@@ -345,9 +355,11 @@ def _check_codes(rlf: Rlf, vendors: set[str]) -> dict[str, int]:
     has_base: set[str] = set()
     seen: set[tuple[str, str]] = set()
     parsed: list[tuple[int, LicenseCode]] = []
+    if len(rlf.codes) > MAX_CODES:
+        raise _Problem(("codes",), f"an RLF holds at most {MAX_CODES} codes, got {len(rlf.codes)}")
     for i, text in enumerate(rlf.codes):
         try:
-            code = parse_code(text)
+            code = _parse_cached(text)
         except CodeError as err:
             raise _Problem(("codes", i), err.message, CodeError) from None
         if code.text() != text:
@@ -382,18 +394,23 @@ def _check_distribution(rlf: Rlf, seats: Mapping[str, int]) -> None:
     ids = set(rlf.server_ids)
     for lic, per in rlf.distribution.items():
         if lic not in seats:
-            raise _Problem(("distribution", lic), f"no license code for {lic!r}")
+            raise _Problem(("distribution", lic), f"no license code for {_shown(lic)}")
         total = 0
         for sid, count in per.items():
             if sid not in ids:
                 raise _Problem(
                     ("distribution", lic, sid),
-                    f"unknown server {sid!r} (servers: {', '.join(rlf.server_ids)})",
+                    f"unknown server {_shown(sid)} (servers: {', '.join(rlf.server_ids)})",
                 )
             if isinstance(count, bool) or not isinstance(count, int):
                 raise _Problem(("distribution", lic, sid), f"must be an integer, got {count!r}")
             if count < 0:
                 raise _Problem(("distribution", lic, sid), f"negative distribution {count}")
+            if count > limits.HARD_LIMIT_MAX:
+                raise _Problem(
+                    ("distribution", lic, sid),
+                    f"{_shown(count)} exceeds the largest hard limit {limits.HARD_LIMIT_MAX}",
+                )
             total += count
         if total > seats[lic]:
             raise _Problem(("distribution", lic), f"sum {total} exceeds hard limit {seats[lic]}")
@@ -481,8 +498,8 @@ def split_address(address: str) -> tuple[str, int]:
         host = host[1:-1]
     elif ":" in host:
         sep = ""
-    if not sep or not host or not port_text.isdigit() or len(port_text) > 5:
-        raise InputError(f"address must be host:port, got {address!r}")
+    if not sep or not host or not _PORT_RE.fullmatch(port_text):
+        raise InputError(f"address must be host:port with an ASCII port, got {_shown(address)}")
     return host, int(port_text)
 
 
@@ -691,7 +708,12 @@ def locate(text: str | None, path: Path) -> int | None:
 # ------------------------------------------------------------------ render
 
 
+_PLAIN_RE = re.compile(r'[^"\\\x00-\x1f\x7f]*')
+
+
 def _str(value: str) -> str:
+    if _PLAIN_RE.fullmatch(value):  # the usual case, without a per-character loop
+        return f'"{value}"'
     out = ['"']
     for ch in value:
         if ch in '"\\':
@@ -847,7 +869,8 @@ def _verify(rlf: Rlf, admin_key: Ed25519PublicKey | None) -> None:
     if rlf.signature is None:
         raise _Problem(("signature",), "admin signature missing: run `lm rlf sign`", SignatureError)
     key = load_public(rlf.admin_key)
-    sig = base64.b64decode(rlf.signature)
+    sig = decode_b64(rlf.signature)
+    assert sig is not None  # _check: canonical base64
     try:
         key.verify(sig, SIGNATURE_DOMAIN + canonical_bytes(rlf))
     except InvalidSignature:

@@ -80,6 +80,13 @@ from lm_core.engine.effects import (
 from lm_core.engine.keys import load_public
 from lm_core.engine.keytable import KeyEntry, KeyTable
 from lm_core.engine.leases import Clocks
+from lm_core.engine.limits import (
+    EVENT_TEXT_MAX,
+    STATUS_CLIENTS_MAX,
+    STATUS_EVENTS_MAX,
+    STATUS_LICENSES_MAX,
+    clip_text,
+)
 from lm_core.engine.messages import (
     MAX_COUNT,
     AddAllocations,
@@ -330,6 +337,8 @@ class LicenseServer:
         return (*self.table.cfg, self.rlf.sequence)
 
     def _note(self, now: float, kind: str, text: str, **data: Any) -> Event:
+        # Texts quote what peers sent (client ids, licenses): cut to a bounded line.
+        text = clip_text(text, EVENT_TEXT_MAX)
         self._events.append((now, kind, text))
         return Event(kind, text, data)
 
@@ -1593,7 +1602,11 @@ class LicenseServer:
     # ================================================================ status
 
     def status(self, now: float) -> ServerStatus:
-        """This server's view, JSON-able (schema: docs/CONTRACTS.md "Per-server status")."""
+        """This server's view, JSON-able (schema: docs/CONTRACTS.md "Per-server status").
+
+        Bounded by construction (`limits`): at most `STATUS_LICENSES_MAX` licenses,
+        `STATUS_CLIENTS_MAX` key-table rows and `STATUS_EVENTS_MAX` events, every string
+        in them bounded; `licenses_total` / `clients_total` say how many there are."""
         leader = self.role is Role.LEADER
         up = set(self._up(now)) if leader else set()
         why = self._not_serving(now)
@@ -1610,7 +1623,9 @@ class LicenseServer:
                 age = round(now - self.last_contact, 3) if p == self.leader_id else None
                 peers[p] = {"up": p in self.leader_up, "last_heartbeat_age": age}
         licenses: list[LicenseStatus] = []
-        for lic, state in self.table.licenses.items():
+        for n, (lic, state) in enumerate(self.table.licenses.items()):
+            if n >= STATUS_LICENSES_MAX:
+                break
             servers: dict[str, Any] = {}
             total_in_use = 0
             for sid in self.servers:
@@ -1643,17 +1658,23 @@ class LicenseServer:
                     "servers": servers,
                 }
             )
-        clients: list[ClientStatus] = [
-            {
-                "client_id": e.client_id,
-                "license": e.license,
-                "count": e.count,
-                "lease_expires_in": round(e.expires - now, 3),
-                "last_heartbeat_age": round(now - e.last_heartbeat, 3),
-                "live": e.live,
-            }
-            for e in self.keys
-        ]
+        clients: list[ClientStatus] = []
+        clients_total = 0
+        for e in self.keys:
+            clients_total += 1
+            if clients_total > STATUS_CLIENTS_MAX:
+                continue
+            clients.append(
+                {
+                    "client_id": e.client_id,
+                    "license": e.license,
+                    "count": e.count,
+                    "lease_expires_in": round(e.expires - now, 3),
+                    "last_heartbeat_age": round(now - e.last_heartbeat, 3),
+                    "live": e.live,
+                }
+            )
+        events = list(self._events)[-STATUS_EVENTS_MAX:]
         return {
             "id": self.id,
             "pool": self.pool,
@@ -1672,9 +1693,11 @@ class LicenseServer:
             },
             "peers": peers,
             "licenses": licenses,
+            "licenses_total": len(self.table.licenses),
             "clients": clients,
+            "clients_total": clients_total,
             "events": [
-                {"age": round(now - t, 3), "kind": k, "text": text} for t, k, text in self._events
+                {"age": round(now - t, 3), "kind": k, "text": text} for t, k, text in events
             ],
         }
 

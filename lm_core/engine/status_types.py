@@ -75,9 +75,10 @@ class ServerStatus(TypedDict):
     majority: Majority
     peers: dict[str, PeerStatus]
     licenses: list[LicenseStatus]
+    licenses_total: int  # how many there are (`licenses` lists at most STATUS_LICENSES_MAX)
     clients: list[ClientStatus]
+    clients_total: int  # how many key-table rows there are (`clients`: STATUS_CLIENTS_MAX)
     events: list[EventStatus]
-    clients_total: NotRequired[int]  # added by the daemon when it lists only some clients
 
 
 # ---------------------------------------------------------------- pool status
@@ -99,6 +100,7 @@ class PoolServer(TypedDict):
     not_serving_reason: str | None
     leader: str | None  # whom that server follows
     last_heartbeat_age: float | None
+    clients_total: int | None  # key-table rows that server holds (None: unreachable)
     error: NotRequired[str | None]  # why it is unreachable (added by the admin client)
 
 
@@ -147,4 +149,5 @@ class PoolStatus(TypedDict):
     servers: list[PoolServer]
     licenses: list[PoolLicense]
     clients: list[PoolClient]
+    clients_total: int  # key-table rows the reachable servers hold (`clients` may list fewer)
     events: list[PoolEvent]

@@ -18,9 +18,11 @@ a validator is compiled once from its type hint:
 =====================  ==============================================================
 hint                   accepted JSON (decoded Python value)
 =====================  ==============================================================
-``str``                a string of at most `MAX_STRING` characters, valid Unicode
-``int``                an integer (never ``true``/``false``) in the signed 64-bit range
+``str``                a string of at most `limits.TEXT_MAX` characters, valid Unicode
+``int``                an integer (never ``true``/``false``), ``|n| <= limits.COUNTER_MAX``
 ``float``              a finite number; an integer is accepted and becomes a float
+``Annotated[T, m]``    a T also inside the bound `m` (`limits.IntRange`, `FloatRange`,
+                       `Text`): this is how `messages` states every field's range
 ``bool``               ``true`` / ``false``
 ``None``               ``null``
 ``X | None``           ``null`` or an X (any union of the supported hints)
@@ -40,10 +42,12 @@ Anything else in a hint is a programming error and raises `TypeError` when the
 registry is built (the tests build it, so a bad hint fails CI, not a daemon).
 
 Any malformed input -- not UTF-8, not JSON, NaN/Infinity, too deep, an unknown type, a
-missing / extra / wrong-typed field, a string or array over its cap -- raises
-`ProtocolError` and never anything else. (A key given twice in one object: the last one
-counts, as in the stdlib `json`.) The codec does not check semantics (stale terms, counts
-against `MAX_COUNT`, pool names): that is the engine's job.
+missing / extra / wrong-typed field, a value outside its field's bound, a string or array
+over its cap -- raises `ProtocolError` and never anything else. (A key given twice in one
+object: the last one counts, as in the stdlib `json`.) The codec checks ranges, not
+meaning (stale terms, the pool's own name, counts against what a license has): that is
+the engine's job. Encoding does not re-check bounds (the engine builds its messages from
+values that passed them); `check_bounds(msg)` does, for tests and senders that want it.
 
 Size: the frame layer (`framing.py`) caps a whole message at `framing.MAX_FRAME` bytes
 before the codec ever sees it; the string and item caps here bound what a message can
@@ -62,15 +66,17 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from lm_core.engine import limits
 from lm_core.engine import messages as _messages
 from lm_core.engine.messages import Message
 from lm_core.errors import LmError
 
-MAX_STRING = 1 << 20  # characters in one string field (an RLF text is the biggest, ~100 KiB)
+MAX_STRING = 1 << 20  # characters in one string inside plain JSON (`Any`: status payloads)
 MAX_ITEMS = 100_000  # items in one array / object field
 MAX_DEPTH = 32  # nesting of plain-JSON (`Any`) values
-_INT_MIN = -(1 << 63)
-_INT_MAX = (1 << 63) - 1
+_INT_MIN = -limits.COUNTER_MAX  # plain `int`: what every JSON reader keeps exactly
+_INT_MAX = limits.COUNTER_MAX
+_TEXT_DEFAULT = limits.Text(limits.TEXT_MAX)  # plain `str` field
 
 
 class ProtocolError(LmError):
@@ -123,17 +129,53 @@ def _check_text(value: str, path: str) -> str:
     return value
 
 
-def _dec_str(value: Any, path: str) -> str:
-    if type(value) is not str:
-        _fail(path, f"expected a string, got {_kind(value)}")
-    return _check_text(value, path)
+def _dec_str_bounded(bound: limits.Text) -> Decoder:
+    check = bound.check
+
+    def dec(value: Any, path: str) -> str:
+        if type(value) is not str:
+            _fail(path, f"expected a string, got {_kind(value)}")
+        why = check(value)
+        if why is not None:
+            _fail(path, why)
+        return _check_text(value, path)
+
+    return dec
+
+
+def _dec_int_bounded(bound: limits.IntRange) -> Decoder:
+    lo, hi, check = bound.lo, bound.hi, bound.check
+
+    def dec(value: Any, path: str) -> int:
+        if type(value) is not int:
+            _fail(path, f"expected an integer, got {_kind(value)}")
+        if not lo <= value <= hi:
+            _fail(path, check(value) or "out of range")
+        return value
+
+    return dec
+
+
+def _dec_float_bounded(bound: limits.FloatRange) -> Decoder:
+    lo, hi, check = bound.lo, bound.hi, bound.check
+
+    def dec(value: Any, path: str) -> float:
+        number = _dec_float(value, path)
+        if not lo <= number <= hi:
+            _fail(path, check(number) or "out of range")
+        return number
+
+    return dec
+
+
+_dec_str = _dec_str_bounded(_TEXT_DEFAULT)
 
 
 def _dec_int(value: Any, path: str) -> int:
     if type(value) is not int:
         _fail(path, f"expected an integer, got {_kind(value)}")
     if not _INT_MIN <= value <= _INT_MAX:
-        _fail(path, "integer out of the 64-bit range")
+        _fail(path, f"integer out of range +-{_INT_MAX}")
     return value
 
 
@@ -243,7 +285,7 @@ class Codec:
             raise TypeError(f"two classes named {cls.__name__}: {other.cls!r} and {cls!r}")
         self._building.add(cls)
         try:
-            hints = typing.get_type_hints(cls, include_extras=False)
+            hints = typing.get_type_hints(cls, include_extras=True)
             fields: list[tuple[str, Decoder, Encoder | None]] = []
             for f in dataclasses.fields(cls):
                 if f.name == "type":
@@ -259,6 +301,8 @@ class Codec:
 
     def _compile(self, hint: Any, where: str) -> tuple[Decoder, Encoder | None]:
         """Decoder and encoder (None = the value is already JSON-able) for one hint."""
+        if typing.get_origin(hint) is typing.Annotated:
+            return self._compile_annotated(hint, where)
         if hint is str:
             return _dec_str, None
         if hint is bool:
@@ -296,6 +340,22 @@ class Codec:
                 return _dec_json_object, _enc_json
             return self._compile_dict(args[1], where)
         raise TypeError(f"{where}: the codec does not support the type hint {hint!r}")
+
+    def _compile_annotated(self, hint: Any, where: str) -> tuple[Decoder, Encoder | None]:
+        base, *meta = typing.get_args(hint)
+        bounds = [
+            m for m in meta if isinstance(m, (limits.IntRange, limits.FloatRange, limits.Text))
+        ]
+        if len(bounds) != 1:
+            raise TypeError(f"{where}: Annotated needs exactly one bound from limits, got {meta!r}")
+        (bound,) = bounds
+        if isinstance(bound, limits.IntRange) and base is int:
+            return _dec_int_bounded(bound), None
+        if isinstance(bound, limits.FloatRange) and base is float:
+            return _dec_float_bounded(bound), None
+        if isinstance(bound, limits.Text) and base is str:
+            return _dec_str_bounded(bound), None
+        raise TypeError(f"{where}: bound {bound!r} does not fit {base!r}")
 
     def _compile_enum(self, hint: type[enum.Enum]) -> tuple[Decoder, Encoder | None]:
         by_value = {m.value: m for m in hint}
@@ -581,3 +641,9 @@ def encode(msg: Message) -> bytes:
 def decode(data: bytes) -> Message:
     """The message in `data` (see `Codec.decode`); raises `ProtocolError`."""
     return typing.cast(Message, default_codec().decode(data))
+
+
+def check_bounds(msg: Message) -> Message:
+    """`msg` as a receiver would decode it: raises `ProtocolError` if any field is out of
+    its bound (encoding alone does not check bounds)."""
+    return decode(encode(msg))

@@ -65,7 +65,7 @@ class RequestTimeout(TransportError):
 def parse_address(address: str) -> tuple[str, int]:
     """("host", port) from "host:port" or "[v6]:port". Raises `ValueError`."""
     host, sep, port_text = address.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
         raise ValueError(f"bad address {address!r} (expected host:port)")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

@@ -87,6 +87,7 @@ from lm_core.runtime.connection import (
 )
 from lm_core.runtime.peers import Peers
 from lm_core.runtime.store import Batch, Loaded, Store, StoreError
+from lm_core.runtime.userfile import read_user_file
 
 log = logging.getLogger("lm.daemon")
 events = logging.getLogger("lm.event")  # one line per engine Event effect
@@ -138,12 +139,7 @@ class StartupError(InputError):
 
 def load_rlf(path: Path) -> tuple[Rlf, str]:
     """Read, parse and verify the RLF at `path` (InputError naming the file)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise StartupError(f"cannot read RLF: {exc.strerror}", file=str(path)) from None
-    except UnicodeDecodeError:
-        raise StartupError("RLF is not UTF-8 text", file=str(path)) from None
+    text = read_user_file(path, what="RLF")  # bounded, regular files only
     rlf = parse_rlf(text, file=str(path))
     verify_rlf(rlf, file=str(path), text=text)
     return rlf, text

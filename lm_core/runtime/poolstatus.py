@@ -11,6 +11,8 @@ the leader named by the most reachable servers at the highest term is reported (
 stay empty `{}`: nobody reachable has the global table). A server's `up` is the leader's
 view of it, or merely `reachable` when there is no leader view. `own` keeps each server's
 own row as that server reports it, so a follower that disagrees with the leader shows.
+A server lists at most `limits.STATUS_CLIENTS_MAX` key-table rows: `clients` holds what
+was listed, `clients_total` (pool) and `servers[].clients_total` how many there are.
 """
 
 from __future__ import annotations
@@ -96,8 +98,17 @@ def merge_status(
         "servers": servers,
         "licenses": _licenses(ids, answered, lead),
         "clients": _clients(ids, answered),
+        "clients_total": sum(_clients_total(st) for st in answered.values()),
         "events": _events(ids, answered),
     }
+
+
+def _clients_total(st: Status) -> int:
+    """How many key-table rows a server holds (its status lists at most
+    `limits.STATUS_CLIENTS_MAX` of them and then says how many there are)."""
+    listed = len(st.get("clients") or [])
+    total = st.get("clients_total")
+    return total if isinstance(total, int) and total >= listed else listed
 
 
 def _server_row(
@@ -127,6 +138,7 @@ def _server_row(
         "not_serving_reason": st.get("not_serving_reason") if st else None,
         "leader": st.get("leader") if st else None,
         "last_heartbeat_age": age,
+        "clients_total": _clients_total(st) if st is not None else None,
     }
 
 

@@ -42,6 +42,12 @@ daemon calls `checkpoint()` in a worker thread, on a second connection, when
 `checkpoint_due` says so (every `CHECKPOINT_EVERY` commits) and keeps committing
 meanwhile; closing the store checkpoints too.
 
+Bounds: every integer column holds a value the parsers and the codec already bounded
+(`lm_core.engine.limits`: an RLF sequence is at most 2**53 - 1, a seat count at most
+`HARD_LIMIT_MAX`), far inside SQLite's signed 64-bit INTEGER. `Batch` checks them again
+when a write is gathered and raises `ValueError` naming the value: a value out of range
+here is a bug upstream, caught before the transaction, never an overflow inside it.
+
 A data directory is bound to one (pool, server id) when it is first used. Opening it for
 another pool or server, opening a file that is not an lm store (or is damaged), or opening
 it while another daemon holds it raises `StoreError` -- the daemon prints that one line and
@@ -61,6 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from lm_core.engine import limits
 from lm_core.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -115,6 +122,7 @@ class Batch:
         self.state = state
 
     def set_rlf(self, seq: int, text: str) -> None:
+        _check_int(seq, 0, limits.SEQUENCE_MAX, "RLF sequence")
         self.rlf = (seq, text)
 
     def put_key(self, client_id: str, license: str, entry: dict[str, Any] | None) -> None:
@@ -122,6 +130,7 @@ class Batch:
         self.keys[(client_id, license)] = entry
 
     def log_usage(self, kind: str, client_id: str, license: str, count: int, reason: str) -> None:
+        _check_int(count, -limits.HARD_LIMIT_MAX, limits.HARD_LIMIT_MAX, "usage count")
         self.usage.append((kind, client_id, license, count, reason))
 
     @property
@@ -132,6 +141,11 @@ class Batch:
 
     def __bool__(self) -> bool:
         return self.state is not None or self.rlf is not None or bool(self.keys or self.usage)
+
+
+def _check_int(value: int, lo: int, hi: int, what: str) -> None:
+    if type(value) is not int or not lo <= value <= hi:
+        raise ValueError(f"{what} {value!r} outside {lo}..{hi}: refused before the store")
 
 
 @dataclass(frozen=True, slots=True)

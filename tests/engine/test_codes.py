@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lm_core.engine.codes import LicenseCode, issue_code, parse_code, verify_code
+from lm_core.engine import limits
+from lm_core.engine.codes import MAX_SEATS, LicenseCode, issue_code, parse_code, verify_code
 from lm_core.engine.keys import (
     generate_keypair,
     load_private,
@@ -72,6 +73,9 @@ def test_add_on_kind_round_trips() -> None:
     [
         ({"seats": 0}, "seats"),
         ({"seats": 10_000_001}, "seats"),
+        ({"seats": 1_000_001}, "seats"),
+        ({"seats": 2**63}, "seats"),
+        ({"seats": True}, "seats"),
         ({"vendor": "ac|me"}, "vendor"),
         ({"product": ""}, "product"),
         ({"version": "1 0"}, "version"),
@@ -167,3 +171,28 @@ def test_keys_round_trip_and_refuse_mixups() -> None:
         load_public(f"{PUBLIC}\n{PUBLIC}\n")
     with pytest.raises(CodeError, match="base64"):
         load_public("ed25519:!!!")
+
+
+def test_seat_limit_is_the_shared_one_and_its_edge_round_trips() -> None:
+    assert MAX_SEATS == limits.SEATS_MAX
+    top = make(seats=limits.SEATS_MAX)
+    assert parse_code(top.text()).seats == limits.SEATS_MAX
+
+
+def test_a_key_has_one_spelling() -> None:
+    """Canonical base64 only (issue 9, item 9): non-zero pad bits are another spelling."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    for text, loader in ((PUBLIC, load_public), (PRIVATE, load_private)):
+        prefix, _, body = text.partition(":")
+        assert body.endswith("=")
+        assert not body.endswith("==")
+        last = alphabet.index(body[-2])
+        for extra in (1, 2, 3):
+            if last | extra == last:
+                continue
+            other = f"{prefix}:{body[:-2]}{alphabet[last | extra]}="
+            assert base64.b64decode(other.partition(":")[2]) == base64.b64decode(body)
+            with pytest.raises(CodeError, match="canonical base64"):
+                loader(other)
+        with pytest.raises(CodeError, match="canonical base64"):
+            loader(f"{prefix}:{body.rstrip('=')}")

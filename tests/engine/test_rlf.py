@@ -389,7 +389,18 @@ def _replace_line(text: str, old: str, new: str) -> tuple[str, int]:
         ("borrowing_threshold = 0.8", "borrowing_threshold = 1.5", None, "borrowing_threshold",
          "<= 1"),
         ('pool = "eng"', 'pool = "e ng"', None, "pool", "invalid pool name"),
-        ("sequence = 2", "sequence = -1", None, "sequence", ">= 0"),
+        ("sequence = 2", "sequence = -1", None, "sequence", "0..9007199254740991"),
+        ("sequence = 2", f"sequence = {2**63}", None, "sequence", "0..9007199254740991"),
+        ("sequence = 2", f"sequence = {2**53}", None, "sequence", "(2**53 - 1)"),
+        ('address = "127.0.0.1:27002"', 'address = "127.0.0.1:\u00b2"', None,
+         "servers[1].address", "ASCII port"),
+        ('address = "127.0.0.1:27002"', 'address = "127.0.0.1:\uff12\uff17"', None,
+         "servers[1].address", "ASCII port"),
+        ('address = "127.0.0.1:27002"', 'address = "127.0.0.1:\u0662\u0667"', None,
+         "servers[1].address", "ASCII port"),
+        ('address = "127.0.0.1:27002"', 'address = "127.0.0.1:070000"', None,
+         "servers[1].address", "host:port"),
+        ("B = 30", f"B = {2**63}", None, "distribution.Application 1.0.B", "largest hard limit"),
         ("majority_rule = true", "majority_rule = 1", None, "majority_rule", "true or false"),
         ("format = 1", "format = 2", None, "format", "unsupported"),
         ("drift = 0.05", "drift = 0.05\nspeed = 3", "speed = 3", "timing.speed", "unknown field"),
@@ -459,3 +470,74 @@ def test_fuzz_mutated_rlf_raises_only_project_errors(data: st.DataObject) -> Non
         rlf = parse_rlf(text)
         verify_rlf(rlf, today=TODAY)
         rlf.initial_distribution(TODAY)
+
+
+# ---------------------------------------------------------------- bounds (issue 9)
+
+
+def _respellings(b64: str) -> list[str]:
+    """Other base64 spellings of the same bytes: the pad bits of the last character set."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    body = b64.rstrip("=")
+    pad = b64[len(body) :]
+    free_bits = {1: 2, 2: 4}[len(pad)]  # "=" leaves 2 unused bits, "==" leaves 4
+    last = alphabet.index(body[-1])
+    return [
+        body[:-1] + alphabet[last | extra] + pad
+        for extra in range(1, 1 << free_bits)
+        if last | extra != last
+    ]
+
+
+def test_a_respelled_signature_is_refused_not_verified() -> None:
+    """64 signature bytes -> 88 base64 characters ending in "==": 15 other spellings
+    decode to the same bytes (non-zero pad bits). Each is refused, by parse and verify."""
+    sig = SIGNED.signature
+    assert sig is not None
+    assert sig.endswith("==")
+    others = _respellings(sig)
+    assert len(others) == 15
+    for other in others:
+        text = SIGNED_TEXT.replace(sig, other)
+        with pytest.raises(RlfError, match="canonical base64") as info:
+            parse_rlf(text, file="pool.rlf")
+        assert info.value.field == "signature.admin"
+        with pytest.raises(RlfError, match="canonical base64"):
+            verify_rlf(dataclasses.replace(SIGNED, signature=other))
+    for bad in (sig.rstrip("="), sig + "=", " " + sig, sig[:40] + "\n" + sig[40:]):
+        with pytest.raises(RlfError, match="base64"):
+            verify_rlf(dataclasses.replace(SIGNED, signature=bad))
+
+
+def test_a_respelled_admin_key_is_refused() -> None:
+    key = ADMIN_PUBLIC.removeprefix("ed25519:")
+    for other in _respellings(key):
+        with pytest.raises(RlfError, match="admin_key"):
+            parse_rlf(SIGNED_TEXT.replace(key, other), file="pool.rlf")
+        with pytest.raises(CodeError, match="canonical base64"):
+            load_public("ed25519:" + other)
+
+
+def test_sequence_range_is_0_to_2_pow_53_minus_1() -> None:
+    top = sign_rlf(dataclasses.replace(SIGNED, sequence=2**53 - 1, signature=None), ADMIN)
+    back = parse_rlf(render_rlf(top))
+    verify_rlf(back)
+    assert back.sequence == 2**53 - 1
+    with pytest.raises(RlfError, match="sequence"):
+        with_server(top, ServerEntry("D", "127.0.0.1", 27009))  # an edit would overflow
+    for bad in (2**53, 2**63, 2**64, -1):
+        with pytest.raises(RlfError, match=r"^sequence: must be an integer 0\.\."):
+            sign_rlf(dataclasses.replace(SIGNED, sequence=bad, signature=None), ADMIN)
+
+
+def test_too_many_codes_is_refused_before_they_are_checked() -> None:
+    rlf = dataclasses.replace(patent(), codes=(SIGNED.codes[0],) * 1025)
+    with pytest.raises(RlfError, match="at most 1024 codes"):
+        sign_rlf(rlf, ADMIN)
+
+
+def test_error_lines_echo_at_most_a_short_prefix_of_a_huge_value() -> None:
+    text = SIGNED_TEXT.replace('pool = "eng"', 'pool = "' + "x" * 200_000 + ' y"')
+    with pytest.raises(RlfError) as info:
+        parse_rlf(text, file="pool.rlf")
+    assert len(str(info.value)) < 200

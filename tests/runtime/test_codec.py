@@ -17,15 +17,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lm_core.engine import messages
+from lm_core.engine import limits, messages
 from lm_core.engine.messages import Message
 from lm_core.errors import LmError
 from lm_core.runtime import codec
 from lm_core.runtime.codec import Codec, ProtocolError, decode, default_codec, encode
 
-INT64 = st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1)
+INT53 = st.integers(min_value=-limits.COUNTER_MAX, max_value=limits.COUNTER_MAX)
 FLOATS = st.floats(allow_nan=False, allow_infinity=False)
-JSON_LEAF = st.none() | st.booleans() | INT64 | FLOATS | st.text(max_size=20)
+PRINTABLE_ASCII = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
+JSON_LEAF = st.none() | st.booleans() | INT53 | FLOATS | st.text(max_size=20)
 PLAIN_JSON = st.recursive(
     JSON_LEAF,
     lambda inner: (
@@ -37,12 +38,21 @@ PLAIN_JSON = st.recursive(
 
 def strategy_for(hint: Any) -> st.SearchStrategy[Any]:
     """A value strategy for a field type hint (the same hints the codec supports)."""
+    if typing.get_origin(hint) is typing.Annotated:
+        bound = typing.get_args(hint)[1]
+        if isinstance(bound, limits.IntRange):
+            return st.integers(min_value=bound.lo, max_value=bound.hi)
+        if isinstance(bound, limits.FloatRange):
+            return st.floats(min_value=bound.lo, max_value=bound.hi, allow_nan=False)
+        assert isinstance(bound, limits.Text), hint
+        alphabet = PRINTABLE_ASCII if bound.ident else st.characters(codec="utf-8")
+        return st.text(alphabet, max_size=min(40, bound.max))
     if hint is str:
         return st.text(max_size=40)
     if hint is bool:
         return st.booleans()
     if hint is int:
-        return INT64
+        return INT53
     if hint is float:
         return FLOATS
     if hint is type(None):
@@ -82,7 +92,7 @@ def builds(cls: type[Any]) -> st.SearchStrategy[Any]:
         # message; draw from those that do not nest messages themselves, so it ends.
         leaves = [c for c in message_classes() if not _mentions_message(c)]
         return st.one_of([builds(c) for c in leaves])
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     return st.builds(cls, **{f.name: strategy_for(hints[f.name]) for f in dataclasses.fields(cls)})
 
 
@@ -463,3 +473,113 @@ def test_encoding_refuses_what_cannot_go_on_the_wire() -> None:
                              retry_after=float("inf")))  # fmt: skip
     with pytest.raises(ProtocolError, match="cannot encode"):
         encode(messages.StatusReply(pool="p", sender="s", request_id=1, status={"x": object()}))
+
+
+# ---------------------------------------------------------------- bounds (issue 9, item 1)
+
+
+def _bounded_fields(cls: type[Any]) -> list[tuple[str, Any]]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if typing.get_origin(hint) is typing.Annotated:
+            out.append((f.name, typing.get_args(hint)[1]))
+    return out
+
+
+def _minimal(hint: Any) -> Any:
+    """The smallest valid value of a hint (lower bounds, empty strings and arrays)."""
+    if typing.get_origin(hint) is typing.Annotated:
+        bound = typing.get_args(hint)[1]
+        return "" if isinstance(bound, limits.Text) else bound.lo
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if hint is Message:
+            return messages.StatusRequest(pool="p", sender="s", request_id=1)
+        hints = typing.get_type_hints(hint, include_extras=True)
+        return hint(**{f.name: _minimal(hints[f.name]) for f in dataclasses.fields(hint)})
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return None if type(None) in args else _minimal(args[0])
+    if origin is tuple:
+        return () if args[-1] is Ellipsis else tuple(_minimal(a) for a in args)
+    if origin is dict:
+        return {}
+    return {str: "", bool: False, int: 0, float: 0.0}[hint]
+
+
+def _edges(bound: Any) -> tuple[list[Any], list[Any]]:
+    """(values just inside the bound, values just outside it)."""
+    if isinstance(bound, limits.IntRange):
+        return [bound.lo, bound.hi], [bound.lo - 1, bound.hi + 1]
+    if isinstance(bound, limits.FloatRange):
+        return [bound.lo, bound.hi], [bound.lo - 1.0, bound.hi * 2 + 1.0]
+    inside = ["x" * bound.max]
+    outside = ["x" * (bound.max + 1)]
+    if bound.ident:
+        outside += ["a\nb", "a\x1bb", "caf\u00e9"]
+    else:
+        inside.append("caf\u00e9 \u2713")
+    return inside, outside
+
+
+BOUNDED = [(cls, name, bound) for cls in message_classes() for name, bound in _bounded_fields(cls)]
+
+
+def test_every_message_field_has_a_bound() -> None:
+    """Every int/str/float field of the vocabulary is `Annotated` with a limits bound."""
+    plain = []
+    for cls in message_classes():
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for f in dataclasses.fields(cls):
+            if hints[f.name] in (int, str, float):
+                plain.append(f"{cls.__name__}.{f.name}")
+    assert plain == []
+    assert len(BOUNDED) > 80
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "bound"), BOUNDED, ids=[f"{c.__name__}.{n}" for c, n, _ in BOUNDED]
+)
+def test_each_bound_is_enforced_at_decode(cls: type[Any], name: str, bound: Any) -> None:
+    obj = default_codec().to_json(_minimal(cls))
+    inside, outside = _edges(bound)
+    for value in inside:
+        obj[name] = value
+        back = default_codec().from_json(json.loads(json.dumps(obj)))
+        assert getattr(back, name) == value
+    for value in outside:
+        obj[name] = value
+        with pytest.raises(ProtocolError, match=rf"message\.{name}: "):
+            default_codec().decode(json.dumps(obj).encode())
+
+
+def test_sequence_2_pow_63_is_refused_in_every_counter() -> None:
+    """The value that killed leaders (issue 9): refused at decode, naming the field."""
+    for cls, name, bound in BOUNDED:
+        if isinstance(bound, limits.IntRange) and bound.hi == limits.COUNTER_MAX:
+            obj = default_codec().to_json(_minimal(cls))
+            obj[name] = 2**63
+            with pytest.raises(ProtocolError, match=name):
+                default_codec().decode(json.dumps(obj).encode())
+
+
+def test_check_bounds_refuses_what_a_receiver_would() -> None:
+    ok = messages.RlfOffer(pool="p", sender="A", rlf_seq=limits.SEQUENCE_MAX)
+    assert codec.check_bounds(ok) == ok
+    with pytest.raises(ProtocolError, match="rlf_seq"):
+        codec.check_bounds(messages.RlfOffer(pool="p", sender="A", rlf_seq=2**63))
+
+
+def test_a_bad_bound_in_a_hint_fails_when_the_registry_is_built() -> None:
+    @dataclass(frozen=True)
+    class Wrong:
+        n: typing.Annotated[int, limits.Text(3)]
+
+    @dataclass(frozen=True)
+    class NoBound:
+        n: typing.Annotated[int, "just a note"]
+
+    for cls in (Wrong, NoBound):
+        with pytest.raises(TypeError):
+            Codec([cls])

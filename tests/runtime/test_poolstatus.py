@@ -264,3 +264,16 @@ def test_rlf_seq_is_leaders_and_output_is_json() -> None:
     assert stable | {"licenses", "clients", "events"} <= set(pool)
     server_keys = {"id", "address", "up", "reachable", "role", "term", "rlf_seq"}
     assert server_keys | {"config_version", "last_heartbeat_age"} <= set(pool["servers"][0])
+
+
+def test_clients_total_counts_what_servers_hold_beyond_what_they_list() -> None:
+    per = _fig8()
+    assert merge_status(_rlf(), per, AT)["clients_total"] == 3  # no totals given: listed
+    b = per["B"]
+    assert b is not None
+    b["clients_total"] = 2_500  # B lists 1 of its 2,500 rows (STATUS_CLIENTS_MAX cut)
+    per["C"] = None
+    pool = merge_status(_rlf(), per, AT)
+    assert len(pool["clients"]) == 2
+    assert pool["clients_total"] == 2_501
+    assert [s["clients_total"] for s in pool["servers"]] == [1, 2_500, None]

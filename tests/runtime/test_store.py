@@ -283,3 +283,22 @@ def test_checkpoint_is_due_every_n_commits_and_bounds_the_wal(tmp_path: Path) ->
         assert store.key_count() == 2 * CHECKPOINT_EVERY
     finally:
         store.close()
+
+
+def test_out_of_range_integers_are_refused_before_any_sql(tmp_path: Path) -> None:
+    """Issue 9, item 1: the store is never the first to find an overflow. The largest
+    sequence the parsers allow round-trips; one above it is a ValueError when the batch is
+    gathered, and the store is untouched."""
+    from lm_core.engine import limits
+
+    store = _open(tmp_path)
+    batch = Batch()
+    batch.set_rlf(limits.SEQUENCE_MAX, "top")
+    store.commit(batch)
+    for bad in (limits.SEQUENCE_MAX + 1, 2**63, -1):
+        with pytest.raises(ValueError, match="RLF sequence"):
+            Batch().set_rlf(bad, "x")
+    with pytest.raises(ValueError, match="usage count"):
+        Batch().log_usage("grant", "c1", "Application 1.0", 2**63, "")
+    assert store.load().rlf == (limits.SEQUENCE_MAX, "top")
+    store.close()
