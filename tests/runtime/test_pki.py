@@ -45,6 +45,8 @@ def test_init_writes_every_file_with_the_right_modes(tmp_path: Path) -> None:
             "server-B.key",
             "admin.pem",
             "admin.key",
+            "monitor.pem",
+            "monitor.key",
             "client.pem",
             "client.key",
         ]
