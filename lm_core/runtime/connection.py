@@ -55,7 +55,7 @@ from lm_core.runtime.framing import (
     read_frame,
 )
 from lm_core.runtime.kinds import Kind, MiB, kind_of
-from lm_core.runtime.logsafe import PeerLog, escape
+from lm_core.runtime.logsafe import Limiter, PeerLog, escape
 from lm_core.runtime.tlsconfig import PeerIdentity, peer_identity
 
 log = logging.getLogger("lm.wire")
@@ -371,6 +371,7 @@ class Budgets:
     clients_per_source: int = 128  # ... from one source address
     handshakes: int = 128  # TLS handshakes in progress
     handshakes_per_source: int = 16  # ... from one source address
+    handshake_rate: int = 20  # TLS handshakes started per second per source address
     handshake_timeout: float = 5.0  # seconds a TLS handshake may take
     buffer_bytes: int = 64 * MiB  # frame bodies being read or decoded, all connections
     read_ahead: int = 16 * 1024  # StreamReader limit: bytes read ahead of the decoder
@@ -421,6 +422,7 @@ async def serve(
     b = budgets or Budgets()
     plog = peer_log or PeerLog()
     state = _Serving(BufferBudget(b.buffer_bytes))
+    rate = Limiter(burst=b.handshake_rate, window=1.0)
 
     def refuse(writer: asyncio.StreamWriter, remote: str, source: str, why: str) -> None:
         plog.log(log, logging.WARNING, remote, source, "wire: refused %s: %s", remote, why)
@@ -434,6 +436,13 @@ async def serve(
             or state.handshakes_by.get(source, 0) >= b.handshakes_per_source
         ):
             refuse(writer, remote, source, "too many TLS handshakes in progress")
+            return False
+        if state.by_source.get(("clients", source), 0) >= b.clients_per_source:
+            # the source already holds its share: no handshake (CPU) for another one
+            refuse(writer, remote, source, f"{b.clients_per_source} connections from {source}")
+            return False
+        if rate.take(source) is None:
+            refuse(writer, remote, source, f"over {b.handshake_rate} TLS handshakes per second")
             return False
         state.handshakes += 1
         state.handshakes_by[source] = state.handshakes_by.get(source, 0) + 1

@@ -81,6 +81,7 @@ events = logging.getLogger("lm.event")  # one line per engine Event effect
 TICK = 0.05  # seconds between engine ticks at most
 BATCH = 512  # inputs stepped before effects are carried out (group commit)
 OUT_QUEUE = 4096  # messages queued to one client/admin connection before we drop it
+IN_FLIGHT = 8  # messages of one connection in the inbox at once; its reader waits for more
 STATUS_MAX_CLIENTS = 10_000  # key-table rows in one StatusReply (frame cap)
 TOKEN = "conn:"  # prefix of the token that names a client or admin connection
 
@@ -141,6 +142,8 @@ class Client:
     conn: Connection
     peer_log: PeerLog
     queue: asyncio.Queue[m.Message | None] = field(default_factory=lambda: asyncio.Queue(OUT_QUEUE))
+    in_flight: int = 0  # its messages in the inbox, not yet stepped
+    room: asyncio.Event = field(default_factory=asyncio.Event)  # set: below IN_FLIGHT
 
     def put(self, msg: m.Message) -> None:
         # Nothing queued before it (the writer task takes a message off the queue only
@@ -328,6 +331,9 @@ class Daemon:
 
     def _step(self, sender: str, msg: m.Message, now: float) -> list[fx.Effect]:
         client = self.clients.get(sender)
+        if client is not None:
+            client.in_flight -= 1
+            client.room.set()
         if sender.startswith(TOKEN) and reaches_nobody(
             msg, open=client is not None and not client.conn.closed
         ):
@@ -435,8 +441,16 @@ class Daemon:
         self.peer_inbox.append((peer_id, msg))
         self._wake()
 
-    def _enqueue(self, sender: str, msg: m.Message) -> None:
-        self.inbox.append((sender, msg))
+    async def _enqueue(self, client: Client, msg: m.Message) -> None:
+        """Queue a client's or admin's message for the loop. A connection has at most
+        `IN_FLIGHT` messages queued: a client pipelining thousands of requests waits
+        here (and stops being read), so the inbox stays short and every other
+        connection's message is stepped after a bounded number of the flood's."""
+        while client.in_flight >= IN_FLIGHT:
+            client.room.clear()
+            await client.room.wait()
+        client.in_flight += 1
+        self.inbox.append((client.token, msg))
         self._wake()
 
     async def _on_connection(self, conn: Connection) -> None:
@@ -493,7 +507,7 @@ class Daemon:
             if kind is Kind.CLIENT:
                 if reaches_nobody(msg, open=not conn.eof_seen):
                     continue  # sent by a client that has already hung up
-                self._enqueue(client.token, msg)
+                await self._enqueue(client, msg)
             elif kind is Kind.STATUS:
                 client.put(self._status_reply(getattr(msg, "request_id", 0)))
             elif kind in (Kind.ADMIN, Kind.ADMIN_RLF):
@@ -501,7 +515,7 @@ class Daemon:
                 if why is not None:
                     client.put(self._refusal(msg, why))
                 else:
-                    self._enqueue(client.token, msg)
+                    await self._enqueue(client, msg)
             else:  # a server message, on a connection a peer dialled (or plaintext)
                 sender = admit_server_sender(
                     conn.peer, msg.sender, msg.pool, tls=tls, pool=self.rlf.pool,
