@@ -15,8 +15,7 @@ from lm_core.runtime.pki import PkiServer, init_pki
 pki_app = typer.Typer(
     no_args_is_help=True,
     help=(
-        "The pool's TLS certificates (a pool CA, a certificate per server, admin, monitor, "
-        "client)."
+        "The pool's TLS certificates (a pool CA, a certificate per server, admin, monitor, client)."
     ),
 )
 
@@ -51,9 +50,7 @@ def init(
     ] = "admin",
     monitor_name: Annotated[
         str,
-        typer.Option(
-            "--monitor-name", help="Name in the monitor certificate (CN monitor:NAME)."
-        ),
+        typer.Option("--monitor-name", help="Name in the monitor certificate (CN monitor:NAME)."),
     ] = "monitor",
     client_name: Annotated[
         str, typer.Option("--client-name", help="Name in the client certificate (CN client:NAME).")
