@@ -77,8 +77,9 @@ def echo_server_main(port: int, tls_dir: str | None) -> None:
     """The baseline: frames in, the same frames out (run in its own process)."""
 
     async def handler(conn: Connection) -> None:
-        while (payload := await read_frame(conn.reader)) is not None:
-            await write_frame(conn.writer, payload)
+        while (got := await read_frame(conn.reader)) is not None:
+            kind, payload = got
+            await write_frame(conn.writer, payload, kind)
 
     async def main() -> None:
         paths = load_tls_dir(Path(tls_dir), "server-A") if tls_dir else None

@@ -14,7 +14,9 @@ from lm_core.runtime.pki import PkiServer, init_pki
 
 pki_app = typer.Typer(
     no_args_is_help=True,
-    help="The pool's TLS certificates (a pool CA, a certificate per server, admin, client).",
+    help=(
+        "The pool's TLS certificates (a pool CA, a certificate per server, admin, monitor, client)."
+    ),
 )
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
@@ -47,13 +49,20 @@ def init(
     admin_name: Annotated[
         str, typer.Option("--admin-name", help="Name in the admin certificate (CN admin:NAME).")
     ] = "admin",
+    monitor_name: Annotated[
+        str,
+        typer.Option("--monitor-name", help="Name in the monitor certificate (CN monitor:NAME)."),
+    ] = "monitor",
     client_name: Annotated[
         str, typer.Option("--client-name", help="Name in the client certificate (CN client:NAME).")
     ] = "client",
     json_out: JsonOpt = False,
 ) -> None:
     """Write the pool CA (kept if OUT already has one), a certificate per RLF server (IP SANs:
-    127.0.0.1 and its RLF host), an admin and a client certificate. Keys are mode 0600.
+    127.0.0.1 and its RLF host), an admin, a monitor and a client certificate. Keys are
+    mode 0600. Roles: a server certificate talks to peers only; admin changes the pool;
+    monitor reads status and changes nothing (give read-only operators ca.pem +
+    monitor.pem/.key); client is optional for license clients.
 
     Example: lm pki init --rlf pool.rlf --out tls/
     """  # fmt: skip
@@ -66,6 +75,7 @@ def init(
         servers=[PkiServer(s.id, s.host) for s in pool.servers],
         admin_name=_check_name(admin_name, "--admin-name"),
         client_name=_check_name(client_name, "--client-name"),
+        monitor_name=_check_name(monitor_name, "--monitor-name"),
     )
     if json_out:
         print_json(
@@ -86,7 +96,8 @@ def init(
         con.print(f"  wrote {path}")
     con.print(
         "Install on each server host: ca.pem + server-<ID>.pem/.key (lm-daemon --tls-dir). "
-        "Admins: ca.pem + admin.pem/.key. Clients: ca.pem (+ client.pem/.key). "
+        "Admins: ca.pem + admin.pem/.key. Read-only operators: ca.pem + monitor.pem/.key. "
+        "Clients: ca.pem (+ client.pem/.key). "
         "Keep ca.key off the servers."
     )
 

@@ -143,13 +143,6 @@ class StatusReply(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Watch(Message):
-    """Ask for StatusReply pushes on every change (throttled by the runtime)."""
-
-    request_id: Counter
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class ChangeDistribution(Message):
     """CHANGE_DISTRIBUTION: new per-server distribution of one license; the rest of the
     hard limit goes to the free pool."""

@@ -122,7 +122,6 @@ from lm_core.engine.messages import (
     UpdateRlf,
     VoteReply,
     VoteRequest,
-    Watch,
 )
 from lm_core.engine.rlf import Rlf, parse_rlf, render_rlf, verify_rlf
 from lm_core.engine.status_types import ClientStatus, LicenseStatus, ServerStatus
@@ -1433,7 +1432,7 @@ class LicenseServer:
     # ================================================================ admin
 
     def _on_status(self, now: float, token: str, msg: Message, out: list[Effect]) -> None:
-        assert isinstance(msg, (StatusRequest, Watch))
+        assert isinstance(msg, StatusRequest)
         out.append(
             Reply(token, self._msg(StatusReply, request_id=msg.request_id, status=self.status(now)))
         )
@@ -1714,7 +1713,6 @@ _HANDLERS: dict[type, tuple[_Handler, bool]] = {
     ClientHeartbeat: (LicenseServer._on_client, False),
     Release: (LicenseServer._on_client, False),
     StatusRequest: (LicenseServer._on_status, False),
-    Watch: (LicenseServer._on_status, False),
     Reclaim: (LicenseServer._on_reclaim, False),
     ChangeDistribution: (LicenseServer._on_admin, False),
     AddAllocations: (LicenseServer._on_admin, False),

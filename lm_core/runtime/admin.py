@@ -16,9 +16,9 @@ answer does not come in time the result says so ("the change may still apply").
 above the pool's), sends UPDATE_RLF, then polls status until every reachable server
 reports the new sequence, and returns what each server said.
 
-`watch()` keeps one WATCH connection per server (reconnecting with backoff) and yields
-the merged status whenever a server pushes a change or goes away, at most once per
-`interval` seconds.
+The client speaks with whatever operator certificate it was given: an admin
+certificate may do everything; a monitor certificate only reads status, and an operation
+asked of it is refused here, before anything is sent (the servers refuse it as well).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import contextlib
 import datetime
 import itertools
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -90,6 +90,8 @@ class AdminClient:
         self.op_timeout = op_timeout
         self.name = name
         self._ssl = tlsconfig.admin_context(tls) if tls is not None else None
+        # the role this client speaks with ("admin", "monitor"; None in plaintext)
+        self.role = tlsconfig.cert_role(tls.cert) if tls is not None and tls.cert else None
         self._conns: dict[str, Connection] = {}
         self._conn_locks: dict[str, asyncio.Lock] = {}
         self._ids = itertools.count(1)
@@ -203,67 +205,6 @@ class AdminClient:
         self.leader = leader if leader is not None and per.get(leader) else None
         return pool
 
-    async def watch(self, interval: float = 0.5) -> AsyncIterator[PoolStatus]:
-        """Merged status whenever it changes (pushed by the servers), at most once per
-        `interval` seconds. Survives servers going down and coming back."""
-        latest: dict[str, ServerStatus | None] = dict.fromkeys(self.rlf.server_ids)
-        changed = asyncio.Event()
-        tasks = [
-            asyncio.create_task(self._watch_one(sid, latest, changed), name=f"watch-{sid}")
-            for sid in self.rlf.server_ids
-        ]
-        try:
-            last = 0.0
-            while True:
-                await changed.wait()
-                wait = last + interval - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                changed.clear()
-                last = time.monotonic()
-                yield self._merge(latest)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _watch_one(
-        self, sid: str, latest: dict[str, ServerStatus | None], changed: asyncio.Event
-    ) -> None:
-        backoff = 0.1
-        first = True
-        while True:
-            conn: Connection | None = None
-            try:
-                conn = await Connection.open(
-                    self._address(sid), ssl=self._ssl, connect_timeout=self.timeout
-                )
-                await conn.send(m.Watch(**self._msg_base()))
-                while True:
-                    # the daemon refreshes at least every 2 s; silence means trouble
-                    msg = await conn.recv(idle_timeout=max(5.0, 2 * self.timeout))
-                    if msg is None:
-                        raise ConnectError("closed by the server")
-                    if isinstance(msg, m.StatusReply):
-                        latest[sid] = cast(ServerStatus, dict(msg.status))
-                        self.errors.pop(sid, None)
-                        changed.set()
-                        backoff = 0.1
-                    elif isinstance(msg, m.AdminReply) and not msg.ok:
-                        self.errors[sid] = f"refused: {msg.message}"
-                        break
-            except (TransportError, ProtocolError) as exc:
-                self.errors[sid] = f"unreachable: {exc}"
-            finally:
-                if conn is not None:
-                    await conn.aclose()
-            if latest[sid] is not None or first:
-                latest[sid] = None
-                changed.set()
-            first = False
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
-
     # -- operations
 
     async def _targets(self) -> list[str]:
@@ -279,6 +220,13 @@ class AdminClient:
     async def _operation(self, make: Any, targets: list[str] | None = None) -> AdminResult:
         """Send one operation (built by `make(**base)`) to the leader (or `targets`) or the
         first server that accepts a connection; never to two servers."""
+        if self.role == "monitor":
+            return AdminResult(
+                False,
+                "read-only: this is a monitor certificate; admin operations need the admin "
+                "certificate (admin.pem/.key)",
+                "",
+            )
         tried: list[str] = []
         for sid in targets if targets is not None else await self._targets():
             msg = make(**self._msg_base())

@@ -15,10 +15,19 @@ Errors a caller sees (httpcore-style: one family per layer):
 Plaintext connections (``ssl=None``) are refused to and from anything but loopback
 (127.0.0.0/8, ::1, "localhost"): `check_plaintext_allowed`.
 
-`serve` runs a listener that wraps each accepted stream in a `Connection`, bounds the
-number of connections (in total and per remote host), and closes a connection whose
-handler raises `ProtocolError`, logging one line for it. Stop it with `close_server`,
-which also ends the live connections and waits for their handlers.
+`serve` runs a listener that wraps each accepted stream in a `Connection` and closes a
+connection whose handler raises `ProtocolError`, logging one line for it. Stop it with
+`close_server`, which also ends the live connections and waits for their handlers.
+
+Budgets (`Budgets`): the listener does the TLS handshake itself, so it bounds the
+handshakes in progress (in total and per source address, each within a timeout) before a
+byte of TLS is processed. Once the handshake names the peer, the connection is counted in
+one of three separate budgets by its certificate's role: peers (server certificates),
+operators (admin and monitor certificates), and clients (everything else, also capped per
+source address). A flood of anonymous connections therefore fills at most the client
+budget -- at most `clients_per_source` of it per source -- and never the room kept for
+peers, operators or clients from other addresses. Every refusal and every failed
+handshake is logged (rate-limited, `logsafe.PeerLog`) with the source and the reason.
 """
 
 from __future__ import annotations
@@ -30,13 +39,23 @@ import logging
 import ssl as _ssl
 import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from lm_core.engine.messages import Message
 from lm_core.errors import LmError
 from lm_core.runtime.codec import Codec, ProtocolError, default_codec
-from lm_core.runtime.framing import FRAME_TIMEOUT, MAX_FRAME, frame, read_frame
+from lm_core.runtime.framing import (
+    FRAME_TIMEOUT,
+    MAX_FRAME,
+    BufferBudget,
+    FrameError,
+    frame,
+    read_frame,
+)
+from lm_core.runtime.kinds import Kind, MiB, kind_of
+from lm_core.runtime.logsafe import Limiter, PeerLog, escape
 from lm_core.runtime.tlsconfig import PeerIdentity, peer_identity
 
 log = logging.getLogger("lm.wire")
@@ -103,17 +122,25 @@ class Connection:
         codec: Codec | None = None,
         max_frame: int = MAX_FRAME,
         frame_timeout: float | None = FRAME_TIMEOUT,
+        budget: BufferBudget | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
         self.codec = codec if codec is not None else default_codec()
         self.max_frame = max_frame
         self.frame_timeout = frame_timeout
+        self.budget = budget
+        # Called with (kind, length) before a frame's body is read; raises ProtocolError
+        # to refuse it (the daemon's admission check). None: every kind is taken.
+        self.admit: Callable[[Kind, int], None] | None = None
         self.peer: PeerIdentity | None = peer_identity(writer.get_extra_info("ssl_object"))
         peername = writer.get_extra_info("peername")
         self.remote = _format_peer(peername)
+        self.source = _source_of(peername)
         self.tls = writer.get_extra_info("ssl_object") is not None
+        self.last_kind: Kind | None = None  # the kind of the last frame `recv` returned
         self._closed = False
+        self._reserved = 0
         self._request_lock = asyncio.Lock()
 
     @classmethod
@@ -172,7 +199,7 @@ class Connection:
         closed)."""
         if self._closed:
             raise ConnectionClosed(f"{self.remote}: connection closed")
-        data = frame(self.codec.encode(msg), max_frame=self.max_frame)
+        data = frame(self.codec.encode(msg), kind_of(type(msg)), max_frame=self.max_frame)
         try:
             self.writer.write(data)
             async with asyncio.timeout(drain_timeout):
@@ -200,7 +227,7 @@ class Connection:
             raise ConnectionClosed(f"{self.remote}: connection closed")
         if transport.get_write_buffer_size() >= buffer_limit:
             return False
-        data = frame(self.codec.encode(msg), max_frame=self.max_frame)
+        data = frame(self.codec.encode(msg), kind_of(type(msg)), max_frame=self.max_frame)
         try:
             self.writer.write(data)
         except (OSError, _ssl.SSLError, RuntimeError) as exc:
@@ -208,36 +235,66 @@ class Connection:
             raise ConnectionClosed(f"{self.remote}: {exc or type(exc).__name__}") from None
         return True
 
+    @property
+    def eof_seen(self) -> bool:
+        """The peer has closed its side and every byte it sent has been read: nothing it
+        is sent now can reach anyone who is waiting for it."""
+        return self.reader.at_eof()
+
+    def _admit(self, kind: Kind, n: int) -> None:
+        if self.admit is not None:
+            self.admit(kind, n)
+        if self.budget is not None:
+            if not self.budget.reserve(n):
+                raise FrameError(
+                    f"{kind.name} frame of {n} bytes: the daemon's buffer budget "
+                    f"({self.budget.limit // MiB} MiB) is exhausted"
+                )
+            self._reserved = n
+
     async def recv(self, *, idle_timeout: float | None = None) -> Message | None:
         """The next message, or None when the peer closed cleanly between messages.
 
-        Raises `ProtocolError` (connection closed) for a bad frame or message,
+        Raises `ProtocolError` (connection closed) for a bad frame or message, a frame
+        `admit` refused, or a message that is not of the kind its header announced;
         `FrameTimeout` (a `ProtocolError`) if nothing arrives within `idle_timeout`,
         `ConnectionClosed` if the connection broke.
         """
         if self._closed:
             return None
         try:
-            payload = await read_frame(
-                self.reader,
-                max_frame=self.max_frame,
-                idle_timeout=idle_timeout,
-                frame_timeout=self.frame_timeout,
-            )
-        except ProtocolError:
+            try:
+                got = await read_frame(
+                    self.reader,
+                    max_frame=self.max_frame,
+                    idle_timeout=idle_timeout,
+                    frame_timeout=self.frame_timeout,
+                    admit=self._admit,
+                )
+            except ProtocolError:
+                self.abort()
+                raise
+            except (OSError, _ssl.SSLError) as exc:
+                self.abort()
+                raise ConnectionClosed(f"{self.remote}: {exc}") from None
+            if got is None:
+                self.abort()
+                return None
+            kind, payload = got
+            try:
+                msg: Message = self.codec.decode(payload)
+            except ProtocolError:
+                self.abort()
+                raise
+            del payload
+        finally:
+            if self._reserved and self.budget is not None:
+                self.budget.release(self._reserved)
+            self._reserved = 0
+        if kind_of(type(msg)) is not kind:
             self.abort()
-            raise
-        except (OSError, _ssl.SSLError) as exc:
-            self.abort()
-            raise ConnectionClosed(f"{self.remote}: {exc}") from None
-        if payload is None:
-            self.abort()
-            return None
-        try:
-            msg: Message = self.codec.decode(payload)
-        except ProtocolError:
-            self.abort()
-            raise
+            raise FrameError(f"a {type(msg).__name__} in a {kind.name} frame")
+        self.last_kind = kind
         return msg
 
     async def request(self, msg: Message, *, reply_timeout: float = 3.0) -> Message:
@@ -295,7 +352,48 @@ def _format_peer(peername: Any) -> str:
     return str(peername)
 
 
+def _source_of(peername: Any) -> str:
+    if isinstance(peername, tuple) and peername:
+        return str(peername[0])
+    return str(peername)
+
+
 Handler = Callable[[Connection], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Budgets:
+    """What one listener admits at once (see the module doc)."""
+
+    peers: int = 32  # connections with a server certificate
+    operators: int = 64  # connections with an admin or monitor certificate
+    clients: int = 2048  # every other connection
+    clients_per_source: int = 128  # ... from one source address
+    handshakes: int = 128  # TLS handshakes in progress
+    handshakes_per_source: int = 16  # ... from one source address
+    handshake_rate: int = 20  # TLS handshakes started per second per source address
+    handshake_timeout: float = 5.0  # seconds a TLS handshake may take
+    buffer_bytes: int = 64 * MiB  # frame bodies being read or decoded, all connections
+    read_ahead: int = 16 * 1024  # StreamReader limit: bytes read ahead of the decoder
+
+
+def budget_class(peer: PeerIdentity | None) -> str:
+    """Which budget a connection counts in: "peers", "operators" or "clients"."""
+    if peer is None:
+        return "clients"
+    if peer.role == "server":
+        return "peers"
+    if peer.role in ("admin", "monitor"):
+        return "operators"
+    return "clients"
+
+
+def handshake_failure(exc: BaseException) -> str:
+    """One line saying why a TLS handshake failed."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    why = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
+    return f"{type(exc).__name__}: {why or 'closed'}"
 
 
 async def serve(
@@ -304,80 +402,150 @@ async def serve(
     port: int,
     *,
     ssl: _ssl.SSLContext | None,
-    max_connections: int = 4096,
-    max_per_host: int = 1024,
+    budgets: Budgets | None = None,
     max_frame: int = MAX_FRAME,
     frame_timeout: float | None = FRAME_TIMEOUT,
-    handshake_timeout: float = 5.0,
     codec: Codec | None = None,
+    peer_log: PeerLog | None = None,
 ) -> asyncio.Server:
     """Start a listener on host:port calling `handler(conn)` for each connection.
 
     The connection is closed when the handler returns or raises. A `ProtocolError` or
-    `TransportError` from the handler is logged as one line (``lm.wire`` logger) and
-    only that connection ends; anything else is logged with its traceback (a bug) and
-    still only that connection ends. Connections over `max_connections` in total or
-    `max_per_host` from one remote host are closed at once. Plaintext (ssl None) is
-    refused unless `host` is loopback (`ConnectError`).
+    `TransportError` from the handler is logged as one line (``lm.wire`` logger,
+    rate-limited) and only that connection ends; anything else is logged with its
+    traceback (a bug) and still only that connection ends. Connections and handshakes
+    over the `budgets` are closed at once, with a line saying which budget was full.
+    Plaintext (ssl None) is refused unless `host` is loopback (`ConnectError`).
     """
     if ssl is None:
         check_plaintext_allowed(host)
-    state = _Serving()
-    active: dict[str, int] = {}
+    b = budgets or Budgets()
+    plog = peer_log or PeerLog()
+    state = _Serving(BufferBudget(b.buffer_bytes))
+    rate = Limiter(burst=b.handshake_rate, window=1.0)
+
+    def refuse(writer: asyncio.StreamWriter, remote: str, source: str, why: str) -> None:
+        plog.log(log, logging.WARNING, remote, source, "wire: refused %s: %s", remote, why)
+        writer.transport.abort()
+
+    async def handshake(
+        writer: asyncio.StreamWriter, remote: str, source: str, ctx: _ssl.SSLContext
+    ) -> bool:
+        if (
+            state.handshakes >= b.handshakes
+            or state.handshakes_by.get(source, 0) >= b.handshakes_per_source
+        ):
+            refuse(writer, remote, source, "too many TLS handshakes in progress")
+            return False
+        if state.by_source.get(("clients", source), 0) >= b.clients_per_source:
+            # the source already holds its share: no handshake (CPU) for another one
+            refuse(writer, remote, source, f"{b.clients_per_source} connections from {source}")
+            return False
+        if rate.take(source) is None:
+            refuse(writer, remote, source, f"over {b.handshake_rate} TLS handshakes per second")
+            return False
+        state.handshakes += 1
+        state.handshakes_by[source] = state.handshakes_by.get(source, 0) + 1
+        try:
+            async with asyncio.timeout(b.handshake_timeout):
+                await writer.start_tls(ctx, ssl_handshake_timeout=b.handshake_timeout + 1)
+            return True
+        except Exception as exc:  # any failure ends this connection, with one line
+            plog.log(
+                log,
+                logging.WARNING,
+                remote,
+                source,
+                "wire: TLS handshake from %s failed: %s",
+                remote,
+                handshake_failure(exc),
+            )
+            writer.transport.abort()
+            return False
+        finally:
+            state.handshakes -= 1
+            left = state.handshakes_by[source] - 1
+            if left:
+                state.handshakes_by[source] = left
+            else:
+                del state.handshakes_by[source]
 
     async def on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername")
+        remote, source = _format_peer(peername), _source_of(peername)
+        if state.closing:
+            writer.transport.abort()
+            return
+        if ssl is not None and not await handshake(writer, remote, source, ssl):
+            return
         conn = Connection(
-            reader, writer, codec=codec, max_frame=max_frame, frame_timeout=frame_timeout
+            reader,
+            writer,
+            codec=codec,
+            max_frame=max_frame,
+            frame_timeout=frame_timeout,
+            budget=state.buffer,
         )
-        remote_host = conn.remote.rpartition(":")[0]
-        if (
-            state.closing
-            or len(state.conns) >= max_connections
-            or active.get(remote_host, 0) >= max_per_host
-        ):
-            if not state.closing:
-                log.warning("wire: refused %s: too many connections", conn.remote)
+        cls = budget_class(conn.peer)
+        limit = {"peers": b.peers, "operators": b.operators, "clients": b.clients}[cls]
+        if state.closing:
+            conn.abort()
+            return
+        if state.by_class.get(cls, 0) >= limit:
+            refuse(writer, remote, source, f"the {cls} budget ({limit}) is full")
+            conn.abort()
+            return
+        key = (cls, source)
+        if cls == "clients" and state.by_source.get(key, 0) >= b.clients_per_source:
+            refuse(writer, remote, source, f"{b.clients_per_source} connections from {source}")
             conn.abort()
             return
         task = asyncio.current_task()
         assert task is not None
         state.conns[conn] = task
-        active[remote_host] = active.get(remote_host, 0) + 1
+        state.by_class[cls] = state.by_class.get(cls, 0) + 1
+        state.by_source[key] = state.by_source.get(key, 0) + 1
         try:
             await handler(conn)
         except (ProtocolError, TransportError) as exc:
-            log.info("wire: closed %r: %s", conn, exc)
+            plog.log(log, logging.INFO, conn, source, "wire: closed %s: %s", repr(conn), exc)
         except Exception:
-            log.exception("wire: handler failed on %r", conn)
+            log.exception("wire: handler failed on %s", escape(repr(conn)))
         finally:
             del state.conns[conn]
-            left = active[remote_host] - 1
+            state.by_class[cls] -= 1
+            left = state.by_source[key] - 1
             if left:
-                active[remote_host] = left
+                state.by_source[key] = left
             else:
-                del active[remote_host]
+                del state.by_source[key]
             conn.abort()
 
-    server = await asyncio.start_server(
-        on_accept,
-        host,
-        port,
-        ssl=ssl,
-        ssl_handshake_timeout=handshake_timeout if ssl is not None else None,
-    )
+    server = await asyncio.start_server(on_accept, host, port, limit=b.read_ahead)
     _serving[server] = state
     return server
 
 
 class _Serving:
-    """The live connections of one `serve` listener (for `close_server`)."""
+    """The live connections of one `serve` listener (for `close_server`) and its counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, buffer: BufferBudget) -> None:
         self.conns: dict[Connection, asyncio.Task[Any]] = {}
         self.closing = False
+        self.buffer = buffer
+        self.handshakes = 0
+        self.handshakes_by: dict[str, int] = {}
+        self.by_class: dict[str, int] = {}
+        self.by_source: dict[tuple[str, str], int] = {}
 
 
 _serving: weakref.WeakKeyDictionary[asyncio.Server, _Serving] = weakref.WeakKeyDictionary()
+
+
+def buffer_of(server: asyncio.Server) -> BufferBudget | None:
+    """The buffer budget of a `serve` listener (its `used` and `peak` bytes)."""
+    state = _serving.get(server)
+    return state.buffer if state is not None else None
 
 
 def connections_of(server: asyncio.Server) -> list[Connection]:

@@ -1,106 +1,90 @@
-"""`lm-daemon`: one pool member -- the engine on real sockets, TLS and SQLite.
+"""`Daemon`: one pool member -- the engine on real sockets, TLS and SQLite.
 
 Theory of operation
 -------------------
 The daemon is a thin shell around the sans-IO `LicenseServer` (etcd-raft's "Ready"
-shape). One loop task owns the engine:
+shape). One loop task owns the engine, and it is the only place that steps it:
 
-1. take inputs: messages that connection tasks put in the inbox (all that are queued,
-   up to `BATCH`), or nothing when the tick is due (every `TICK` s or at the engine's
-   `next_deadline`, whichever is sooner);
+1. take inputs: server messages first (all that are queued), then client and admin
+   messages (up to `BATCH`), or nothing when the tick is due (every `TICK` s or at the
+   engine's `next_deadline`, whichever is sooner);
 2. step the engine (`handle` per message, then `tick`), concatenating the effects;
-3. carry the effects out: every `PersistState` / `PersistKey` / `LogUsage` of the step
-   goes into one `Batch`, committed (one SQLite transaction) before any `Send` / `Reply`
-   of the step leaves, in list order -- persist, then send, then reply. All the inputs
-   of a step share that one commit: the grant path's group commit. A batch with a
+3. carry the effects out (`_carry_out`): **persist, then send.** Every `PersistState` /
+   `PersistKey` / `LogUsage` of the step goes into one `Batch`, committed (one SQLite
+   transaction) before any `Send` / `Reply` of the step leaves, in list order. All the
+   inputs of a step share that one commit: the grant path's group commit. A batch with a
    `PersistState` (or a new RLF) is fsynced in a worker thread before anything is sent;
    a grant-path batch (`PersistKey` / `LogUsage` only) is committed on the loop without
    an fsync -- crash-safe, not power-loss-safe; restart grace (S4) covers that (see
    `store.py`). WAL checkpoints run in a worker thread while the loop goes on. `Event`
    effects are logged as one line each.
 
-The per-request path is kept short. When the loop is idle (waiting, nothing queued, no
-tick due), a connection task steps a client message itself (`_step_now`): handle,
-commit (no fsync), send and reply, all without an `await` -- so it is atomic with
-respect to the loop, exactly as if the loop had taken it. When many connections are
-ready in the same event-loop iteration, the steps after the first are carried out
-together at the end of it (one commit). A step that needs an fsync is handed to the
-loop (`_ready`) instead, which fsyncs before anything of it is sent; the loop carries
-out every pending fast step before it steps anything itself.
-Otherwise the inbox is a deque that wakes the loop through one future (no task per
-wait). A reply is written straight to the transport when nothing is queued before it
-and the peer keeps up (else it goes through the connection's writer task, which waits
-for the peer to drain).
-
-Who may say what (checked here, before the engine sees a message):
-
-* a server message must come from a server: with TLS, a certificate of role "server"
-  whose name equals the message's sender; in plaintext (loopback only), a sender that
-  is another server id of the RLF;
-* admin messages (status, watch, add code, ...) need an admin certificate (or
-  plaintext loopback); a client asking gets a refusal `AdminReply`, not the operation;
-* anything else wrong -- a bad frame, an invalid message, a server message from a
-  client -- closes that one connection with one log line; the daemon keeps serving.
+Connection tasks only read: a frame's header names its kind, `admission.admit_frame`
+decides from the connection's certificate whether that kind may come from it before
+the body is read, and the decoded message goes into an inbox (server messages into
+their own, which the loop empties first: a flood of clients must not delay the
+heartbeats and ACKs that keep the leases alive). A refused admin operation is answered
+with a refusal `AdminReply` and never reaches the engine; status is answered here from
+`engine.status(now)`. An RLF carried by a push or a transfer is parsed and verified in a
+worker thread before the engine sees it, so a large or broken RLF cannot stall the loop.
+A license request whose connection is already closed (the client sent it and hung up)
+is not stepped: nobody could receive the grant. Anything else wrong -- a bad frame, an
+invalid message, a kind the sender may not send -- closes that one connection with one
+(rate-limited, escaped) log line; the daemon keeps serving.
 
 Client and admin connections are named by tokens ("conn:17"); the engine answers with
-`Reply(to=token)`. `StatusRequest` and `Watch` are answered here from
-`LicenseServer.status(now)`; a watch pushes a `StatusReply` at most every `WATCH_EVERY`
-s, only when something other than ages changed (or every `WATCH_REFRESH` s).
+`Reply(to=token)`. A reply is written straight to the transport when nothing is queued
+before it and the peer keeps up (else it goes through the connection's writer task,
+which waits for the peer to drain; a peer that lets `OUT_QUEUE` replies pile up is
+dropped).
 
-Start-up refuses (one line, exit 2) a bad or unsigned RLF, a server id missing from it,
-a foreign or damaged data directory, missing TLS files, and plaintext to a non-loopback
-address. SIGTERM/SIGINT: stop listening, commit what is pending, close the store, exit 0
-(authorizations stay in the key table: clients re-attach on restart).
+`stop()`: stop listening, commit what is pending, close the store (authorizations stay in
+the key table: clients re-attach on restart). Start-up and arguments: `startup.py`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import contextlib
 import datetime
 import itertools
-import json
 import logging
-import signal
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from lm_core.engine import effects as fx
 from lm_core.engine import messages as m
 from lm_core.engine.rlf import Rlf, parse_rlf, render_rlf, verify_rlf
 from lm_core.engine.status_types import ServerStatus
-from lm_core.engine.vocab import ADMIN_OPS
 from lm_core.errors import InputError, LmError
 from lm_core.runtime import tlsconfig
-from lm_core.runtime.codec import ProtocolError
-from lm_core.runtime.connection import (
-    Connection,
-    TransportError,
-    is_loopback,
-    serve,
+from lm_core.runtime.admission import (
+    Verdict,
+    admit_frame,
+    admit_server_sender,
+    describe,
+    reaches_nobody,
 )
+from lm_core.runtime.codec import ProtocolError
+from lm_core.runtime.connection import Budgets, Connection, TransportError, buffer_of, serve
+from lm_core.runtime.framing import BufferBudget
+from lm_core.runtime.kinds import Kind
+from lm_core.runtime.logsafe import PeerLog, escape
 from lm_core.runtime.peers import Peers
-from lm_core.runtime.store import Batch, Loaded, Store, StoreError
-from lm_core.runtime.userfile import read_user_file
+from lm_core.runtime.store import Batch, Loaded, Store
 
 log = logging.getLogger("lm.daemon")
 events = logging.getLogger("lm.event")  # one line per engine Event effect
 
 TICK = 0.05  # seconds between engine ticks at most
 BATCH = 512  # inputs stepped before effects are carried out (group commit)
-WATCH_EVERY = 0.25  # a watcher gets at most one push per this many seconds
-WATCH_REFRESH = 2.0  # ... and at least one per this many, so ages stay fresh
 OUT_QUEUE = 4096  # messages queued to one client/admin connection before we drop it
+IN_FLIGHT = 8  # messages of one connection in the inbox at once; its reader waits for more
 STATUS_MAX_CLIENTS = 10_000  # key-table rows in one StatusReply (frame cap)
-
-CLIENT_MESSAGES: tuple[type[m.Message], ...] = (m.Request, m.ClientHeartbeat, m.Release)
-LOCAL_QUERIES: tuple[type[m.Message], ...] = (m.StatusRequest, m.Watch)
+TOKEN = "conn:"  # prefix of the token that names a client or admin connection
 
 
 class Engine(Protocol):
@@ -112,6 +96,8 @@ class Engine(Protocol):
     def status(self, now: float) -> ServerStatus: ...
     @property
     def next_deadline(self) -> float: ...
+    @property
+    def rlf(self) -> Rlf: ...
 
 
 EngineFactory = Callable[..., Engine]
@@ -130,69 +116,23 @@ class StoreFailed(LmError):
     """A store write failed: the daemon stops (exit 1) rather than break a promise."""
 
 
-class StartupError(InputError):
-    """The daemon cannot start with these arguments (one line, exit 2)."""
-
-
-# ---------------------------------------------------------------- start-up checks
-
-
-def load_rlf(path: Path) -> tuple[Rlf, str]:
-    """Read, parse and verify the RLF at `path` (InputError naming the file)."""
-    text = read_user_file(path, what="RLF")  # bounded, regular files only
-    rlf = parse_rlf(text, file=str(path))
-    verify_rlf(rlf, file=str(path), text=text)
-    return rlf, text
-
-
-def choose_rlf(given: Rlf, stored: tuple[int, str] | None, where: str) -> Rlf:
-    """The RLF to run with: the given one, unless the data dir holds a newer one that the
-    same admin key signed (a server that comes back with a newer RLF pushes it: S5)."""
-    if stored is None:
-        return given
+def check_rlf_text(text: str) -> str | None:
+    """Why an RLF text carried by a push or transfer is unusable (None if it parses and
+    its signature verifies). Runs in a worker thread: a megabyte of broken RLF takes
+    long to locate its error in."""
     try:
-        old = parse_rlf(stored[1], file=f"{where} (stored RLF)")
-        verify_rlf(old)
+        verify_rlf(parse_rlf(text, file="pushed RLF"), file="pushed RLF", text=text)
     except InputError as exc:
-        raise StoreError(f"stored RLF does not verify: {exc}", file=where) from None
-    if old.pool != given.pool:
-        raise StoreError(f"stored RLF is for pool {old.pool!r}, not {given.pool!r}", file=where)
-    if old.admin_key != given.admin_key:
-        raise StartupError(
-            f"signed by admin key {given.admin_key}, but this server's stored RLF "
-            f"(seq {old.sequence}) trusts {old.admin_key}",
-            field="admin_key",
-        )
-    if old.sequence > given.sequence:
-        log.info(
-            "using the stored RLF seq %d (newer than the given seq %d)",
-            old.sequence,
-            given.sequence,
-        )
-        return old
-    if old.sequence == given.sequence and render_rlf(old) != render_rlf(given):
-        raise StartupError(
-            f"RLF seq {given.sequence} differs from the stored RLF with the same sequence "
-            "(bump the sequence and sign again)",
-            field="sequence",
-        )
-    return given
+        return str(exc)
+    return None
 
 
-def check_addresses(rlf: Rlf, server_id: str, *, plaintext: bool) -> None:
-    """Plaintext only if every server of the pool is on loopback."""
-    rlf.server(server_id)
-    if plaintext:
-        for s in rlf.servers:
-            if not is_loopback(s.host):
-                raise StartupError(
-                    f"--insecure-loopback: server {s.id} listens on {s.address}, which is not "
-                    "loopback; use --tls-dir",
-                    field="servers",
-                )
-
-
-# ---------------------------------------------------------------- connections
+def _rlf_text(msg: m.Message) -> str | None:
+    if isinstance(msg, m.UpdateRlf | m.RlfTransfer):
+        return msg.rlf_text
+    if isinstance(msg, m.ForwardedAdmin) and isinstance(msg.op, m.UpdateRlf):
+        return msg.op.rlf_text
+    return None
 
 
 @dataclass(eq=False)
@@ -201,47 +141,34 @@ class Client:
 
     token: str
     conn: Connection
+    peer_log: PeerLog
     queue: asyncio.Queue[m.Message | None] = field(default_factory=lambda: asyncio.Queue(OUT_QUEUE))
-    watch_id: int | None = None
-    watch_sig: str = ""
-    watch_sent: float = 0.0
+    in_flight: int = 0  # its messages in the inbox, not yet stepped
+    room: asyncio.Event = field(default_factory=asyncio.Event)  # set: below IN_FLIGHT
 
     def put(self, msg: m.Message) -> None:
         # Nothing queued before it (the writer task takes a message off the queue only
         # when it writes it): write now, in order, unless the peer is slow to read.
+        if self.conn.closed:
+            return
         if self.queue.empty():
             try:
                 if self.conn.send_nowait(msg):
                     return
             except (TransportError, ProtocolError) as exc:
-                log.info("closing %s (%s): %s", self.token, self.conn.remote, exc)
-                self.conn.abort()
+                self.close(str(exc))
                 return
         try:
             self.queue.put_nowait(msg)
         except asyncio.QueueFull:
-            log.info("closing %s (%s): not reading its replies", self.token, self.conn.remote)
-            self.conn.abort()
+            self.close("not reading its replies")
 
-
-def _status_sig(status: Mapping[str, Any]) -> str:
-    """Status without the fields that change every instant (ages, lease times)."""
-
-    def strip(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {
-                k: strip(x)
-                for k, x in v.items()
-                if not (k.endswith("_age") or k in ("age", "lease_expires_in"))
-            }
-        if isinstance(v, list):
-            return [strip(x) for x in v]
-        return v
-
-    return json.dumps(strip(status), sort_keys=True, default=str)
-
-
-# ---------------------------------------------------------------- the daemon
+    def close(self, why: str) -> None:
+        self.peer_log.log(
+            log, logging.INFO, self.token, self.conn.source, "closing %s (%s): %s",
+            self.token, self.conn.remote, why,
+        )  # fmt: skip
+        self.conn.abort()
 
 
 class Daemon:
@@ -256,11 +183,13 @@ class Daemon:
         *,
         tls: tlsconfig.TlsPaths | None,
         engine_factory: EngineFactory = license_server,
+        budgets: Budgets | None = None,
     ) -> None:
         self.server_id = server_id
         self.rlf = rlf
         self.store = store
         self.tls = tls
+        self.budgets = budgets or Budgets()
         self.today = _today()
         self.engine: Engine = engine_factory(
             server_id,
@@ -271,21 +200,16 @@ class Daemon:
         )
         self._stored_seq = loaded.rlf[0] if loaded.rlf else 0
         self.inbox: collections.deque[tuple[str, m.Message]] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None  # the loop, waiting for input
-        self._waiting_due = 0.0  # ... until then (its next tick)
-        self._ready: list[tuple[list[fx.Effect], Batch]] = []  # stepped, not yet carried out
-        self._failed: StoreFailed | None = None
-        self._fast_iteration = False  # a fast step was carried out in this loop iteration
-        self._fast_pending: list[fx.Effect] | None = None  # stepped, to carry out at its end
-        self._checkpointing: asyncio.Task[None] | None = None
-        # server-to-server messages go first: a flood of clients must not delay the
-        # heartbeats and ACKs that keep the leases (S3) alive
         self.peer_inbox: collections.deque[tuple[str, m.Message]] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None  # the loop, waiting for input
+        self._checkpointing: asyncio.Task[None] | None = None
         self.clients: dict[str, Client] = {}
         self._tokens = itertools.count(1)
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
         self._server: asyncio.Server | None = None
+        self.peer_log = PeerLog()
+        self.event_log = PeerLog(per_conn=20, per_source=50, overall=500)
         self.peers = Peers(
             server_id,
             {s.id: s.address for s in rlf.servers},
@@ -295,12 +219,24 @@ class Daemon:
             max_backoff=max(0.2, rlf.timing.heartbeat_interval),
         )
 
+    @property
+    def buffer(self) -> BufferBudget | None:
+        """The listener's buffer budget (bytes of frames in flight now, and the peak)."""
+        return buffer_of(self._server) if self._server is not None else None
+
     # -- lifecycle
 
     async def start(self) -> None:
         own = self.rlf.server(self.server_id)
         ctx = tlsconfig.server_context(self.tls) if self.tls else None
-        self._server = await serve(self._on_connection, own.host, own.port, ssl=ctx)
+        self._server = await serve(
+            self._on_connection,
+            own.host,
+            own.port,
+            ssl=ctx,
+            budgets=self.budgets,
+            peer_log=self.peer_log,
+        )
         log.info(
             "%s of pool %r listening on %s (%s), RLF seq %d",
             self.server_id,
@@ -326,20 +262,12 @@ class Daemon:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _enqueue(self, sender: str, msg: m.Message) -> None:
-        self.inbox.append((sender, msg))
-        self._wake()
-
     async def run(self) -> None:
         """Serve until `stop()`; then close everything (the store last)."""
         await self.start()
-        watcher = asyncio.create_task(self._watch_loop(), name="watch")
         try:
             await self._loop()
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
             await self._shutdown()
 
     async def _shutdown(self) -> None:
@@ -357,7 +285,7 @@ class Daemon:
         self.store.close()
         log.info("%s stopped; store closed", self.server_id)
 
-    # -- the loop
+    # -- the loop: take inputs, step, persist, send
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -372,25 +300,18 @@ class Daemon:
                 await asyncio.sleep(0)  # never starve the connections
             else:
                 waiter = self._waiter = loop.create_future()
-                self._waiting_due = due
                 timer = loop.call_later(due - now, _resolve, waiter)
                 try:
                     await waiter
                 finally:
                     timer.cancel()
                     self._waiter = None
-            self._flush_fast()  # steps taken before this wake-up go out first, in order
-            if self._failed is not None:
-                raise self._failed
-            ready, self._ready = self._ready, []
-            for stepped, batch in ready:
-                await self._apply(stepped, batch)
+            if self._stop.is_set():
+                break
             inputs: list[tuple[str, m.Message]] = list(self.peer_inbox)
             self.peer_inbox.clear()
             while len(inputs) < BATCH and self.inbox:
                 inputs.append(self.inbox.popleft())
-            if self._stop.is_set():
-                break
             now = time.monotonic()
             effects: list[fx.Effect] = []
             for sender, msg in inputs:
@@ -409,85 +330,41 @@ class Daemon:
                 await self._carry_out(effects)
             self._maybe_checkpoint()
 
-    def _step_now(self, sender: str, msg: m.Message) -> bool:
-        """The fast path (see the module doc): step `msg` here if the loop is idle.
-        False if it is not (then the caller queues it for the loop).
-
-        The first message of an event-loop iteration is carried out at once (one client:
-        no hop through the loop task); later ones in the same iteration -- many clients
-        ready together -- are stepped now and carried out together at the end of the
-        iteration (`_flush_fast`), one commit for all of them: the group commit."""
-        waiter = self._waiter
-        if (
-            waiter is None
-            or waiter.done()
-            or self.inbox
-            or self.peer_inbox
-            or self._ready
-            or self._stop.is_set()
-        ):
-            return False
-        now = time.monotonic()
-        if now >= self._waiting_due:
-            return False  # a tick is due: the loop does both, in order
-        effects = self._step(sender, msg, now)
-        if self._fast_pending is not None:
-            self._fast_pending.extend(effects)
-        elif self._fast_iteration:
-            self._fast_pending = effects
-            asyncio.get_running_loop().call_soon(self._flush_fast)
-        else:
-            self._fast_iteration = True
-            asyncio.get_running_loop().call_soon(self._end_fast_iteration)
-            self._carry_out_now(effects)
-        return True
-
-    def _end_fast_iteration(self) -> None:
-        self._fast_iteration = False
-
-    def _flush_fast(self) -> None:
-        effects, self._fast_pending = self._fast_pending, None
-        if effects is not None:
-            self._carry_out_now(effects)
-
-    def _carry_out_now(self, effects: list[fx.Effect]) -> None:
-        """`_carry_out` without an await, for the fast path; a batch that needs an fsync
-        goes to the loop instead (`_ready`), which commits it in a worker, then sends."""
-        batch = self._batch(effects)
-        if batch.synchronous:
-            self._ready.append((effects, batch))
-            self._wake()
-            return
-        if batch:
-            try:
-                self.store.commit(batch)
-            except Exception as exc:
-                self._failed = StoreFailed(f"store write failed, stopping: {exc}")
-                self._wake()
-                return
-        self._send_effects(effects)
-        self._maybe_checkpoint()
-        if self.engine.next_deadline < self._waiting_due:
-            self._wake()
-
     def _step(self, sender: str, msg: m.Message, now: float) -> list[fx.Effect]:
+        client = self.clients.get(sender)
+        if client is not None:
+            client.in_flight -= 1
+            client.room.set()
+        if sender.startswith(TOKEN) and reaches_nobody(
+            msg, open=client is not None and not client.conn.closed
+        ):
+            return []  # the client hung up: a grant would hold a seat for nobody
         try:
-            return self.engine.handle(now, sender, msg)
+            effects = self.engine.handle(now, sender, msg)
         except Exception:
             log.exception(
-                "engine failed on %s from %s; message dropped", type(msg).__name__, sender
+                "engine failed on %s from %s; message dropped",
+                type(msg).__name__,
+                escape(sender),
             )
             return []
+        if client is None:
+            return effects
+        # Events caused by a client are rate-limited per connection and source address.
+        for eff in effects:
+            if isinstance(eff, fx.Event):
+                self.event_log.log(
+                    events, _event_level(eff), sender, client.conn.source, "%s: %s",
+                    eff.kind, eff.text,
+                )  # fmt: skip
+        return [e for e in effects if not isinstance(e, fx.Event)]
 
     async def _carry_out(self, effects: Sequence[fx.Effect]) -> None:
-        """Persist, then send, then reply. Every persist effect of the list goes into one
-        batch committed before the first message leaves: a persist must be durable
-        before any *later* send, and making an even later one durable early is harmless
-        (it is the state the engine already moved to) -- one commit per step, not per
-        grant."""
-        await self._apply(effects, self._batch(effects))
-
-    async def _apply(self, effects: Sequence[fx.Effect], batch: Batch) -> None:
+        """Persist, then send. Every persist effect of the list goes into one batch,
+        committed before the first message leaves: a persist must be durable before any
+        *later* send, and making an even later one durable early is harmless (it is the
+        state the engine already moved to) -- one commit per step, not per grant."""
+        batch = self._batch(effects)
         if batch:
             await self._commit(batch)
         self._send_effects(effects)
@@ -505,30 +382,6 @@ class Daemon:
         self._note_rlf(batch)
         return batch
 
-    def _send_effects(self, effects: Sequence[fx.Effect]) -> None:
-        for eff in effects:
-            if isinstance(eff, fx.Send):
-                self.peers.send(eff.to, eff.msg)
-            elif isinstance(eff, fx.Reply):
-                client = self.clients.get(eff.to)
-                if client is not None:
-                    client.put(eff.msg)
-            elif isinstance(eff, fx.Event):
-                self._log_event(eff)
-            elif not isinstance(eff, fx.PersistState | fx.PersistKey | fx.LogUsage):
-                log.error("unknown effect %r ignored", eff)
-
-    def _note_rlf(self, batch: Batch) -> None:
-        """Keep the store's RLF text in step with the engine's current RLF."""
-        rlf: Rlf | None = getattr(self.engine, "rlf", None)
-        if rlf is None or rlf.sequence <= self._stored_seq:
-            return
-        batch.set_rlf(rlf.sequence, render_rlf(rlf))
-        self._stored_seq = rlf.sequence
-        if rlf is not self.rlf:
-            self.rlf = rlf
-            self.peers.update({s.id: s.address for s in rlf.servers})
-
     async def _commit(self, batch: Batch) -> None:
         try:
             if batch.synchronous:
@@ -539,6 +392,30 @@ class Daemon:
             # Without a durable store the promises (S2, S6) cannot be kept: stop, and
             # send nothing that depended on this batch.
             raise StoreFailed(f"store write failed, stopping: {exc}") from exc
+
+    def _send_effects(self, effects: Sequence[fx.Effect]) -> None:
+        for eff in effects:
+            if isinstance(eff, fx.Send):
+                self.peers.send(eff.to, eff.msg)
+            elif isinstance(eff, fx.Reply):
+                client = self.clients.get(eff.to)
+                if client is not None:
+                    client.put(eff.msg)
+            elif isinstance(eff, fx.Event):
+                events.log(_event_level(eff), "%s: %s", eff.kind, escape(eff.text))
+            elif not isinstance(eff, fx.PersistState | fx.PersistKey | fx.LogUsage):
+                log.error("unknown effect %r ignored", eff)
+
+    def _note_rlf(self, batch: Batch) -> None:
+        """Keep the store's RLF text in step with the engine's current RLF."""
+        rlf = self.engine.rlf
+        if rlf.sequence <= self._stored_seq:
+            return
+        batch.set_rlf(rlf.sequence, render_rlf(rlf))
+        self._stored_seq = rlf.sequence
+        if rlf is not self.rlf:
+            self.rlf = rlf
+            self.peers.update({s.id: s.address for s in rlf.servers})
 
     def _maybe_checkpoint(self) -> None:
         """Start a WAL checkpoint in a worker when one is due; the loop does not wait
@@ -554,11 +431,7 @@ class Daemon:
         except Exception as exc:  # the WAL just grows; the next one tries again
             log.warning("WAL checkpoint failed: %s", exc)
 
-    def _log_event(self, eff: fx.Event) -> None:
-        level = logging.WARNING if eff.kind in ("bug", "error") else logging.INFO
-        events.log(level, "%s: %s", eff.kind, eff.text)
-
-    # -- connections
+    # -- connections: read, admit, queue for the loop
 
     def _from_peer_link(self, peer_id: str, msg: m.Message, conn: Connection) -> None:
         if msg.pool != self.rlf.pool:
@@ -569,9 +442,21 @@ class Daemon:
         self.peer_inbox.append((peer_id, msg))
         self._wake()
 
+    async def _enqueue(self, client: Client, msg: m.Message) -> None:
+        """Queue a client's or admin's message for the loop. A connection has at most
+        `IN_FLIGHT` messages queued: a client pipelining thousands of requests waits
+        here (and stops being read), so the inbox stays short and every other
+        connection's message is stepped after a bounded number of the flood's."""
+        while client.in_flight >= IN_FLIGHT:
+            client.room.clear()
+            await client.room.wait()
+        client.in_flight += 1
+        self.inbox.append((client.token, msg))
+        self._wake()
+
     async def _on_connection(self, conn: Connection) -> None:
-        token = f"conn:{next(self._tokens)}"
-        client = Client(token, conn)
+        token = f"{TOKEN}{next(self._tokens)}"
+        client = Client(token, conn, self.peer_log)
         self.clients[token] = client
         writer = asyncio.create_task(self._write(client), name=f"write-{token}")
         try:
@@ -592,58 +477,76 @@ class Daemon:
             try:
                 await client.conn.send(msg)
             except (TransportError, ProtocolError) as exc:
-                log.info("closing %s (%s): %s", client.token, client.conn.remote, exc)
-                client.conn.abort()
+                client.close(str(exc))
                 return
+
+    def _admit(self, conn: Connection, kind: Kind, size: int) -> None:
+        decision = admit_frame(conn.peer, kind, size, tls=self.tls is not None, pool=self.rlf.pool)
+        if decision.verdict is Verdict.CLOSE:
+            raise ProtocolError(f"{kind.name} frame refused: {decision.reason}")
 
     async def _read(self, client: Client) -> None:
         conn = client.conn
-        peer = conn.peer
+        tls = self.tls is not None
+        conn.admit = lambda kind, size: self._admit(conn, kind, size)
         idle = max(60.0, 3 * self.rlf.timing.client_lease)
         while True:
-            msg = await conn.recv(idle_timeout=None if client.watch_id is not None else idle)
+            msg = await conn.recv(idle_timeout=idle)
             if msg is None:
                 return
-            if isinstance(msg, CLIENT_MESSAGES):
-                if not self._step_now(client.token, msg):
-                    self._enqueue(client.token, msg)
+            kind = conn.last_kind
+            assert kind is not None
+            decision = admit_frame(conn.peer, kind, 0, tls=tls, pool=self.rlf.pool)
+            if decision.verdict is Verdict.REFUSE:
+                self.peer_log.log(
+                    log, logging.WARNING, client.token, conn.source,
+                    "refused %s from %s (%s): %s",
+                    type(msg).__name__, conn.remote, describe(conn.peer), decision.reason,
+                )  # fmt: skip
+                client.put(self._refusal(msg, decision.reason))
                 continue
-            if isinstance(msg, LOCAL_QUERIES + ADMIN_OPS):
-                if not self._may_admin(peer):
-                    client.put(_refuse(msg, self, "admin operations need an admin certificate"))
-                    continue
-                if isinstance(msg, m.StatusRequest):
-                    client.put(self._status_reply(msg.request_id))
-                elif isinstance(msg, m.Watch):
-                    client.watch_id = msg.request_id
-                    client.watch_sig = ""
-                    client.watch_sent = 0.0
+            if kind is Kind.CLIENT:
+                if reaches_nobody(msg, open=not conn.eof_seen):
+                    continue  # sent by a client that has already hung up
+                await self._enqueue(client, msg)
+            elif kind is Kind.STATUS:
+                client.put(self._status_reply(getattr(msg, "request_id", 0)))
+            elif kind in (Kind.ADMIN, Kind.ADMIN_RLF):
+                why = await self._check_rlf(msg)
+                if why is not None:
+                    client.put(self._refusal(msg, why))
                 else:
-                    self._enqueue(client.token, msg)
-                continue
-            # a server message
-            if msg.pool != self.rlf.pool:
-                raise ProtocolError(f"server message for pool {msg.pool!r}")
-            if peer is not None:
-                if peer.pool and peer.pool != self.rlf.pool:
-                    raise ProtocolError(f"certificate of pool {peer.pool!r}")
-                if peer.role != "server" or peer.name != msg.sender:
-                    raise ProtocolError(
-                        f"{type(msg).__name__} from {msg.sender!r} on a connection certified "
-                        f"for {peer.role} {peer.name!r}"
-                    )
-            elif self.tls is not None:
-                raise ProtocolError(f"{type(msg).__name__} without a server certificate")
-            if msg.sender not in self.rlf.server_ids or msg.sender == self.server_id:
-                raise ProtocolError(f"{type(msg).__name__} from unknown server {msg.sender!r}")
-            self._from_peer(msg.sender, msg)
+                    await self._enqueue(client, msg)
+            else:  # a server message, on a connection a peer dialled (or plaintext)
+                sender = admit_server_sender(
+                    conn.peer, msg.sender, msg.pool, tls=tls, pool=self.rlf.pool,
+                    server_ids=self.rlf.server_ids, own_id=self.server_id,
+                )  # fmt: skip
+                if sender.verdict is not Verdict.ACCEPT:
+                    raise ProtocolError(f"{type(msg).__name__}: {sender.reason}")
+                why = await self._check_rlf(msg)
+                if why is not None:
+                    self.peer_log.log(
+                        log, logging.WARNING, client.token, conn.source,
+                        "dropped %s from %s: %s", type(msg).__name__, msg.sender, why,
+                    )  # fmt: skip
+                    continue
+                self._from_peer(msg.sender, msg)
 
-    def _may_admin(self, peer: tlsconfig.PeerIdentity | None) -> bool:
-        if self.tls is None:
-            return True  # plaintext: loopback only, checked at start-up
-        return peer is not None and peer.role in ("admin", "server")
+    async def _check_rlf(self, msg: m.Message) -> str | None:
+        text = _rlf_text(msg)
+        return None if text is None else await asyncio.to_thread(check_rlf_text, text)
 
-    # -- status and watch
+    def _refusal(self, msg: m.Message, why: str) -> m.AdminReply:
+        return m.AdminReply(
+            pool=self.rlf.pool,
+            sender=self.server_id,
+            request_id=int(getattr(msg, "request_id", 0)),
+            ok=False,
+            message=why,
+        )
+
+    # -- status
 
     def status(self) -> ServerStatus:
         status = self.engine.status(time.monotonic())
@@ -661,27 +564,9 @@ class Daemon:
             status=dict(self.status()),
         )
 
-    async def _watch_loop(self) -> None:
-        while True:
-            await asyncio.sleep(WATCH_EVERY)
-            watchers = [c for c in self.clients.values() if c.watch_id is not None]
-            if not watchers:
-                continue
-            status = self.status()
-            sig = _status_sig(status)
-            now = time.monotonic()
-            for c in watchers:
-                if sig != c.watch_sig or now - c.watch_sent >= WATCH_REFRESH:
-                    assert c.watch_id is not None
-                    c.watch_sig, c.watch_sent = sig, now
-                    c.put(
-                        m.StatusReply(
-                            pool=self.rlf.pool,
-                            sender=self.server_id,
-                            request_id=c.watch_id,
-                            status=dict(status),
-                        )
-                    )
+
+def _event_level(eff: fx.Event) -> int:
+    return logging.WARNING if eff.kind in ("bug", "error") else logging.INFO
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -689,137 +574,5 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def _refuse(msg: m.Message, daemon: Daemon, why: str) -> m.AdminReply:
-    return m.AdminReply(
-        pool=daemon.rlf.pool,
-        sender=daemon.server_id,
-        request_id=int(getattr(msg, "request_id", 0)),
-        ok=False,
-        message=why,
-    )
-
-
 def _today() -> datetime.date:
     return datetime.datetime.now(datetime.UTC).date()
-
-
-# ---------------------------------------------------------------- main
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lm-daemon",
-        description="Run one license server of a pool (the engine on TCP/TLS and SQLite).",
-        epilog=(
-            "example: lm-daemon --rlf pool.rlf --server-id A --data-dir /var/lib/lm/A "
-            "--tls-dir /etc/lm/tls"
-        ),
-    )
-    p.add_argument("--rlf", required=True, type=Path, help="the pool's signed RLF")
-    p.add_argument("--server-id", required=True, help="this server's id in the RLF (e.g. A)")
-    p.add_argument(
-        "--data-dir", required=True, type=Path, help="where this server keeps its SQLite store"
-    )
-    tls = p.add_mutually_exclusive_group(required=True)
-    tls.add_argument("--tls-dir", type=Path, help="directory written by `lm pki init`")
-    tls.add_argument(
-        "--insecure-loopback",
-        action="store_true",
-        help="no TLS; allowed only when every server of the RLF is on 127.0.0.1",
-    )
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="stderr log level (default: info)",
-    )
-    return p
-
-
-def _gmtime(secs: float | None) -> time.struct_time:
-    return time.gmtime(secs)
-
-
-def _setup_logging(level: str, server_id: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    formatter = logging.Formatter(
-        f"%(asctime)s.%(msecs)03dZ {server_id} %(levelname)s %(name)s: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-    )
-    formatter.converter = _gmtime
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("asyncio").setLevel(max(logging.INFO, root.level))
-
-
-def prepare(args: argparse.Namespace) -> tuple[Rlf, Store, Loaded, tlsconfig.TlsPaths | None]:
-    """Every start-up check; raises `InputError` (exit 2) with one clear line."""
-    given, _ = load_rlf(args.rlf)
-    try:
-        given.server(args.server_id)
-    except InputError:
-        raise StartupError(
-            f"server id {args.server_id!r} is not in the RLF (servers: "
-            f"{', '.join(given.server_ids)})",
-            file=str(args.rlf),
-        ) from None
-    tls = (
-        None
-        if args.insecure_loopback
-        else tlsconfig.load_tls_dir(args.tls_dir, f"server-{args.server_id}")
-    )
-    if tls is not None:  # load them now so a bad key fails here, not at the first peer
-        tlsconfig.server_context(tls)
-        tlsconfig.peer_context(tls)
-    store = Store.open(args.data_dir, pool=given.pool, server_id=args.server_id)
-    try:
-        loaded = store.load()
-        rlf = choose_rlf(given, loaded.rlf, str(store.path))
-        check_addresses(rlf, args.server_id, plaintext=tls is None)
-    except BaseException:
-        store.close()
-        raise
-    return rlf, store, loaded, tls
-
-
-async def _amain(daemon: Daemon) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, daemon.stop)
-    await daemon.run()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """The `lm-daemon` entry point."""
-    args = _parser().parse_args(argv)
-    _setup_logging(args.log_level, args.server_id)
-    try:
-        rlf, store, loaded, tls = prepare(args)
-    except InputError as exc:
-        print(f"lm-daemon: {exc}", file=sys.stderr)
-        sys.exit(2)
-    if tls is None:
-        log.warning("--insecure-loopback: PLAINTEXT, no TLS; accepted on 127.0.0.1 only")
-    try:
-        daemon = Daemon(args.server_id, rlf, store, loaded, tls=tls)
-    except LmError as exc:
-        store.close()
-        print(f"lm-daemon: {exc}", file=sys.stderr)
-        sys.exit(2)
-    try:
-        asyncio.run(_amain(daemon))
-    except OSError as exc:  # listen failed (address in use, ...)
-        store.close()
-        own = rlf.server(args.server_id)
-        print(f"lm-daemon: cannot listen on {own.address}: {exc.strerror or exc}", file=sys.stderr)
-        sys.exit(1)
-    except StoreFailed as exc:
-        print(f"lm-daemon: {exc}", file=sys.stderr)
-        sys.exit(1)
-    sys.exit(0)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,14 +1,22 @@
-"""Length-prefixed frames on an asyncio stream, with a hard size cap and bounded reads.
+"""Typed, length-prefixed frames on an asyncio stream, with per-kind caps and bounded reads.
 
-A frame is a 4-byte big-endian unsigned length N followed by N payload bytes (one
-codec message). 1 <= N <= the cap: an empty frame or a length over the cap is a
-protocol error and the connection is closed without reading the payload, so a peer can
-make us hold at most ``cap`` bytes per connection.
+A frame is a 5-byte header -- one kind byte (`kinds.Kind`) and a 4-byte big-endian
+unsigned length N -- followed by N payload bytes (one codec message of that kind).
+1 <= N <= the kind's cap (`kinds.CAPS`, never above `MAX_FRAME`). An unknown kind, an
+empty frame or a length over the cap is a protocol error and the connection is closed
+without reading the payload.
 
-`MAX_FRAME` (4 MiB) is the default cap on every connection. The biggest legitimate
-frames are status replies: about 150 bytes per held authorization in the key table, so
-4 MiB fits roughly 25,000 listed clients; a daemon holding more must truncate the list it
-reports (and say so in the status) rather than raise the cap.
+The kind comes first so that a receiver can refuse a frame before it holds a byte of
+its body: `read_frame(admit=...)` calls ``admit(kind, length)`` between header and body;
+it raises `ProtocolError` to close the connection. The daemon checks there that the
+sender's certificate allows this kind (`admission`) and reserves the body's bytes in its
+global buffer budget (`BufferBudget`). A client message is at most 8 KiB, so a peer
+without a certificate can make the daemon hold at most that (plus the stream's read-ahead)
+per connection.
+
+`MAX_FRAME` (4 MiB) is the cap of the biggest kinds: status replies (about 150 bytes per
+held authorization in the key table, so roughly 25,000 listed clients; a daemon holding
+more truncates the list it reports and says so), RLF pushes and transfers.
 
 Reads are bounded in time two ways: `idle_timeout` bounds the wait for the first byte of
 the next frame (None = wait for ever: a long-lived connection whose peer speaks only
@@ -20,12 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
 
 from lm_core.runtime.codec import ProtocolError
+from lm_core.runtime.kinds import CAPS, MAX_FRAME, Kind, kind_from_byte
 
-MAX_FRAME = 4 * 1024 * 1024
+__all__ = ["FRAME_TIMEOUT", "HEADER", "MAX_FRAME", "BufferBudget", "FrameError", "frame"]
+
 FRAME_TIMEOUT = 10.0
-HEADER = struct.Struct("!I")
+HEADER = struct.Struct("!BI")
+
+Admit = Callable[[Kind, int], None]
 
 
 class FrameError(ProtocolError):
@@ -36,15 +49,46 @@ class FrameTimeout(FrameError):
     """No complete frame within the allowed time."""
 
 
-def frame(payload: bytes, *, max_frame: int = MAX_FRAME) -> bytes:
+class BufferBudget:
+    """Bytes of frame bodies being read or decoded, over all connections of a listener.
+
+    `reserve(n)` before reading a body of n bytes (False: over budget, refuse the frame),
+    `release(n)` once it is decoded or dropped. With per-kind caps this bounds what the
+    frames in flight can hold at once, whatever the number of connections."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+
+    def reserve(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        self.peak = max(self.peak, self.used)
+        return True
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        if self.used < 0:
+            raise AssertionError("buffer budget released more than it reserved")
+
+
+def cap_of(kind: Kind, max_frame: int = MAX_FRAME) -> int:
+    """The largest body a frame of `kind` may have (never above `max_frame`)."""
+    return min(CAPS[kind], max_frame)
+
+
+def frame(payload: bytes, kind: Kind, *, max_frame: int = MAX_FRAME) -> bytes:
     """Header + payload for one frame. Raises `FrameError` if the payload is empty or
-    bigger than `max_frame` (so we never send what the other side must refuse)."""
+    bigger than the kind's cap (so we never send what the other side must refuse)."""
     n = len(payload)
     if n == 0:
         raise FrameError("empty frame")
-    if n > max_frame:
-        raise FrameError(f"frame of {n} bytes exceeds the cap of {max_frame} bytes")
-    return HEADER.pack(n) + payload
+    cap = cap_of(kind, max_frame)
+    if n > cap:
+        raise FrameError(f"{kind.name} frame of {n} bytes exceeds the cap of {cap} bytes")
+    return HEADER.pack(kind, n) + payload
 
 
 async def read_frame(
@@ -53,13 +97,15 @@ async def read_frame(
     max_frame: int = MAX_FRAME,
     idle_timeout: float | None = None,
     frame_timeout: float | None = FRAME_TIMEOUT,
-) -> bytes | None:
-    """The next frame's payload, or None at a clean end of stream (EOF between frames).
+    admit: Admit | None = None,
+) -> tuple[Kind, bytes] | None:
+    """The next frame's kind and payload, or None at a clean end of stream (EOF between
+    frames).
 
     Raises `FrameTimeout` if no frame starts within `idle_timeout` or a started frame is
-    not complete within `frame_timeout`; `FrameError` for an empty or oversized frame or
-    an end of stream inside a frame. Connection errors (`ConnectionError`, `ssl.SSLError`)
-    propagate unchanged.
+    not complete within `frame_timeout`; `FrameError` for an unknown kind, an empty or
+    oversized frame or an end of stream inside a frame; whatever `admit` raises.
+    Connection errors (`ConnectionError`, `ssl.SSLError`) propagate unchanged.
     """
     try:
         async with asyncio.timeout(idle_timeout):
@@ -71,12 +117,18 @@ async def read_frame(
     try:
         async with asyncio.timeout(frame_timeout):
             rest = await reader.readexactly(HEADER.size - 1)
-            (n,) = HEADER.unpack(first + rest)
+            byte, n = HEADER.unpack(first + rest)
+            kind = kind_from_byte(byte)
+            if kind is None:
+                raise FrameError(f"unknown frame kind {byte}")
             if n == 0:
                 raise FrameError("empty frame")
-            if n > max_frame:
-                raise FrameError(f"frame of {n} bytes exceeds the cap of {max_frame} bytes")
-            return await reader.readexactly(n)
+            cap = cap_of(kind, max_frame)
+            if n > cap:
+                raise FrameError(f"{kind.name} frame of {n} bytes exceeds the cap of {cap} bytes")
+            if admit is not None:
+                admit(kind, n)
+            return kind, await reader.readexactly(n)
     except asyncio.IncompleteReadError as exc:
         raise FrameError(
             f"connection closed inside a frame ({len(exc.partial)} bytes short read)"
@@ -88,13 +140,14 @@ async def read_frame(
 async def write_frame(
     writer: asyncio.StreamWriter,
     payload: bytes,
+    kind: Kind,
     *,
     max_frame: int = MAX_FRAME,
     drain_timeout: float | None = FRAME_TIMEOUT,
 ) -> None:
     """Send one frame and wait (at most `drain_timeout`) until the transport buffer drains.
     A peer that does not read raises `FrameTimeout`."""
-    writer.write(frame(payload, max_frame=max_frame))
+    writer.write(frame(payload, kind, max_frame=max_frame))
     try:
         async with asyncio.timeout(drain_timeout):
             await writer.drain()

@@ -216,7 +216,7 @@ def console_command(name: str, module_main: str) -> list[str]:
 
 def daemon_command() -> list[str]:
     """The command line that runs `lm-daemon`."""
-    return console_command("lm-daemon", "lm_core.runtime.daemon:main")
+    return console_command("lm-daemon", "lm_core.runtime.startup:main")
 
 
 def parent_death_signal(sig: int) -> Callable[[], None]:

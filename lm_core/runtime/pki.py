@@ -1,4 +1,12 @@
-"""The pool's small PKI: a CA, a certificate per server, an admin and a client certificate.
+"""The pool's small PKI: a CA, a certificate per server, an admin, a monitor and a client
+certificate.
+
+Roles (what each may send is `admission`'s table; docs/SECURITY.md says why):
+
+* server -- one per RLF server; talks to its peers; cannot send admin operations.
+* admin -- changes the pool (codes, allocations, distribution, RLF pushes, reclaims).
+* monitor -- reads status (`lm status`, `lm-tui --read-only`); changes nothing.
+* client -- optional for license clients (a client without a certificate is served too).
 
 Layout and naming: see `tlsconfig` (this module writes what `load_tls_dir` reads).
 Keys are ECDSA P-256 (fast TLS 1.3 handshakes). Every file is written to a temporary
@@ -149,9 +157,9 @@ def make_leaf(
     now: datetime.datetime | None = None,
     days: int = LEAF_DAYS,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A certificate for `role` ("server", "admin", "client") named `name`, signed by the
-    CA. Servers get serverAuth + clientAuth (they dial each other) and IP/DNS SANs for
-    `hosts`; admins and clients get clientAuth."""
+    """A certificate for `role` ("server", "admin", "monitor", "client") named `name`,
+    signed by the CA. Servers get serverAuth + clientAuth (they dial each other) and IP/DNS
+    SANs for `hosts`; the other roles get clientAuth."""
     now = now or datetime.datetime.now(datetime.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -219,6 +227,7 @@ def init_pki(
     servers: Sequence[PkiServer],
     admin_name: str = "admin",
     client_name: str = "client",
+    monitor_name: str = "monitor",
     now: datetime.datetime | None = None,
 ) -> PkiResult:
     """Write (or refresh) the pool's TLS directory `out`. See the module docstring.
@@ -227,7 +236,7 @@ def init_pki(
     if not servers:
         raise InputError("the RLF names no servers", field="servers")
     try:
-        return _init(out, pool, servers, admin_name, client_name, now)
+        return _init(out, pool, servers, admin_name, client_name, monitor_name, now)
     except OSError as exc:
         where = exc.filename if isinstance(exc.filename, str) else str(out)
         raise InputError(f"cannot write: {exc.strerror or exc}", file=where) from None
@@ -239,6 +248,7 @@ def _init(
     servers: Sequence[PkiServer],
     admin_name: str,
     client_name: str,
+    monitor_name: str,
     now: datetime.datetime | None,
 ) -> PkiResult:
     out.mkdir(parents=True, exist_ok=True)
@@ -263,5 +273,6 @@ def _init(
     for server in servers:
         leaf("server", server.id, f"server-{server.id}", ("127.0.0.1", server.host, "localhost"))
     leaf("admin", admin_name, "admin")
+    leaf("monitor", monitor_name, "monitor")
     leaf("client", client_name, "client")
     return PkiResult(ca_reused=loaded is not None, files=tuple(files))

@@ -9,12 +9,19 @@ Theory of operation
     tls/server-<ID>.pem/.key   one per RLF server: CN "server:<ID>", OU "server",
                                SANs: IP 127.0.0.1, the server's RLF host (IP or DNS), localhost
     tls/admin.pem/.key         CN "admin:<NAME>", OU "admin"
+    tls/monitor.pem/.key       CN "monitor:<NAME>", OU "monitor" (read-only operators)
     tls/client.pem/.key        CN "client:<NAME>", OU "client" (optional for clients)
 
 The role is carried by the certificate (CN "<role>:<name>", OU "<role>", O "<pool>"),
 signed by the pool CA, so the daemon can tell a server from an admin from a client and
 check that a server message's sender is the server the certificate names
-(`PeerIdentity`). All contexts are TLS 1.3 only.
+(`PeerIdentity`). What each role may send is `admission`'s table (docs/SECURITY.md).
+All contexts are TLS 1.3 only.
+
+An operator's tools (`lm status`, `lm-tui`, admin commands) load the "admin" role: the
+admin certificate if the directory holds one, else the monitor certificate (a directory
+handed to a read-only operator holds ca.pem + monitor.pem/.key only). `LM_TLS_ROLE=monitor`
+picks the monitor certificate even where both are present.
 
 * `server_context` -- what a daemon listens with. It always asks for a client
   certificate and refuses one not signed by the pool CA; with
@@ -33,6 +40,7 @@ Plaintext (``tls=None`` everywhere) is allowed only on loopback; see
 
 from __future__ import annotations
 
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +48,8 @@ from typing import Any
 
 from lm_core.errors import InputError
 
-ROLES = ("server", "admin", "client")
+ROLES = ("server", "admin", "monitor", "client")
+OPERATOR_ROLES = ("admin", "monitor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,24 +66,42 @@ class TlsPaths:
 class PeerIdentity:
     """Who the other end of a TLS connection is, from its (CA-verified) certificate."""
 
-    role: str  # "server", "admin" or "client"
+    role: str  # "server", "admin", "monitor" or "client"
     name: str  # server id / admin name / client name
     pool: str  # the O of the certificate ("" if absent)
 
 
 def role_files(role: str) -> tuple[str, str]:
     """(cert file name, key file name) for a role: "server-A" / "server:A", "admin",
-    "client"."""
+    "monitor", "client"."""
     if role.startswith(("server-", "server:")):
         sid = role[len("server-") :]
         if not sid:
             raise InputError("empty server id in TLS role", field="role")
         return f"server-{sid}.pem", f"server-{sid}.key"
-    if role in ("admin", "client"):
+    if role in ("admin", "monitor", "client"):
         return f"{role}.pem", f"{role}.key"
     raise InputError(
-        f"unknown TLS role {role!r} (expected server-<ID>, admin, client)", field="role"
+        f"unknown TLS role {role!r} (expected server-<ID>, admin, monitor, client)", field="role"
     )
+
+
+def operator_role(tls_dir: Path) -> str:
+    """The role an operator's tool speaks with from `tls_dir`: "admin" when admin.pem or
+    admin.key is there, else "monitor" when monitor.pem or monitor.key is; `LM_TLS_ROLE`
+    ("admin" / "monitor") overrides."""
+    forced = os.environ.get("LM_TLS_ROLE", "")
+    if forced:
+        if forced not in OPERATOR_ROLES:
+            raise InputError(
+                f"LM_TLS_ROLE must be admin or monitor, not {forced!r}", field="LM_TLS_ROLE"
+            )
+        return forced
+    if not any((tls_dir / f).exists() for f in role_files("admin")) and any(
+        (tls_dir / f).exists() for f in role_files("monitor")
+    ):
+        return "monitor"
+    return "admin"
 
 
 def load_tls_dir(tls_dir: Path | None, role: str) -> TlsPaths | None:
@@ -82,7 +109,8 @@ def load_tls_dir(tls_dir: Path | None, role: str) -> TlsPaths | None:
     `tls_dir` is None (plaintext, loopback only).
 
     Raises `InputError` naming the missing file. A "client" without client.pem/.key gets
-    a trust-only `TlsPaths` (cert and key None); every other role needs its pair.
+    a trust-only `TlsPaths` (cert and key None); every other role needs its pair. "admin"
+    means an operator: see `operator_role`.
     """
     if tls_dir is None:
         return None
@@ -92,6 +120,8 @@ def load_tls_dir(tls_dir: Path | None, role: str) -> TlsPaths | None:
     ca = tls_dir / "ca.pem"
     if not ca.is_file():
         raise InputError("pool CA certificate missing (run `lm pki init`)", file=str(ca))
+    if role == "admin":
+        role = operator_role(tls_dir)
     cert_name, key_name = role_files(role)
     cert, key = tls_dir / cert_name, tls_dir / key_name
     if role == "client" and not cert.exists() and not key.exists():
@@ -173,6 +203,20 @@ def identity_from_cert(cert: dict[str, Any] | None) -> PeerIdentity | None:
     if ou is not None and ou != role:
         return None
     return PeerIdentity(role=role, name=name, pool=attrs.get("organizationName", ""))
+
+
+def cert_role(path: Path) -> str | None:
+    """The role named by the certificate at `path` (None if it names none)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    role, sep, _ = str(cns[0].value).partition(":") if cns else ("", "", "")
+    return role if sep and role in ROLES else None
 
 
 def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> PeerIdentity | None:

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 
 def _frame(payload: bytes) -> bytes:
-    return struct.pack("!I", len(payload)) + payload
+    return struct.pack("!BI", 1, len(payload)) + payload
 
 
 def _stable(st: dict[str, Any] | None) -> Any:
@@ -67,8 +67,8 @@ def _closed_by_peer(port: int, data: bytes, *, half_close: bool = False) -> bool
 rng = random.Random(4)
 CASES: dict[str, tuple[bytes, bool]] = {
     "random bytes": (bytes(rng.randrange(256) for _ in range(4096)), False),
-    "oversized frame": (struct.pack("!I", 64 * 1024 * 1024) + b"x" * 1024, False),
-    "truncated frame": (struct.pack("!I", 1000) + b'{"type": "Request", ', True),
+    "oversized frame": (struct.pack("!BI", 1, 64 * 1024 * 1024) + b"x" * 1024, False),
+    "truncated frame": (struct.pack("!BI", 1, 1000) + b'{"type": "Request", ', True),
     "not JSON": (_frame(b"\xff\xfe not json"), False),
     "invalid message": (_frame(json.dumps({"type": "Request", "pool": "itest"}).encode()), False),
     "unknown type": (_frame(json.dumps({"type": "Explode", "pool": "itest"}).encode()), False),

@@ -168,27 +168,6 @@ async def test_push_refuses_bad_rlfs_locally(one_up: tuple[Daemon, Keys, Rlf]) -
     assert not any(isinstance(msg, m.UpdateRlf) for _, msg in engine.handled)
 
 
-async def test_watch_yields_on_change(one_up: tuple[Daemon, Keys, Rlf]) -> None:
-    daemon, _, rlf = one_up
-    engine = daemon.engine
-    assert isinstance(engine, ScriptedEngine)
-    async with AdminClient(rlf, timeout=1.0) as admin:
-        stream = admin.watch(interval=0.05)
-        async with asyncio.timeout(10):
-            first = await anext(stream)
-            while not first["servers"][0]["reachable"]:
-                first = await anext(stream)
-            assert first["clients"] == []
-            engine.keys["late"] = 1  # the next status the daemon computes shows it
-            while True:
-                pool = await anext(stream)
-                if pool["clients"]:
-                    break
-        await stream.aclose()
-    assert pool["clients"][0]["client_id"] == "late"
-    assert pool["clients"][0]["server"] == "A"
-
-
 async def test_client_certificate_cannot_read_status(
     tmp_path: Path, keys_and_rlf: tuple[Keys, Rlf]
 ) -> None:

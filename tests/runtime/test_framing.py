@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from lm_core.engine.messages import Release, Released
 from lm_core.runtime.codec import ProtocolError, encode
 from lm_core.runtime.connection import (
+    Budgets,
     ConnectError,
     Connection,
     ConnectionClosed,
@@ -32,8 +33,17 @@ from lm_core.runtime.framing import (
     read_frame,
     write_frame,
 )
+from lm_core.runtime.kinds import Kind
 
 CAP = 1024
+K = Kind.CLIENT  # the kind of a Release; its cap is above CAP
+
+
+def hdr(n: int, kind: Kind = K) -> bytes:
+    """A frame header: kind byte, 4-byte length."""
+    return struct.pack("!BI", kind, n)
+
+
 WAIT = 5.0  # upper bound on any wait for a condition; never a sleep
 
 
@@ -127,14 +137,14 @@ async def test_a_good_frame_gets_an_answer(echo: EchoServer) -> None:
 @pytest.mark.parametrize(
     ("name", "data", "why"),
     [
-        ("oversized", struct.pack("!I", CAP + 1) + b"x" * 10, "exceeds the cap"),
-        ("huge", struct.pack("!I", 0xFFFFFFFF), "exceeds the cap"),
-        ("empty", struct.pack("!I", 0), "empty frame"),
-        ("garbage payload", frame(b"\x00\xffgarbage"), "not UTF-8"),
-        ("not a message", frame(b'{"type":"Nope"}'), "unknown type"),
+        ("oversized", hdr(CAP + 1) + b"x" * 10, "exceeds the cap"),
+        ("huge", hdr(0xFFFFFFFF), "exceeds the cap"),
+        ("empty", hdr(0), "empty frame"),
+        ("garbage payload", frame(b"\x00\xffgarbage", K), "not UTF-8"),
+        ("not a message", frame(b'{"type":"Nope"}', K), "unknown type"),
         (
             "invalid field",
-            frame(encode(release()).replace(b'"request_id":1', b'"request_id":"1"')),
+            frame(encode(release()).replace(b'"request_id":1', b'"request_id":"1"'), K),
             "request_id",
         ),
     ],
@@ -162,7 +172,7 @@ async def test_a_bad_frame_closes_that_connection_only(
 
 async def test_a_truncated_frame_closes_the_connection(echo: EchoServer) -> None:
     reader, writer = await raw(echo.port)
-    writer.write(struct.pack("!I", 100) + b"{" * 10)
+    writer.write(hdr(100) + b"{" * 10)
     writer.write_eof()
     assert await closed_by_peer(reader)
     writer.close()
@@ -173,7 +183,7 @@ async def test_a_truncated_frame_closes_the_connection(echo: EchoServer) -> None
 
 async def test_a_stalled_frame_times_out(echo: EchoServer) -> None:
     reader, writer = await raw(echo.port)
-    writer.write(struct.pack("!I", 100) + b"{")  # and then nothing (slowloris)
+    writer.write(hdr(100) + b"{")  # and then nothing (slowloris)
     await writer.drain()
     assert await closed_by_peer(reader)
     writer.close()
@@ -184,7 +194,7 @@ async def test_a_stalled_frame_times_out(echo: EchoServer) -> None:
 
 async def test_a_header_split_over_writes_is_fine(echo: EchoServer) -> None:
     reader, writer = await raw(echo.port)
-    data = frame(encode(release(7)))
+    data = frame(encode(release(7)), K)
     for i in range(len(data)):
         writer.write(data[i : i + 1])
         await writer.drain()
@@ -195,9 +205,9 @@ async def test_a_header_split_over_writes_is_fine(echo: EchoServer) -> None:
 
 async def test_clean_eof_between_frames_is_none() -> None:
     reader = asyncio.StreamReader()
-    reader.feed_data(frame(b"abc"))
+    reader.feed_data(frame(b"abc", K))
     reader.feed_eof()
-    assert await read_frame(reader) == b"abc"
+    assert await read_frame(reader) == (K, b"abc")
     assert await read_frame(reader) is None
 
 
@@ -209,17 +219,17 @@ async def test_idle_timeout_is_a_frame_timeout() -> None:
 
 def test_frame_refuses_what_the_peer_would_refuse() -> None:
     with pytest.raises(FrameError, match="empty"):
-        frame(b"")
+        frame(b"", K)
     with pytest.raises(FrameError, match="exceeds"):
-        frame(b"x" * (CAP + 1), max_frame=CAP)
-    assert frame(b"x" * CAP, max_frame=CAP)[:4] == struct.pack("!I", CAP)
+        frame(b"x" * (CAP + 1), K, max_frame=CAP)
+    assert frame(b"x" * CAP, K, max_frame=CAP)[:5] == hdr(CAP)
     assert MAX_FRAME == 4 * 1024 * 1024
 
 
 async def test_client_side_refuses_an_oversized_reply() -> None:
     async def handler(conn: Connection) -> None:
         await read_frame(conn.reader)
-        conn.writer.write(struct.pack("!I", CAP * 10) + b"x" * 100)
+        conn.writer.write(hdr(CAP * 10) + b"x" * 100)
         await conn.writer.drain()
         await conn.reader.read()  # until the client hangs up
 
@@ -249,7 +259,7 @@ async def test_request_timeout_leaves_the_connection_usable() -> None:
                 # Answer the first (stale) request, then the second.
                 for rid in (1, 2):
                     reply = Released(pool="eng", sender="A", request_id=rid, license="L")
-                    await write_frame(writer, encode(reply))
+                    await write_frame(writer, encode(reply), Kind.CLIENT_REPLY)
 
     server = await serve(handler, "127.0.0.1", 0, ssl=None)
     port = server.sockets[0].getsockname()[1]
@@ -292,7 +302,7 @@ async def test_too_many_connections_from_one_host_are_closed() -> None:
             both.set()
         await hold.wait()
 
-    server = await serve(handler, "127.0.0.1", 0, ssl=None, max_per_host=2)
+    server = await serve(handler, "127.0.0.1", 0, ssl=None, budgets=Budgets(clients_per_source=2))
     port = server.sockets[0].getsockname()[1]
     try:
         first = [await raw(port) for _ in range(2)]
@@ -363,7 +373,7 @@ async def test_random_bytes_over_the_socket_never_hurt_the_listener(echo: EchoSe
     rng = random.Random(4)  # fixed seed: the same blobs every run
     blobs = [rng.randbytes(rng.randrange(1, 300)) for _ in range(20)]
     # ... and blobs that start with a plausible header, so the payload is what is random.
-    blobs += [struct.pack("!I", len(b)) + b for b in blobs[:10]]
+    blobs += [hdr(len(b)) + b for b in blobs[:10]]
     for blob in blobs:
         reader, writer = await raw(echo.port)
         writer.write(blob)
@@ -392,7 +402,7 @@ async def _read_all(data: bytes, cap: int) -> tuple[list[bytes], str | None]:
     frames: list[bytes] = []
     try:
         while (payload := await read_frame(reader, max_frame=cap)) is not None:
-            frames.append(payload)
+            frames.append(payload[1])
     except FrameError as exc:
         return frames, str(exc)
     return frames, None
@@ -404,7 +414,7 @@ def test_any_byte_stream_gives_frames_then_eof_or_a_frame_error(
     payloads: list[bytes], tail: bytes
 ) -> None:
     cap = 32
-    data = b"".join(struct.pack("!I", len(p)) + p for p in payloads) + tail
+    data = b"".join(hdr(len(p)) + p for p in payloads) + tail
     frames, error = asyncio.run(_read_all(data, cap))
     # Whatever came before the first bad frame is read back exactly; then EOF or an error.
     good = []
@@ -414,4 +424,4 @@ def test_any_byte_stream_gives_frames_then_eof_or_a_frame_error(
         good.append(p)
     assert frames[: len(good)] == good
     if error is None:
-        assert data == b"".join(struct.pack("!I", len(f)) + f for f in frames)
+        assert data == b"".join(hdr(len(f)) + f for f in frames)

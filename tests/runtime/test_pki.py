@@ -45,6 +45,8 @@ def test_init_writes_every_file_with_the_right_modes(tmp_path: Path) -> None:
             "server-B.key",
             "admin.pem",
             "admin.key",
+            "monitor.pem",
+            "monitor.key",
             "client.pem",
             "client.key",
         ]
@@ -155,3 +157,26 @@ def test_cli_pki_init_bad_input_is_exit_2(tmp_path: Path, args: list[str], needl
     assert res.exit_code == 2
     assert needle in res.stderr
     assert "Traceback" not in res.output
+
+
+def test_operator_tools_fall_back_to_the_monitor_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lm_core.runtime.tlsconfig import cert_role, load_tls_dir
+
+    init_pki(tmp_path, pool="eng", servers=[PkiServer("A", "127.0.0.1")])
+    paths = load_tls_dir(tmp_path, "admin")
+    assert paths is not None
+    assert paths.cert is not None
+    assert cert_role(paths.cert) == "admin"
+    monkeypatch.setenv("LM_TLS_ROLE", "monitor")
+    forced = load_tls_dir(tmp_path, "admin")
+    assert forced is not None
+    assert forced.cert is not None
+    assert cert_role(forced.cert) == "monitor"
+    monkeypatch.delenv("LM_TLS_ROLE")
+    (tmp_path / "admin.pem").unlink()
+    (tmp_path / "admin.key").unlink()
+    fallback = load_tls_dir(tmp_path, "admin")
+    assert fallback is not None
+    assert fallback.cert == tmp_path / "monitor.pem"
