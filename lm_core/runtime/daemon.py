@@ -83,6 +83,7 @@ from lm_core.runtime.connection import (
     is_loopback,
     serve,
 )
+from lm_core.runtime.liveness import peer_deadline
 from lm_core.runtime.peers import Peers
 from lm_core.runtime.store import Batch, Loaded, Store, StoreError
 
@@ -302,6 +303,7 @@ class Daemon:
             on_message=self._from_peer_link,
             connect_timeout=max(0.5, rlf.timing.heartbeat_interval * 2),
             max_backoff=max(0.2, rlf.timing.heartbeat_interval),
+            deadline=peer_deadline(rlf.timing.heartbeat_interval),
         )
 
     # -- lifecycle
@@ -575,6 +577,7 @@ class Daemon:
         self._from_peer(peer_id, msg)
 
     def _from_peer(self, peer_id: str, msg: m.Message) -> None:
+        self.peers.heard_from(peer_id)
         self.peer_inbox.append((peer_id, msg))
         self._wake()
 

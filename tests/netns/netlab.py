@@ -375,26 +375,31 @@ async def episode(
     role: str,
     cut: float,
     *,
-    clients: int = 3,
+    clients: int = 2,
     heal_wait: float = 10.0,
     settle_wait: float = 60.0,
 ) -> Episode:
-    """Wait for a whole pool; start `clients` holders in the namespace of its leader (or
-    of a follower) preferring that server and wait until they hold seats; cut that
-    namespace off for `cut` seconds; heal; wait up to `heal_wait` seconds for the pool
-    to be whole with every holder seated. Raises `TimeoutError` only for the set-up."""
+    """Wait for a whole pool; in the namespace of its leader (or of a follower) start
+    `clients` seat holders preferring that server and `clients` preferring a server
+    across the cut, and wait until all hold seats; cut that namespace off for `cut`
+    seconds; heal; wait up to `heal_wait` seconds for the pool to be whole with every
+    holder seated. Raises `TimeoutError` only for the set-up."""
     lab = pool.lab
     _, st = await watcher.wait(lambda s: whole(s) is None, "whole pool", settle_wait)
     leader = leader_id(st)
     assert leader is not None
     victim = leader if role == "leader" else next(s for s in reversed(lab.ids) if s != leader)
+    across = next(s for s in lab.ids if s != victim)
     ep = Episode(role, victim, cut)
-    holders = Holders(pool, victim, prefer=victim, clients=clients, name=f"{role}{int(cut)}")
+    name = f"{role}{int(cut)}"
+    groups = [
+        Holders(pool, victim, prefer=victim, clients=clients, name=f"{name}-local"),
+        Holders(pool, victim, prefer=across, clients=clients, name=f"{name}-remote"),
+    ]
     try:
         t_start = time.monotonic()
-        await _until(holders.all_held, "holders seated", settle_wait, holders)
-        seated = holders.seated_since(t_start)
-        ep.first_seat = None if seated is None else seated - t_start
+        await _until(groups, "holders seated", settle_wait)
+        ep.first_seat = _seated(groups, t_start)
         lab.cut(victim)
         t_cut = time.monotonic()
         if role == "leader":  # the majority elects a new leader during the cut
@@ -411,23 +416,33 @@ async def episode(
             ep.note = str(exc)
         remaining = max(0.5, t_heal + heal_wait - time.monotonic())
         with contextlib.suppress(TimeoutError):
-            await _until(holders.all_held, "holders seated", remaining, holders)
-        seated = holders.seated_since(t_heal)
-        ep.seated = None if seated is None else seated - t_heal
+            await _until(groups, "holders seated", remaining)
+        ep.seated = _seated(groups, t_heal)
         final = await watcher.status()
         ep.leaders_after = [r["id"] for r in final.get("servers", []) if r["role"] == "leader"]
     finally:
-        holders.stop()
+        for h in groups:
+            h.stop()
     return ep
 
 
-async def _until(cond: Callable[[], bool], what: str, limit: float, holders: Holders) -> None:
+def _seated(groups: list[Holders], t0: float) -> float | None:
+    """Seconds after `t0` from which every holder of `groups` held a seat, or None."""
+    since = [h.seated_since(t0) for h in groups]
+    if any(t is None for t in since):
+        return None
+    return max(t for t in since if t is not None) - t0
+
+
+async def _until(groups: list[Holders], what: str, limit: float) -> None:
     deadline = time.monotonic() + limit
-    while not cond():
-        if holders.error is not None:
-            raise RuntimeError(f"holder failed: {holders.error}")
-        if holders.proc.poll() is not None:
-            raise RuntimeError(f"holder exited ({holders.proc.returncode}); see {holders.log}")
+    while not all(h.all_held() for h in groups):
+        for h in groups:
+            if h.error is not None:
+                raise RuntimeError(f"holder failed: {h.error}")
+            if h.proc.poll() is not None:
+                raise RuntimeError(f"holder exited ({h.proc.returncode}); see {h.log}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} within {limit:g} s (held: {holders.held})")
+            held = {k: v for h in groups for k, v in h.held.items()}
+            raise TimeoutError(f"no {what} within {limit:g} s (held: {held})")
         await asyncio.sleep(0.02)
