@@ -11,8 +11,9 @@ end of a veth pair) has address ``10.<a>.<b>.<i>/24``; the other ends hang on a 
 beyond the bridge's own subnet, no forwarding, no firewall.
 
 `cut(X)` sets X's bridge port to the *disabled* state: the bridge silently drops every
-frame to and from X (ARP included), both ends keep their carrier, no ICMP comes back --
-what a pulled cable two switches away looks like to TCP. (iptables is not installed on
+frame to and from X, both ends keep their carrier, no ICMP comes back, and since every
+namespace has permanent ARP entries no neighbour ever fails -- what a firewall DROP rule
+looks like to TCP: pure silence. (iptables is not installed on
 this machine and `tc` has neither netem nor matchall here, so the cut is made at the
 bridge.) Processes inside X's namespace still reach each other over X's own address.
 `heal(X)` puts the port back to forwarding.
@@ -119,10 +120,29 @@ class NetLab:
                 _ip("-n", ns, "addr", "add", f"{self.ip(sid)}/24", "dev", "eth0")
                 _ip("-n", ns, "link", "set", "eth0", "up")
                 _ip("-n", ns, "link", "set", "lo", "up")
+            self._static_neighbours()
         except BaseException:
             self.destroy()
             raise
         return self
+
+    def _mac(self, *where: str) -> str:
+        out = _ip(*where[:-1], "-j", "link", "show", "dev", where[-1]).stdout
+        return str(json.loads(out)[0]["address"])
+
+    def _static_neighbours(self) -> None:
+        """Permanent ARP entries everywhere, so a cut drops IP packets and nothing else
+        changes: no neighbour ever fails, no "host unreachable" reaches a socket (as with
+        a firewall DROP rule); TCP sees pure silence."""
+        macs = {sid: self._mac("-n", self.ns(sid), "eth0") for sid in self.ids}
+        hub = (f"{self.subnet}.254", self._mac(self.bridge))
+        for sid in self.ids:
+            others = [(self.ip(o), macs[o]) for o in self.ids if o != sid] + [hub]
+            for ip, mac in others:
+                _ip("-n", self.ns(sid), "neigh", "replace", ip, "lladdr", mac,
+                    "dev", "eth0", "nud", "permanent")  # fmt: skip
+            _ip("neigh", "replace", self.ip(sid), "lladdr", macs[sid],
+                "dev", self.bridge, "nud", "permanent")  # fmt: skip
 
     def destroy(self) -> None:
         for sid in self.ids:
