@@ -51,6 +51,7 @@ from lm_core.runtime.connection import (
     RequestTimeout,
     TransportError,
 )
+from lm_core.runtime.liveness import kill
 from lm_core.runtime.poolstatus import merge_status
 
 OP_TIMEOUT = 15.0  # an admin operation waits for majority durability
@@ -180,7 +181,7 @@ class AdminClient:
                 # a connection that did not answer in time may be stalled (a cut network
                 # keeps it open for minutes): the next request dials a fresh one
                 self._forget(sid, conn)
-                conn.abort()
+                kill(conn)  # at once: a TLS close would wait for the silent peer
                 raise
             except (TransportError, ProtocolError):
                 if conn.closed:

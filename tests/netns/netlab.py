@@ -306,6 +306,8 @@ class Holders:
                 self.proc.kill()
                 self.proc.wait()
         self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         self._err.close()
 
 
