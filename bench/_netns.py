@@ -10,7 +10,7 @@ heal: until the pool is whole (one leader, every server following it and serving
 until every holder in the cut namespace holds a seat again. Target: both within 3 s.
 
 Baseline, measured in the same run: the holders' first seats on the whole pool before
-the cut (process already running: connect + TLS + grant).
+the cut (from starting the holder process: interpreter start-up, connect, TLS, grant).
 
     .venv/bin/python bench/failover.py --heal [--cuts 15,30,45] [--runs 1]
     .venv/bin/python bench/_netns.py [--cuts 15,30,45] [--runs 1]
