@@ -4,8 +4,10 @@ Three `lm-daemon`s, each in its own network namespace on a bridge (the harness o
 `tests/netns/netlab.py`; Linux, root), TLS, the RLF's default timings, 100 seats. Each
 episode: a whole pool; in the namespace of the leader or of a follower, seat holders
 (the `LicenseClient` library), 2 preferring that server and 2 a server across the cut,
-all holding seats; that namespace is cut off (its
-bridge port disabled: a silent drop) for 15, 30 or 45 s; then healed. Measured from the
+all holding seats; that namespace is cut off (its bridge port disabled: a silent drop)
+for 15, 30 or 45 s; then healed. A third row per cut length cuts off a namespace with
+only clients (2 preferring the leader, 2 a follower): the pool stays whole, and what is
+measured is the client library finding its way back. Measured from the
 heal: until the pool is whole (one leader, every server following it and serving) and
 until every holder in the cut namespace holds a seat again. Target: both within 3 s.
 
@@ -36,7 +38,11 @@ HEAL_WAIT = 60.0  # how long to wait after a heal before calling the episode a f
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--cuts", default="15,30,45", help="cut lengths in seconds (comma list)")
-    ap.add_argument("--roles", default="leader,follower", help="which server is cut off")
+    ap.add_argument(
+        "--roles",
+        default="leader,follower,client",
+        help="what is cut off: the leader's namespace, a follower's, or one with clients only",
+    )
     ap.add_argument("--clients", type=int, default=2, help="holders per group in the cut namespace")
 
 
@@ -45,11 +51,11 @@ def _fmt(x: float | None) -> str:
 
 
 async def _episodes(cuts: list[float], roles: list[str], runs: int, clients: int) -> list[Episode]:
-    lab = NetLab(["A", "B", "C"])
+    lab = NetLab(["A", "B", "C", "X"])  # X: clients only
     root = Path(tempfile.mkdtemp(prefix="lm-heal-"))
     out: list[Episode] = []
     with lab:
-        pool = write_net_pool(lab, root, dist={"A": 40, "B": 30, "C": 30})
+        pool = write_net_pool(lab, root, dist={"A": 40, "B": 30, "C": 30}, servers=["A", "B", "C"])
         watcher = Watcher(pool)
         try:
             pool.start_all()

@@ -192,12 +192,15 @@ def write_net_pool(
     seats: int = 100,
     dist: dict[str, int] | None = None,
     timing: Timing | None = None,
+    servers: Sequence[str] | None = None,
 ) -> NetPool:
-    """A pool of `lab`'s servers at their namespaces' addresses (TLS), one license code of
-    `seats` seats; the RLF and TLS directory under `root`."""
+    """A pool of servers `servers` (default: one per namespace of `lab`) at their
+    namespaces' addresses (TLS), one license code of `seats` seats; the RLF and TLS
+    directory under `root`."""
     keys = PoolKeys.generate()
-    servers = [ServerEntry(sid, lab.ip(sid), PORT) for sid in lab.ids]
-    rlf = new_rlf("netlab", servers, admin_key=keys.admin_public, timing=timing or Timing())
+    ids = lab.ids if servers is None else list(servers)
+    entries = [ServerEntry(sid, lab.ip(sid), PORT) for sid in ids]
+    rlf = new_rlf("netlab", entries, admin_key=keys.admin_public, timing=timing or Timing())
     rlf = with_vendor(rlf, VENDOR, keys.vendor_public)
     code = year_code(keys.vendor_private, seats=seats, serial=f"S{time.monotonic_ns()}")
     rlf = with_code(rlf, code, dist)
@@ -405,18 +408,27 @@ async def episode(
     `clients` seat holders preferring that server and `clients` preferring a server
     across the cut, and wait until all hold seats; cut that namespace off for `cut`
     seconds; heal; wait up to `heal_wait` seconds for the pool to be whole with every
-    holder seated. Raises `TimeoutError` only for the set-up."""
+    holder seated. Raises `TimeoutError` only for the set-up.
+
+    `role` "client" cuts off a namespace without a server (the lab's first namespace
+    that is not one of the pool's servers), whose holders prefer the leader and a
+    follower: nothing but the clients' own connections is cut there."""
     lab = pool.lab
     _, st = await watcher.wait(lambda s: whole(s) is None, "whole pool", settle_wait)
     leader = leader_id(st)
     assert leader is not None
-    victim = leader if role == "leader" else next(s for s in reversed(lab.ids) if s != leader)
-    across = next(s for s in lab.ids if s != victim)
+    follower = next(s for s in reversed(pool.ids) if s != leader)
+    if role == "client":
+        victim = next(ns for ns in lab.ids if ns not in pool.ids)
+        prefer = [leader, follower]
+    else:
+        victim = leader if role == "leader" else follower
+        prefer = [victim, next(s for s in pool.ids if s != victim)]
     ep = Episode(role, victim, cut)
     name = f"{role}{int(cut)}"
     groups = [
-        Holders(pool, victim, prefer=victim, clients=clients, name=f"{name}-local"),
-        Holders(pool, victim, prefer=across, clients=clients, name=f"{name}-remote"),
+        Holders(pool, victim, prefer=prefer[0], clients=clients, name=f"{name}-a"),
+        Holders(pool, victim, prefer=prefer[1], clients=clients, name=f"{name}-b"),
     ]
     try:
         t_start = time.monotonic()
