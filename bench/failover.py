@@ -14,6 +14,7 @@ new leader has a majority; the killed server is restarted and must come back as 
 follower before the next run.
 
     .venv/bin/python bench/failover.py [--runs 10] [--plaintext]
+    .venv/bin/python bench/failover.py --heal [--cuts 15,30,45]   (partitions: see _netns.py)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _netns
 from _livepool import APP, LivePool, exit_on_sigterm, leader_of, make_pool
 
 from lm_core.runtime.client import LicenseClient
@@ -100,8 +102,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--plaintext", action="store_true", help="--insecure-loopback daemons")
+    ap.add_argument("--heal", action="store_true", help="only the heal rows (bench/_netns.py)")
+    _netns.add_arguments(ap)
     args = ap.parse_args()
     exit_on_sigterm()
+    if args.heal:
+        _netns.heal_section(args, runs=1 if args.runs == 10 else args.runs)
+        return
     pool = make_pool(n=3, seats=100, tls=not args.plaintext)
     timing = pool.rlf.timing
     results: list[tuple[float, float, float, str]] = []

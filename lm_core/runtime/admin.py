@@ -12,6 +12,12 @@ answer comes only once the change is durable on a majority (S6). An operation is
 to the next server only if the connection could not be opened (so never twice); if the
 answer does not come in time the result says so ("the change may still apply").
 
+A refusal that means "not now" -- no leader yet, no majority lease yet, forwarded to a
+server that no longer leads (`transient_refusal`): the operation was not applied -- is
+retried with backoff (asking again who leads) for up to `retry_window` seconds, by
+default long enough for a dead leader to be noticed and a new one to be elected
+(`election_window`); any other refusal (the operation is invalid) is returned at once.
+
 `push_rlf` verifies the RLF locally first (signature, same pool and admin key, sequence
 above the pool's), sends UPDATE_RLF, then polls status until every reachable server
 reports the new sequence, and returns what each server said.
@@ -29,7 +35,7 @@ import datetime
 import itertools
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from lm_core.engine import messages as m
@@ -46,9 +52,12 @@ from lm_core.runtime.connection import (
     RequestTimeout,
     TransportError,
 )
+from lm_core.runtime.liveness import kill
 from lm_core.runtime.poolstatus import merge_status
 
 OP_TIMEOUT = 15.0  # an admin operation waits for majority durability
+RETRY_FIRST = 0.1  # the first pause before retrying a "not now" refusal (then doubling)
+RETRY_MAX = 1.0  # ... up to this
 PUSH_TIMEOUT = 15.0  # push_rlf waits this long for every reachable server
 PUSH_POLL = 0.02  # seconds between status rounds while push_rlf waits
 
@@ -73,8 +82,44 @@ class PushResult:
     per_server: dict[str, str] = field(default_factory=dict)
 
 
+def election_window(rlf: Rlf) -> float:
+    """How long a pool may be without a leader that can take a change: a dead leader is
+    noticed after the leader timeout, the last in priority stands one leader timeout plus
+    a heartbeat per rank later, and the winner needs a majority lease -- plus one more
+    leader timeout of slack (9 s at the RLF's defaults with 3 servers)."""
+    t = rlf.timing
+    return 3 * t.leader_timeout + len(rlf.servers) * t.heartbeat_interval + t.server_lease
+
+
+# The engine's refusals that mean "not now": the operation was not applied and may be
+# sent again. `AdminReply` carries only text today, so this is the ONE place that reads
+# it (a structured reason on AdminReply would replace the prefixes).
+TRANSIENT_PREFIXES = (
+    "no leader right now",  # a candidate or a follower without a leader
+    "no majority",  # a leader without a majority lease (yet)
+)
+# Not retried: "leader changed before the change was durable" -- the old leader applied
+# it and a majority may still hold it, so a second send could be refused as a duplicate.
+TRANSIENT_SUFFIXES = (" is not the leader",)  # forwarded to a server that stopped leading
+
+
+def transient_refusal(reply: m.AdminReply) -> bool:
+    """True if `reply` refuses for want of a leader or a majority lease (retry), False
+    if it refuses the operation itself (invalid: never retried) or accepts it."""
+    if reply.ok:
+        return False
+    reason = getattr(reply, "reason", None)  # a structured reason, once AdminReply has one
+    if isinstance(reason, str) and reason:
+        return reason in ("no_leader", "no_majority", "not_leader")
+    text = reply.message
+    return text.startswith(TRANSIENT_PREFIXES) or text.endswith(TRANSIENT_SUFFIXES)
+
+
 class AdminClient:
-    """Talks to every server of a pool as an admin (admin certificate under TLS)."""
+    """Talks to every server of a pool as an admin (admin certificate under TLS).
+
+    `retry_window`: how long an operation refused "not now" is retried (None: the
+    pool's `election_window`; 0: never)."""
 
     def __init__(
         self,
@@ -84,10 +129,12 @@ class AdminClient:
         timeout: float = 3.0,
         name: str = "admin",
         op_timeout: float = OP_TIMEOUT,
+        retry_window: float | None = None,
     ) -> None:
         self.rlf = rlf
         self.timeout = timeout
         self.op_timeout = op_timeout
+        self.retry_window = election_window(rlf) if retry_window is None else retry_window
         self.name = name
         self._ssl = tlsconfig.admin_context(tls) if tls is not None else None
         # the role this client speaks with ("admin", "monitor"; None in plaintext)
@@ -133,6 +180,12 @@ class AdminClient:
                 self._forget(sid, conn)
                 if not cached or attempt == 2:
                     raise
+            except RequestTimeout:
+                # a connection that did not answer in time may be stalled (a cut network
+                # keeps it open for minutes): the next request dials a fresh one
+                self._forget(sid, conn)
+                kill(conn)  # at once: a TLS close would wait for the silent peer
+                raise
             except (TransportError, ProtocolError):
                 if conn.closed:
                     self._forget(sid, conn)
@@ -218,15 +271,39 @@ class AdminClient:
         return ids
 
     async def _operation(self, make: Any, targets: list[str] | None = None) -> AdminResult:
+        """`_operation_once`, again after a "not now" refusal (`transient_refusal`) with
+        backoff, asking again who leads, until `retry_window` has passed."""
+        start = time.monotonic()
+        pause = RETRY_FIRST
+        while True:
+            result, transient = await self._operation_once(make, targets)
+            waited = time.monotonic() - start
+            if not transient:
+                return result
+            if waited + pause > self.retry_window:
+                if waited > 0.5:
+                    message = f"{result.message} (still so after {waited:.1f} s of retrying)"
+                    return replace(result, message=message)
+                return result
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, RETRY_MAX)
+            if targets is None:
+                self.leader = None  # ask again who leads
+
+    async def _operation_once(
+        self, make: Any, targets: list[str] | None
+    ) -> tuple[AdminResult, bool]:
         """Send one operation (built by `make(**base)`) to the leader (or `targets`) or the
-        first server that accepts a connection; never to two servers."""
+        first server that accepts a connection; never to two servers. The result, and
+        whether it is a "not now" refusal."""
         if self.role == "monitor":
-            return AdminResult(
+            result = AdminResult(
                 False,
                 "read-only: this is a monitor certificate; admin operations need the admin "
                 "certificate (admin.pem/.key)",
                 "",
             )
+            return result, False
         tried: list[str] = []
         for sid in targets if targets is not None else await self._targets():
             msg = make(**self._msg_base())
@@ -248,17 +325,20 @@ class AdminClient:
                     f"no answer from {sid} within {self.op_timeout:g} s (the change may still "
                     "apply; check `lm status`)",
                     sid,
-                )
+                ), False
             except (TransportError, ProtocolError) as exc:
                 return AdminResult(
                     False, f"{sid} closed the connection: {exc} (the change may still apply)", sid
-                )
+                ), False
             finally:
                 await conn.aclose()
             if isinstance(reply, m.AdminReply):
-                return AdminResult(reply.ok, reply.message, sid, dict(reply.data))
-            return AdminResult(False, f"unexpected reply {type(reply).__name__} from {sid}", sid)
-        return AdminResult(False, "no server reachable (" + "; ".join(tried) + ")", "")
+                result = AdminResult(reply.ok, reply.message, sid, dict(reply.data))
+                return result, transient_refusal(reply)
+            return AdminResult(
+                False, f"unexpected reply {type(reply).__name__} from {sid}", sid
+            ), False
+        return AdminResult(False, "no server reachable (" + "; ".join(tried) + ")", ""), False
 
     async def add_code(self, code: str) -> AdminResult:
         """ADD_LICENSE_CODE. Raises `CodeError` (InputError) for a malformed code."""

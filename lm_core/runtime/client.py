@@ -20,7 +20,13 @@ This module only moves its effects onto sockets and feeds back what comes in:
   sending, or closed before answering our last request to it) is reported to the
   machine as a ``Deny(reason="unreachable")`` for that request, so the machine walks
   on at once instead of waiting for its answer timeout; a server that is reachable but
-  silent is left to the machine's timeout.
+  silent is left to the machine's timeout;
+* a connection whose last ask went unanswered when the machine asks again (its answer
+  timeout passed: the machine waits for one answer at a time) is retired -- reset,
+  discarding anything still queued for it -- and the next ask to that server dials
+  fresh: a connection into a cut network stays "open" for minutes while TCP backs off,
+  and a request sent into it would be delivered (and granted) long after the client
+  moved on. ``TCP_USER_TIMEOUT`` on every connection is the kernel's second line.
 
 Entering `acquire` waits for the first grant; a refusal from every server raises
 `LicenseDenied` (with ``wait=True`` it keeps trying until granted or a final refusal).
@@ -76,11 +82,13 @@ from lm_core.runtime.connection import (
     is_loopback,
     parse_address,
 )
+from lm_core.runtime.liveness import kill, tcp_liveness
 from lm_core.runtime.tlsconfig import TlsPaths, client_context
 
 log = logging.getLogger("lm.client")
 
 UNREACHABLE = DenyReason.UNREACHABLE  # what this shell reports for a server it cannot reach
+USER_TIMEOUT_FACTOR = 3  # TCP_USER_TIMEOUT of a connection, in answer timeouts
 
 # When a walk of the server list ends in refusals, the one reported is the most telling:
 # a reason a server gave beats "unreachable" (a down server says nothing about the pool),
@@ -454,6 +462,7 @@ class Lease:
 
     async def _send(self, sid: str, msg: Message) -> None:
         if isinstance(msg, (Request, ClientHeartbeat)):
+            self._retire_unanswered()
             self._unanswered[sid] = msg
         try:
             conn = await self._connection(sid)
@@ -461,6 +470,15 @@ class Lease:
         except (TransportError, ProtocolError) as exc:
             self._drop(sid)
             self._report_unreachable(sid, str(exc))
+
+    def _retire_unanswered(self) -> None:
+        """The machine asks again: every connection whose last ask is still unanswered
+        has passed its answer timeout. Retire it; the next ask to that server dials."""
+        for sid in list(self._unanswered):
+            del self._unanswered[sid]
+            if sid in self._conns:
+                log.info("lm client: no answer from %s in time; retiring its connection", sid)
+                self._drop(sid, reset=True)
 
     def _report_unreachable(self, sid: str, why: str) -> None:
         """Tell the machine at once that `sid` will not answer our last request to it
@@ -489,6 +507,7 @@ class Lease:
         conn = await Connection.open(
             address, ssl=self.client._ssl, connect_timeout=self.client.connect_timeout
         )
+        tcp_liveness(conn, user_timeout=USER_TIMEOUT_FACTOR * self.client.answer_timeout)
         self._conns[sid] = conn
         self._readers[sid] = asyncio.create_task(self._read(sid, conn), name=f"lm-client<-{sid}")
         return conn
@@ -513,10 +532,15 @@ class Lease:
                 self._readers.pop(sid, None)
                 self._report_unreachable(sid, why)
 
-    def _drop(self, sid: str) -> None:
+    def _drop(self, sid: str, *, reset: bool = False) -> None:
+        """Forget the connection to `sid` and close it (`reset`: discarding whatever is
+        still queued for it, for a connection that stalled)."""
         conn = self._conns.pop(sid, None)
         if conn is not None:
-            conn.abort()
+            if reset:
+                kill(conn)
+            else:
+                conn.abort()
         task = self._readers.pop(sid, None)
         if task is not None:
             task.cancel()

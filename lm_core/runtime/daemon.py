@@ -72,6 +72,7 @@ from lm_core.runtime.codec import ProtocolError
 from lm_core.runtime.connection import Budgets, Connection, TransportError, buffer_of, serve
 from lm_core.runtime.framing import BufferBudget
 from lm_core.runtime.kinds import Kind
+from lm_core.runtime.liveness import peer_deadline
 from lm_core.runtime.logsafe import PeerLog, escape
 from lm_core.runtime.peers import Peers
 from lm_core.runtime.store import Batch, Loaded, Store
@@ -217,6 +218,7 @@ class Daemon:
             on_message=self._from_peer_link,
             connect_timeout=max(0.5, rlf.timing.heartbeat_interval * 2),
             max_backoff=max(0.2, rlf.timing.heartbeat_interval),
+            deadline=peer_deadline(rlf.timing.heartbeat_interval),
         )
 
     @property
@@ -439,6 +441,7 @@ class Daemon:
         self._from_peer(peer_id, msg)
 
     def _from_peer(self, peer_id: str, msg: m.Message) -> None:
+        self.peers.heard_from(peer_id)
         self.peer_inbox.append((peer_id, msg))
         self._wake()
 

@@ -10,8 +10,17 @@ writer; whatever arrives on it anyway is handed to `on_message` like any peer me
 A link keeps reconnecting with exponential backoff (50 ms doubling up to `max_backoff`).
 `send` never blocks and never raises: the engine tolerates message loss, delay and
 reordering, so a message to a peer that is down (or whose queue is full) is dropped.
-Messages queued while a connection attempt fails are dropped too, so a peer that comes
-back never receives a burst of stale heartbeats.
+
+A link is abandoned (closed, its queue dropped, dialled again) when a write fails, the
+peer does not read within the drain timeout, the connection ends -- or when the peer
+has said nothing for `deadline` seconds since we sent it something (`Deadline`; the
+daemon reports every frame it gets from a peer, on any connection, with `heard_from`).
+The last one is what ends a link into a cut network, which TCP itself would keep
+"connected" for minutes while its retransmission backoff grows; `TCP_USER_TIMEOUT` and
+keepalive on the socket are the second line (`liveness.tcp_liveness`). An abandoned
+connection is reset, discarding what the kernel still held for it, and nothing queued
+for it is sent anywhere: a peer that comes back never receives a burst of stale
+heartbeats.
 """
 
 from __future__ import annotations
@@ -20,16 +29,19 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Callable
 
 from lm_core.engine.messages import Message
 from lm_core.runtime.codec import ProtocolError
 from lm_core.runtime.connection import ConnectError, Connection, TransportError
+from lm_core.runtime.liveness import Deadline, kill, peer_deadline, tcp_liveness
 
 log = logging.getLogger("lm.peers")
 
 QUEUE_LIMIT = 1024
 MIN_BACKOFF = 0.05
+DEFAULT_DEADLINE = peer_deadline(0.5)  # the RLF's default heartbeat interval
 
 OnMessage = Callable[[str, Message, Connection], None]
 
@@ -46,6 +58,8 @@ class PeerLink:
         on_message: OnMessage,
         connect_timeout: float,
         max_backoff: float,
+        deadline: float = DEFAULT_DEADLINE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.peer_id = peer_id
         self.address = address
@@ -53,11 +67,14 @@ class PeerLink:
         self._on_message = on_message
         self._connect_timeout = connect_timeout
         self._max_backoff = max_backoff
-        self._queue: asyncio.Queue[Message | None] = asyncio.Queue(QUEUE_LIMIT)
+        self._clock = clock
+        self.deadline = Deadline(deadline)
+        self._queue: asyncio.Queue[Message] = asyncio.Queue(QUEUE_LIMIT)
         self._conn: Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = False
         self.dropped = 0
+        self.abandoned = 0  # connections given up for silence (`deadline`)
         self._last_error = ""
 
     def start(self) -> None:
@@ -72,13 +89,17 @@ class PeerLink:
         except asyncio.QueueFull:
             self.dropped += 1
 
+    def heard(self) -> None:
+        """The peer said something (on any connection): it is alive and reading."""
+        self.deadline.heard(self._clock())
+
     async def aclose(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._conn is not None:
-            await self._conn.aclose()
+            kill(self._conn)
 
     async def _run(self) -> None:
         backoff = MIN_BACKOFF
@@ -96,19 +117,25 @@ class PeerLink:
                 continue
             backoff = MIN_BACKOFF
             self._last_error = ""
+            tcp_liveness(conn, user_timeout=2 * self.deadline.limit, keepalive=True)
             self._conn = conn
             self._drain_queue()
+            self.deadline.reset()
             self.connected = True
             log.debug("peer %s: connected to %s", self.peer_id, self.address)
-            reader = asyncio.create_task(self._read(conn), name=f"peer-{self.peer_id}-read")
+            tasks = [
+                asyncio.create_task(self._write(conn), name=f"peer-{self.peer_id}-write"),
+                asyncio.create_task(self._read(conn), name=f"peer-{self.peer_id}-read"),
+                asyncio.create_task(self._watch(), name=f"peer-{self.peer_id}-watch"),
+            ]
             try:
-                await self._write(conn)
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 self.connected = False
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
-                await conn.aclose()
+                kill(conn)  # a reset: what the kernel still holds for it is never sent
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
                 self._conn = None
                 self._drain_queue()
             await asyncio.sleep(backoff)
@@ -116,8 +143,7 @@ class PeerLink:
     async def _write(self, conn: Connection) -> None:
         while True:
             msg = await self._queue.get()
-            if msg is None:  # the reader saw the connection end
-                return
+            self.deadline.sent(self._clock())
             try:
                 await conn.send(msg, drain_timeout=self._connect_timeout)
             except TransportError as exc:
@@ -131,19 +157,33 @@ class PeerLink:
             while True:
                 msg = await conn.recv()
                 if msg is None:
-                    break
+                    return
                 if msg.sender != self.peer_id:
                     log.warning(
                         "peer %s: message from %r on its link; closing", self.peer_id, msg.sender
                     )
-                    break
+                    return
+                self.heard()
                 self._on_message(self.peer_id, msg, conn)
         except (ProtocolError, TransportError) as exc:
             log.info("peer %s: link closed: %s", self.peer_id, exc)
-        finally:
-            conn.abort()
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.put_nowait(None)
+
+    async def _watch(self) -> None:
+        """Return (ending the connection) once the peer has been silent too long."""
+        while True:
+            now = self._clock()
+            if self.deadline.expired(now):
+                self.abandoned += 1
+                assert self.deadline.waiting_since is not None
+                log.info(
+                    "peer %s: nothing heard for %.1f s after sending; reconnecting",
+                    self.peer_id,
+                    now - self.deadline.waiting_since,
+                )
+                return
+            due = self.deadline.due()
+            wait = self.deadline.limit if due is None else max(0.01, due - now)
+            await asyncio.sleep(min(wait, self.deadline.limit / 4))
 
     def _drain_queue(self) -> None:
         while not self._queue.empty():
@@ -162,12 +202,14 @@ class Peers:
         on_message: OnMessage,
         connect_timeout: float = 1.0,
         max_backoff: float = 1.0,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
         self.own_id = own_id
         self._ssl = ssl_ctx
         self._on_message = on_message
         self._connect_timeout = connect_timeout
         self._max_backoff = max_backoff
+        self._deadline = deadline
         self.links: dict[str, PeerLink] = {}
         self._started = False
         self._pending = addresses
@@ -196,9 +238,16 @@ class Peers:
                 on_message=self._on_message,
                 connect_timeout=self._connect_timeout,
                 max_backoff=self._max_backoff,
+                deadline=self._deadline,
             )
             self.links[sid] = link
             link.start()
+
+    def heard_from(self, peer_id: str) -> None:
+        """The daemon got a frame from `peer_id` (on any connection): its link is alive."""
+        link = self.links.get(peer_id)
+        if link is not None:
+            link.heard()
 
     def send(self, to: str, msg: Message) -> None:
         link = self.links.get(to)

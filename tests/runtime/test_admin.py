@@ -8,7 +8,7 @@ import dataclasses
 import datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -27,7 +27,7 @@ from lm_core.engine.rlf import (
 )
 from lm_core.errors import CodeError, InputError, RefusedError, SignatureError
 from lm_core.runtime import tlsconfig
-from lm_core.runtime.admin import AdminClient
+from lm_core.runtime.admin import AdminClient, election_window, transient_refusal
 from lm_core.runtime.daemon import Daemon
 from lm_core.runtime.pki import PkiServer, init_pki
 from lm_core.runtime.store import Store
@@ -230,3 +230,120 @@ async def test_concurrent_calls_share_one_connection_per_server(
         )
         assert all(r.ok for r in results), results
         assert await admin.server_status("A") is not None
+
+
+# ---------------------------------------------------------------- retry across an election
+
+
+class ElectingEngine(ScriptedEngine):
+    """Refuses AddLicenseCode with the next of `REFUSALS` (the engine's own words) while
+    any are left, then accepts like ScriptedEngine."""
+
+    REFUSALS: ClassVar[list[str]] = []
+
+    def handle(self, now: float, sender: str, msg: m.Message) -> list[fx.Effect]:
+        if isinstance(msg, m.AddLicenseCode) and self.REFUSALS:
+            self.handled.append((sender, msg))
+            text = self.REFUSALS.pop(0)
+            base = {"pool": self.rlf.pool, "sender": self.server_id}
+            reply = m.AdminReply(**base, request_id=msg.request_id, ok=False, message=text)
+            return [fx.Reply(sender, reply)]
+        return super().handle(now, sender, msg)
+
+
+@pytest.fixture
+async def electing(
+    tmp_path: Path, keys_and_rlf: tuple[Keys, Rlf]
+) -> AsyncIterator[tuple[Daemon, Keys, Rlf]]:
+    keys, rlf = keys_and_rlf
+    store = Store.open(tmp_path / "A", pool=rlf.pool, server_id="A")
+    daemon = Daemon("A", rlf, store, store.load(), tls=None, engine_factory=ElectingEngine)
+    task = asyncio.create_task(daemon.run())
+    async with asyncio.timeout(5):
+        await daemon.started.wait()
+    try:
+        yield daemon, keys, rlf
+    finally:
+        ElectingEngine.REFUSALS = []
+        daemon.stop()
+        async with asyncio.timeout(5):
+            await task
+
+
+def _ops(daemon: Daemon) -> int:
+    engine = daemon.engine
+    assert isinstance(engine, ElectingEngine)
+    return sum(isinstance(msg, m.AddLicenseCode) for _, msg in engine.handled)
+
+
+async def test_an_operation_is_retried_until_a_leader_takes_it(
+    electing: tuple[Daemon, Keys, Rlf],
+) -> None:
+    daemon, keys, rlf = electing
+    ElectingEngine.REFUSALS = [
+        "no leader right now (election in progress); retry shortly",
+        "B is not the leader",
+        "no majority: 2/3 servers in contact",
+        "no majority lease yet: 2/3 in contact, last majority ACK 1.6 s ago",
+    ]
+    async with AdminClient(rlf, timeout=1.0, retry_window=20.0) as admin:
+        result = await admin.add_code(_code(keys, 11, "base"))
+    assert result.ok, result
+    assert _ops(daemon) == 5  # four refusals, then the accepted one
+
+
+async def test_an_invalid_operation_is_not_retried(electing: tuple[Daemon, Keys, Rlf]) -> None:
+    daemon, keys, rlf = electing
+    ElectingEngine.REFUSALS = ["code S12base of 'Application 1.0' is already in the pool"]
+    async with AdminClient(rlf, timeout=1.0, retry_window=20.0) as admin:
+        result = await admin.add_code(_code(keys, 12, "base"))
+    assert not result.ok
+    assert result.message == "code S12base of 'Application 1.0' is already in the pool"
+    assert _ops(daemon) == 1
+
+
+async def test_a_change_that_may_have_applied_is_not_sent_twice(
+    electing: tuple[Daemon, Keys, Rlf],
+) -> None:
+    daemon, keys, rlf = electing
+    ElectingEngine.REFUSALS = ["leader changed before the change was durable; retry"]
+    async with AdminClient(rlf, timeout=1.0, retry_window=20.0) as admin:
+        result = await admin.add_code(_code(keys, 13, "base"))
+    assert not result.ok
+    assert _ops(daemon) == 1
+
+
+async def test_retrying_ends_after_the_window_with_the_last_refusal(
+    electing: tuple[Daemon, Keys, Rlf],
+) -> None:
+    daemon, keys, rlf = electing
+    ElectingEngine.REFUSALS = ["no leader right now (election in progress); retry shortly"] * 50
+    async with AdminClient(rlf, timeout=1.0, retry_window=1.0) as admin:
+        result = await admin.add_code(_code(keys, 14, "base"))
+    assert not result.ok
+    assert result.message.startswith("no leader right now (election in progress)")
+    assert "of retrying" in result.message
+    assert 2 <= _ops(daemon) < 50
+
+
+def test_the_default_window_covers_an_election(keys_and_rlf: tuple[Keys, Rlf]) -> None:
+    _, rlf = keys_and_rlf  # default timings, 3 servers
+    t = rlf.timing
+    window = AdminClient(rlf).retry_window
+    assert window == election_window(rlf)
+    # a dead leader noticed (leader timeout), the last in rank standing (one more leader
+    # timeout + its rank's heartbeats), its majority lease: all inside the window
+    assert window >= 2 * t.leader_timeout + 2 * t.heartbeat_interval + t.server_lease
+    assert AdminClient(rlf, retry_window=0).retry_window == 0
+
+
+def test_transient_refusals_are_read_in_one_place() -> None:
+    def reply(text: str, ok: bool = False) -> m.AdminReply:
+        return m.AdminReply(pool="p", sender="A", request_id=1, ok=ok, message=text)
+
+    assert transient_refusal(reply("no leader right now (election in progress); retry"))
+    assert transient_refusal(reply("no majority: 1/3 servers in contact"))
+    assert transient_refusal(reply("C is not the leader"))
+    assert not transient_refusal(reply("a server is listed twice"))
+    assert not transient_refusal(reply("leader changed before the change was durable; retry"))
+    assert not transient_refusal(reply("no majority", ok=True))

@@ -47,6 +47,9 @@ class TinyServer:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     peers: tuple[ServerAddress, ...] = ()
     refuse: str | None = None  # deny every request with this reason (e.g. "no_majority")
+    accepted: int = 0  # connections accepted so far
+    live: dict[int, Connection] = field(default_factory=dict)  # connection number -> open one
+    stalled: set[int] = field(default_factory=set)  # connections that no longer answer
 
     @property
     def address(self) -> str:
@@ -84,13 +87,26 @@ class TinyServer:
         self.holders[msg.sender] = msg.count
         return self.authorize(msg)
 
+    def stall(self) -> None:
+        """Every connection open now stops answering (and stays open), like one into a
+        cut network; new connections are answered."""
+        self.stalled |= set(self.live)
+
     async def handle(self, conn: Connection) -> None:
-        while (msg := await conn.recv()) is not None:
-            assert msg.pool == POOL
-            self.received.append(msg)
-            reply = self.answer(msg)
+        self.accepted += 1
+        number = self.accepted
+        self.live[number] = conn
+        try:
+            while (msg := await conn.recv()) is not None:
+                assert msg.pool == POOL
+                self.received.append(msg)
+                self.changed.set()
+                if number in self.stalled:
+                    continue
+                await conn.send(self.answer(msg))
+        finally:
+            del self.live[number]
             self.changed.set()
-            await conn.send(reply)
 
     async def wait_for(self, cond: Callable[[], bool]) -> None:
         async with asyncio.timeout(WAIT):
@@ -245,6 +261,35 @@ async def test_fail_over_when_the_holding_server_dies(pool: list[TinyServer]) ->
         assert b.holders == {"c3": 1}
     assert b.holders == {}
     assert not any(e["event"] == "lost" for e in events)
+
+
+async def test_an_answer_timeout_retires_the_connection() -> None:
+    """A connection that stops answering (a cut network keeps it open) is closed after
+    the answer timeout, and the next request to that server goes on a fresh one."""
+    a = await start(TinyServer("A", seats=1))  # names no other server to walk to
+    client = client_for([a], client_id="c-stall", answer_timeout=0.3, retry_backoff=0.1)
+    granted = asyncio.Event()
+
+    def on_event(e: dict[str, Any]) -> None:
+        if e["event"] in ("authorized", "renewed"):
+            granted.set()
+
+    try:
+        async with client.acquire(APP, wait=True, on_event=on_event) as lease:
+            assert a.accepted == 1
+            a.stall()
+            # the next heartbeat goes unanswered; the client retires that connection and
+            # asks again on a new one, which A answers
+            await a.wait_for(lambda: a.accepted >= 2 and 1 not in a.live)
+            granted.clear()
+            async with asyncio.timeout(WAIT):
+                await granted.wait()
+            assert lease.holds
+            assert lease.server == "A"
+            assert list(a.live) == [a.accepted]  # only the fresh connection is open
+    finally:
+        assert a.server is not None
+        await close_server(a.server)
 
 
 async def test_count_is_sent_and_checked(pool: list[TinyServer]) -> None:
