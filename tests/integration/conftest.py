@@ -98,26 +98,28 @@ class Pool(LocalPool):
         self, cond: Callable[[dict[str, Any]], bool], what: str, timeout: float = 20.0
     ) -> dict[str, Any]:
         """Poll the merged status until `cond(status)`; fail with the last one if not."""
+        return asyncio.run(self.wait_async(cond, what, limit=timeout))
 
-        async def go() -> dict[str, Any]:
-            last: dict[str, Any] = {}
-            deadline = time.monotonic() + timeout
-            async with self.client() as c:
-                while True:
-                    try:
-                        last = await c.status()
-                    except LmError:
-                        last = {}
-                    if last and cond(last):  # an assert inside cond fails the test
-                        return last
-                    if time.monotonic() > deadline:
-                        pytest.fail(
-                            f"timed out after {timeout:g} s waiting for: {what}\n"
-                            f"last status: {json.dumps(last, indent=1)[:4000]}\n" + self.log_tail()
-                        )
-                    await asyncio.sleep(0.05)
-
-        return asyncio.run(go())
+    async def wait_async(
+        self, cond: Callable[[dict[str, Any]], bool], what: str, limit: float = 20.0
+    ) -> dict[str, Any]:
+        """`wait` inside a running event loop (an async test); `limit` is the timeout."""
+        last: dict[str, Any] = {}
+        deadline = time.monotonic() + limit
+        async with self.client() as c:
+            while True:
+                try:
+                    last = await c.status()
+                except LmError:
+                    last = {}
+                if last and cond(last):  # an assert inside cond fails the test
+                    return last
+                if time.monotonic() > deadline:
+                    pytest.fail(
+                        f"timed out after {limit:g} s waiting for: {what}\n"
+                        f"last status: {json.dumps(last, indent=1)[:4000]}\n" + self.log_tail()
+                    )
+                await asyncio.sleep(0.05)
 
     def lm(
         self, *args: str, input: str | None = None, timeout: float = 60
