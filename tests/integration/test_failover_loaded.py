@@ -25,7 +25,6 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 
@@ -44,28 +43,11 @@ PAUSE = 4.0  # > server lease (1.5 s) and leader timeout (2 s) at the default ti
 RESEAT_LIMIT = 30.0  # generous: the bound itself (5 s) is checked by bench/failover.py
 
 
-def _leads_all(leader: str) -> Callable[[dict[str, Any]], bool]:
-    def cond(st: dict[str, Any]) -> bool:
-        roles = {s["id"]: s.get("role") for s in st.get("servers", [])}
-        return (
-            st.get("leader") == leader
-            and bool(st.get("majority", {}).get("ok"))
-            and all(s["up"] and s["reachable"] for s in st["servers"])
-            and all(r == ("leader" if sid == leader else "follower") for sid, r in roles.items())
-        )
-
-    return cond
-
-
 @asynccontextmanager
 async def full_pool(pool_factory: Callable[..., Pool]) -> AsyncIterator[tuple[Pool, Fleet]]:
     """The patent pool at default timings, A leading, 100/100 held, six clients waiting."""
     pool = pool_factory(timing=Timing())
-    pool.start("A")
-    await pool.wait_listening_async("A")
-    pool.start("B")
-    pool.start("C")
-    await pool.wait_async(_leads_all("A"), "A leads a pool of three", limit=30)
+    await pool.start_led_by_async("A")
     assert pool.tls_dir is not None
     trust = load_tls_dir(pool.tls_dir, "client")
     # every server past its restart grace (S4), so each client is seated by its home
