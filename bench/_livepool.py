@@ -16,7 +16,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,13 @@ class LivePool(LocalPool):
     killed (not terminated) at `close`, which also removes `root`."""
 
     def __init__(
-        self, root: Path, rlf: Rlf, rlf_path: Path, tls_dir: Path | None, admin_private: str
+        self,
+        root: Path,
+        rlf: Rlf,
+        rlf_path: Path,
+        tls_dir: Path | None,
+        admin_private: str,
+        daemon_args: Sequence[str] = (),
     ) -> None:
         super().__init__(
             root,
@@ -65,6 +71,7 @@ class LivePool(LocalPool):
             log_level="warning",
             parent_death=signal.SIGKILL,
             stop_grace=0.0,
+            daemon_args=daemon_args,
         )
         self.admin_private = admin_private  # signs the next RLF (`next_rlf`)
 
@@ -132,9 +139,11 @@ def make_pool(
     tls: bool = True,
     timing: Timing | None = None,
     dist: dict[str, int] | None = None,
+    daemon_args: Sequence[str] = (),
 ) -> LivePool:
     """A signed pool of `n` servers on free loopback ports: one "Application 1.0" code of
-    `seats` seats, distributed by `dist` (None: the even split)."""
+    `seats` seats, distributed by `dist` (None: the even split); `daemon_args` added to
+    each daemon's command line."""
     root = Path(tempfile.mkdtemp(prefix="lm-bench-"))
     keys = PoolKeys.generate()
     files = write_pool(
@@ -148,7 +157,9 @@ def make_pool(
         timing=timing,
         tls=tls,
     )
-    return LivePool(root, files.rlf, files.rlf_path, files.tls_dir, keys.admin_private)
+    return LivePool(
+        root, files.rlf, files.rlf_path, files.tls_dir, keys.admin_private, daemon_args
+    )
 
 
 def leader_of(status: dict[str, Any]) -> str | None:

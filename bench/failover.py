@@ -59,6 +59,7 @@ from _livepool import APP, LivePool, exit_on_sigterm, leader_of, make_pool, mark
 from lm_core.engine.rlf import Timing
 from lm_core.runtime.client import LicenseClient
 from lm_core.runtime.fleet import Fleet, Outcome, serving
+from lm_core.runtime.localpool import FLEET_BUDGETS
 
 SEATS = 100
 DIST = {"A": 40, "B": 30, "C": 30}
@@ -203,7 +204,14 @@ async def settle(fleet: Fleet, fault: Fault, limit: float) -> None:
 
 async def loaded_run(load: int, fault_name: str, args: argparse.Namespace) -> tuple[Outcome, str]:
     """One fresh pool, loaded, one fault; the clients' outcome and a CPU note."""
-    pool = make_pool(n=3, seats=SEATS, dist=DIST, tls=not args.plaintext, timing=Timing())
+    pool = make_pool(
+        n=3,
+        seats=SEATS,
+        dist=DIST,
+        tls=not args.plaintext,
+        timing=Timing(),
+        daemon_args=FLEET_BUDGETS,  # the fleet's clients stand for many hosts
+    )
     cpu0, wall0 = time.process_time(), time.monotonic()
     try:
         await pool.start_led_by("A")
@@ -295,7 +303,14 @@ async def one_client_run(pool: LivePool, run: int) -> tuple[float, float, int]:
 
 async def baseline_row(args: argparse.Namespace) -> Row:
     row = Row("baseline: 1 client, empty pool, leader killed")
-    pool = make_pool(n=3, seats=SEATS, dist=DIST, tls=not args.plaintext, timing=Timing())
+    pool = make_pool(
+        n=3,
+        seats=SEATS,
+        dist=DIST,
+        tls=not args.plaintext,
+        timing=Timing(),
+        daemon_args=FLEET_BUDGETS,  # the fleet's clients stand for many hosts
+    )
     leaders = []
     try:
         await pool.start_led_by("A")

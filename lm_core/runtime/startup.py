@@ -151,6 +151,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"TLS handshakes in progress from one source address (default "
         f"{d.handshakes_per_source}; {d.handshakes} in all)",
     )
+    p.add_argument(
+        "--max-handshake-rate",
+        type=_positive,
+        default=d.handshake_rate,
+        help=f"TLS handshakes started per second from one source address (default "
+        f"{d.handshake_rate})",
+    )
     return p
 
 
@@ -209,6 +216,7 @@ def budgets(args: argparse.Namespace) -> Budgets:
         clients=args.max_clients,
         clients_per_source=args.max_clients_per_source,
         handshakes_per_source=args.max_handshakes_per_source,
+        handshake_rate=args.max_handshake_rate,
     )
 
 

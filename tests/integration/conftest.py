@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +51,23 @@ class Pool(LocalPool):
     terminated, in teardown, with the background `lm client hold` processes)."""
 
     def __init__(
-        self, root: Path, rlf: Rlf, rlf_path: Path, tls_dir: Path | None, keys: PoolKeys
+        self,
+        root: Path,
+        rlf: Rlf,
+        rlf_path: Path,
+        tls_dir: Path | None,
+        keys: PoolKeys,
+        daemon_args: Sequence[str] = (),
     ) -> None:
-        super().__init__(root, rlf, rlf_path, tls_dir, log_level="debug", stop_grace=0.0)
+        super().__init__(
+            root,
+            rlf,
+            rlf_path,
+            tls_dir,
+            log_level="debug",
+            stop_grace=0.0,
+            daemon_args=daemon_args,
+        )
         self.admin_private = keys.admin_private
         self.vendor_private = keys.vendor_private
         self.holders: list[subprocess.Popen[bytes]] = []
@@ -206,6 +220,7 @@ def make_pool(
     tls: bool = True,
     timing: Timing = FAST,
     majority_rule: bool = True,
+    daemon_args: Sequence[str] = (),
 ) -> Pool:
     if dist is None and n == 3 and seats == 100:
         dist = {"A": 40, "B": 30, "C": 30}
@@ -222,7 +237,7 @@ def make_pool(
         majority_rule=majority_rule,
         tls=tls,
     )
-    return Pool(root, files.rlf, files.rlf_path, files.tls_dir, keys)
+    return Pool(root, files.rlf, files.rlf_path, files.tls_dir, keys, daemon_args)
 
 
 @pytest.fixture
