@@ -52,10 +52,16 @@ States (`ClientState`)::
     last heartbeat that was authorized.
 
   FAILOVER walks the server list from the last Authorize (leader priority order, the
-  failed server last) sending ``ClientHeartbeat(failover=True)``; a server that does not
-  know the client converts it to a request (FIG. 10). On any Deny or a timeout it tries
-  the next server (it is looking for a server that serves now). It keeps believing its
-  old lease until that lease runs out (then it emits `Lost` and keeps walking).
+  failed server last) sending ``ClientHeartbeat(failover=True)`` with the *ticket* of
+  the authorization it holds (from the last Authorize): a server that does not know the
+  client adopts it and claims exactly those seats from the server that granted them
+  (FIG. 10; `lm_core.engine.claims`). On any Deny or a timeout it tries the next server
+  (it is looking for a server that serves now). A walk that ends while the client still
+  believes its lease is retried soon (``max(retry_floor, min(retry_after,
+  heartbeat_interval / 4))``: the pool is usually electing), and skips the servers that
+  did not answer in the walk before (a dead server costs one answer timeout per
+  fail-over, not one per walk). It keeps believing its old lease until that lease runs
+  out (then it emits `Lost` and keeps walking).
 * A fresh request that is denied walks the list the same way; after a full walk of
   denials the client either gives up (``retry=False``: `Denied`, back to IDLE) or waits
   ``max(retry_after, retry_backoff)`` and starts again (WAITING).
@@ -192,6 +198,8 @@ class ClientMachine:
         self._failed: str | None = None  # the server that failed us (walked last)
         self._last_deny: tuple[str, str] = ("", "")
         self._retry_hint = 0.0
+        self.ticket = ""  # the ticket of the authorization held (from the last Authorize)
+        self._silent: set[str] = set()  # servers that did not answer in this fail-over
 
     # ------------------------------------------------------------------ queries
 
@@ -264,6 +272,8 @@ class ClientMachine:
             if self.state is ClientState.HOLDING:
                 out += self._enter_failover(now)
             else:
+                if self.state is ClientState.FAILOVER and self.server is not None:
+                    self._silent.add(self.server)
                 self._last_deny = ("timeout", f"no answer from {self.server}")
                 out += self._send_next(now)
         if self.state is ClientState.HOLDING and now >= self._next_heartbeat:
@@ -282,6 +292,8 @@ class ClientMachine:
     def _reset_idle(self) -> None:
         self.state = ClientState.IDLE
         self.lease_expires = None
+        self.ticket = ""
+        self._silent = set()
         self._waiting_id = None
         self._answer_deadline = float("inf")
         self._next_heartbeat = float("inf")
@@ -305,8 +317,10 @@ class ClientMachine:
     def _start_walk(self, first: str, *, failover: bool) -> None:
         ids = [s.id for s in self.servers]
         if failover:
-            # Leader-priority order, the server that failed us last.
-            self._walk = [i for i in ids if i != first] + ([first] if first in ids else [])
+            # Leader-priority order, the server that failed us last; servers that did
+            # not answer in this fail-over are skipped while another may serve.
+            walk = [i for i in ids if i != first] + ([first] if first in ids else [])
+            self._walk = [i for i in walk if i not in self._silent] or walk
         else:
             self._walk = ([first] if first in ids else []) + [i for i in ids if i != first]
         self._walk_failover = failover
@@ -331,6 +345,7 @@ class ClientMachine:
                 license=self.license,
                 count=self.count,
                 failover=True,
+                ticket=self.ticket,
             )
         else:
             msg = Request(
@@ -350,7 +365,12 @@ class ClientMachine:
             self._reset_idle()
             return [Denied(self.license, reason or "no_seats", detail, final=True)]
         self.state = ClientState.WAITING
-        self._retry_at = now + max(self._retry_hint, self.retry_backoff)
+        if self.lease_expires is not None:
+            # still holding: the pool is most likely electing a leader; ask again soon
+            soon = min(self._retry_hint or self.retry_backoff, self.heartbeat_interval / 4)
+            self._retry_at = now + max(self.retry_floor, soon)
+        else:
+            self._retry_at = now + max(self._retry_hint, self.retry_backoff)
         return [Denied(self.license, reason or "no_seats", detail, final=False)]
 
     def _heartbeat(self, now: float) -> list[ClientEffect]:
@@ -371,6 +391,7 @@ class ClientMachine:
 
     def _enter_failover(self, now: float) -> list[ClientEffect]:
         self.state = ClientState.FAILOVER
+        self._silent = set()
         self._next_heartbeat = float("inf")
         self._failed = self.server
         self._start_walk(self.server or self.home, failover=True)
@@ -395,6 +416,9 @@ class ClientMachine:
             self.lease_expires = expires
         if msg.servers:
             self.servers = msg.servers
+        if msg.ticket:
+            self.ticket = msg.ticket
+        self._silent = set()
         if msg.heartbeat_interval > 0:
             self.heartbeat_interval = msg.heartbeat_interval
         was = self.state

@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from lm_core.engine.claims import TEST_CLAIM_KEY
 from lm_core.engine.codes import issue_code
 from lm_core.engine.effects import (
     Effect,
@@ -61,7 +62,12 @@ class Pool:
         if fresh:
             self.disks[sid] = _Disk()
         server = LicenseServer(
-            sid, rlf or self.rlf, now=self.now, today=self.today, persisted=persisted
+            sid,
+            rlf or self.rlf,
+            now=self.now,
+            today=self.today,
+            persisted=persisted,
+            claim_key=TEST_CLAIM_KEY,
         )
         self.servers[sid] = server
         self._apply(sid, server.tick(self.now))

@@ -45,12 +45,16 @@ class Request(Message):
 class ClientHeartbeat(Message):
     """A client keeps its authorization alive. `failover` is set when the client is
     walking the server list after losing its server; a server that does not know the
-    client converts the heartbeat to a request (FIG. 10)."""
+    client converts the heartbeat to a request (FIG. 10). `ticket` is the ticket of the
+    authorization the client still holds (from its last `Authorize`; "" = none): the
+    server that adopts the client claims those seats from the server that granted them
+    (see `lm_core.engine.claims`)."""
 
     request_id: int
     license: str
     count: int = 1
     failover: bool = False
+    ticket: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,7 +76,8 @@ class ServerAddress:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Authorize(Message):
     """A grant (or renewal). The client's lease runs from when it *sent* the request
-    or heartbeat, for `lease` seconds. `servers` is the leader priority list."""
+    or heartbeat, for `lease` seconds. `servers` is the leader priority list. `ticket`
+    is opaque to the client: it presents it in fail-over heartbeats ("" = none)."""
 
     request_id: int
     license: str
@@ -80,6 +85,7 @@ class Authorize(Message):
     lease: float
     heartbeat_interval: float
     servers: tuple[ServerAddress, ...] = ()
+    ticket: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,7 +256,9 @@ class ServerHeartbeat(Message):
     (0 = none yet); the follower may serve until ``echo + lease`` on its own clock.
     `up` lists the servers the leader is in contact with (itself included).
     `allowed` is the follower's serving limit per license; None = keep what you have
-    (a new leader that has not yet heard the follower's rows)."""
+    (a new leader that has not yet heard the follower's rows). `revoke` lists the keys
+    of tickets this follower minted whose seats moved to another server with their
+    client: the follower drops those key-table entries before anything else."""
 
     seq: int
     echo: float = 0.0
@@ -260,6 +268,7 @@ class ServerHeartbeat(Message):
     cfg_version: int = 0
     rlf_seq: int = 0
     allowed: tuple[Allowance, ...] | None = None
+    revoke: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -356,16 +365,21 @@ class BorrowRequest(Message):
     license: str
     count: int
     failover: bool = False
+    claim: str = ""  # a fail-over client's ticket: move exactly its seats here (L2)
+    client_id: str = ""  # the client that presented `claim`
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BorrowGrant(Message):
     """BORROW_GRANT leader -> follower: `count` seats moved to it (0 = none found now).
-    The seats themselves arrive with the DistributionSync and heartbeat allowance."""
+    The seats themselves arrive with the DistributionSync and heartbeat allowance.
+    `claim` echoes the ticket key of an honoured claim (sent once it is durable)."""
 
     license: str
     count: int
     detail: str = ""
+    claim: str = ""
+    client_id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -379,6 +393,15 @@ class DistributionSync(Message):
     rlf_seq: int
     licenses: tuple[LicenseDistribution, ...] = ()
     codes: tuple[str, ...] = ()
+    claims: tuple[ClaimRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimRecord:
+    """An honoured fail-over claim: the ticket key and the term it was minted in."""
+
+    key: str
+    term: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -39,6 +39,7 @@ from typing import Any
 
 from lm_core.engine.codes import LicenseCode, parse_code
 from lm_core.engine.messages import (
+    ClaimRecord,
     DistributionSync,
     LicenseDistribution,
     LicenseRow,
@@ -86,15 +87,23 @@ class DistributionTable:
     licenses: dict[str, LicenseState] = field(default_factory=dict)
     codes: list[str] = field(default_factory=list)  # codes added at run time (texts)
     cfg: Cfg = (0, 0)
+    # honoured fail-over claims: ticket key -> the term the ticket was minted in (see
+    # `claims`); replicated so that a later leader refuses a ticket used before
+    claims: dict[str, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------ building
 
     @classmethod
     def from_rlf(
-        cls, rlf: Rlf, today: datetime.date, added: Sequence[str] = (), cfg: Cfg = (0, 0)
+        cls,
+        rlf: Rlf,
+        today: datetime.date,
+        added: Sequence[str] = (),
+        cfg: Cfg = (0, 0),
+        claims: Mapping[str, int] | None = None,
     ) -> DistributionTable:
         """The initial table of an RLF, plus codes added at run time on top of it."""
-        table = cls(cfg=cfg)
+        table = cls(cfg=cfg, claims=dict(claims or {}))
         totals = rlf.licenses(today)
         for lic, (per, free) in rlf.initial_distribution(today).items():
             table.licenses[lic] = LicenseState(
@@ -228,12 +237,15 @@ class DistributionTable:
                 for s in self.licenses.values()
             ),
             codes=tuple(self.codes),
+            claims=tuple(ClaimRecord(key=k, term=t) for k, t in self.claims.items()),
         )
 
     @staticmethod
     def check_sync(msg: DistributionSync, servers: Sequence[str] | None) -> str:
         """Why a DISTRIBUTION_SYNC is not a sane table ("" = sane). `servers`: the ids
         rows may name (None: any)."""
+        if len({c.key for c in msg.claims}) != len(msg.claims):
+            return "a claim twice"
         names: set[str] = set()
         for d in msg.licenses:
             if d.license in names:
@@ -269,6 +281,7 @@ class DistributionTable:
             },
             codes=list(msg.codes),
             cfg=(msg.cfg_term, msg.cfg_version),
+            claims={c.key: c.term for c in msg.claims},
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -276,6 +289,7 @@ class DistributionTable:
             "cfg": list(self.cfg),
             "codes": list(self.codes),
             "licenses": [s.as_json() for s in self.licenses.values()],
+            "claims": dict(self.claims),
         }
 
     @classmethod
@@ -287,6 +301,7 @@ class DistributionTable:
             },
             codes=[str(c) for c in data.get("codes", [])],
             cfg=(int(cfg[0]), int(cfg[1])),
+            claims={str(k): int(v) for k, v in dict(data.get("claims", {})).items()},
         )
 
 
@@ -302,12 +317,13 @@ class Allowance:
     change_seq: int = 0  # first heartbeat seq carrying `sent`
     in_use: int = 0  # as last reported
     known: bool = False  # False: not yet heard in this leader's term
+    reserved: int = 0  # seats moved here by fail-over claims not yet durable (L2)
 
     def hold(self, hard_limit: int) -> int:
         """Seats this server may be using right now (as far as the leader can tell)."""
         if not self.known:
             return hard_limit
-        return max(self.peak, self.sent, self.in_use)
+        return max(self.peak, self.sent, self.in_use) + self.reserved
 
 
 class Ledger:
@@ -340,8 +356,28 @@ class Ledger:
             a = rows[license] = Allowance(known=self.known[sid])
         return a
 
-    def all_known(self) -> bool:
-        return all(self.known.values())
+    def give_up(self, sid: str, license: str, count: int) -> None:
+        """A client holding `count` seats of `sid` left it with a claim while `sid` can
+        grant nothing: `sid` may be using `count` seats fewer than the leader thought."""
+        if not self.known[sid]:
+            return  # its rows, when it answers, tell the truth (or it is fenced)
+        a = self.get(sid, license)
+        a.peak = max(0, a.peak - count)
+        a.sent = max(0, a.sent - count)
+        a.in_use = max(0, a.in_use - count)
+
+    def reserve(self, sid: str, license: str, count: int) -> None:
+        """Hold `count` seats for `sid` (a claim moving them there, not yet durable)."""
+        self.get(sid, license).reserved += count
+
+    def credit(self, sid: str, license: str, count: int) -> None:
+        """The claim is durable: the reserved seats become `sid`'s allowance."""
+        a = self.get(sid, license)
+        if a.reserved < count:
+            raise AssertionError(f"credit of {count} on {sid} exceeds reserved {a.reserved}")
+        a.reserved -= count
+        a.sent += count
+        a.peak = max(a.peak, a.sent)
 
     def learn(self, sid: str, seq: int, rows: Sequence[LicenseRow]) -> None:
         """An ACK of heartbeat `seq` with the server's own rows."""
@@ -380,7 +416,7 @@ class Ledger:
         self.known[sid] = True
         for a in self.allow[sid].values():
             a.known = True
-            a.sent = a.peak = a.in_use = 0
+            a.sent = a.peak = a.in_use = a.reserved = 0
             a.change_seq = 0
 
     def set_self_in_use(self, license: str, in_use: int) -> None:

@@ -86,7 +86,7 @@ def test_claim5_borrow_from_fenced_down_server() -> None:
     [ans] = pool.ask("B", req("extra"))
     assert isinstance(ans, Deny)
     assert table(pool)["C"] == 70
-    pool.run(pool.now + 10.0)  # fencing: server lease + client keep-time + margins
+    pool.run(pool.now + pool.servers["A"].clocks.fence - 2.0)  # fencing (leases.py)
     assert pool.status("A")["peers"]["C"]["fenced"] is True
     for i in range(30):
         pool.ask("B", ClientHeartbeat(pool="eng", sender=f"c{i}", request_id=2, license=LIC))

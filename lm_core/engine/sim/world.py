@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
 
+from lm_core.engine.claims import TEST_CLAIM_KEY
 from lm_core.engine.client import Authorized, ClientMachine, ClientState, SendTo
 from lm_core.engine.effects import (
     Event,
@@ -89,7 +90,9 @@ def default_factory(
 ) -> Engine:
     from lm_core.engine.server import LicenseServer
 
-    return LicenseServer(server_id, rlf, now=now, today=today, persisted=persisted)
+    return LicenseServer(
+        server_id, rlf, now=now, today=today, persisted=persisted, claim_key=TEST_CLAIM_KEY
+    )
 
 
 def role_term(engine: Any) -> tuple[str, int]:
