@@ -227,6 +227,7 @@ class LicenseRow:
     distribution: int
     allowed: int
     in_use: int
+    grace: int = 0  # seats held back by restart grace on top of in_use (S4)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

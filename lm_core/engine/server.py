@@ -1164,18 +1164,16 @@ class LicenseServer:
         return True
 
     def _ack(self, now: float, seq: int) -> ServerAck:
-        grace = now < self.grace_until
         rows = []
         for lic in self.table.licenses:
             in_use = self.keys.in_use(lic)
-            if grace:
-                in_use = max(in_use, self._grace_allowed.get(lic, 0))
             rows.append(
                 LicenseRow(
                     license=lic,
                     distribution=self.table.row(lic, self.id),
                     allowed=self.allowed.get(lic, 0),
                     in_use=in_use,
+                    grace=self._grace_held(now, lic, in_use),
                 )
             )
         return self._msg(
@@ -1186,6 +1184,13 @@ class LicenseServer:
             rows=tuple(rows),
             **self._cfg_fields(),
         )
+
+    def _grace_held(self, now: float, lic: str, in_use: int) -> int:
+        """Seats held back beyond those in use: during restart grace (S4), the allowance
+        I had before the restart, as I may have granted it without persisting."""
+        if now >= self.grace_until:
+            return 0
+        return max(0, self._grace_allowed.get(lic, 0) - in_use)
 
     def _on_sync(self, now: float, sender: str, msg: DistributionSync, out: list[Effect]) -> None:
         if msg.term < self.term:
@@ -2023,34 +2028,52 @@ class LicenseServer:
         licenses = []
         for lic, state in self.table.licenses.items():
             servers: dict[str, Any] = {}
-            total_in_use = 0
+            total_in_use = total_held = 0
             for sid in self.servers:
                 row = state.rows.get(sid, 0)
+                held_back = 0  # a down server's seats that cannot be handed out yet
+                down = fenced = False
                 if sid == self.id:
                     in_use = self.keys.in_use(lic)
-                elif leader and self.ledger is not None and sid in up:
-                    in_use = self.ledger.get(sid, lic).in_use
-                elif leader:
-                    in_use = 0
+                    grace = self._grace_held(now, lic, in_use)
+                elif leader and self.ledger is not None:
+                    a = self.ledger.get(sid, lic)
+                    fenced = sid in self.ledger.fenced
+                    down = sid not in up
+                    if down:
+                        in_use = grace = 0
+                        if not fenced:
+                            held_back = a.hold(state.hard_limit) if a.known else a.sent
+                    else:
+                        grace = a.grace
+                        in_use = a.in_use - a.grace
                 else:
                     servers[sid] = None
                     continue
                 total_in_use += in_use
+                total_held += grace + held_back
                 servers[sid] = {
                     "distribution": row,
                     "in_use": in_use,
-                    "available": max(0, row - in_use),
+                    "available": max(0, row - in_use - grace - held_back),
                     "allowed": self._limit(lic)
                     if sid == self.id
                     else (self.ledger.get(sid, lic).sent if self.ledger is not None else None),
+                    "grace_held": grace,
+                    "down": down,
+                    "fenced": fenced,
+                    "held_back": held_back,
                 }
+            pool_available = max(0, state.hard_limit - total_in_use - total_held)
             licenses.append(
                 {
                     "license": lic,
                     "hard_limit": state.hard_limit,
                     "expires": state.expires,
-                    "pool_available": max(0, state.hard_limit - total_in_use) if leader else None,
+                    "pool_available": pool_available if leader else None,
                     "free_pool": state.free if leader else None,
+                    "in_use": total_in_use if leader else None,
+                    "held_back": total_held if leader else None,
                     "servers": servers,
                 }
             )

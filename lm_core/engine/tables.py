@@ -318,6 +318,7 @@ class Allowance:
     in_use: int = 0  # as last reported
     known: bool = False  # False: not yet heard in this leader's term
     reserved: int = 0  # seats moved here by fail-over claims not yet durable (L2)
+    grace: int = 0  # of in_use: seats held back by the server's restart grace (S4)
 
     def hold(self, hard_limit: int) -> int:
         """Seats this server may be using right now (as far as the leader can tell)."""
@@ -389,25 +390,36 @@ class Ledger:
                 r = reported.get(lic)
                 a.known = True
                 a.sent = a.peak = r.allowed if r else 0
-                a.in_use = r.in_use if r else 0
+                a.in_use = r.in_use + r.grace if r else 0
+                a.grace = r.grace if r else 0
                 a.change_seq = 0
             for lic, r in reported.items():
                 if lic not in self.allow[sid]:
                     self.allow[sid][lic] = Allowance(
-                        sent=r.allowed, peak=r.allowed, in_use=r.in_use, known=True
+                        sent=r.allowed,
+                        peak=r.allowed,
+                        in_use=r.in_use + r.grace,
+                        known=True,
+                        grace=r.grace,
                     )
             return
         self.fenced.discard(sid)
         for lic, a in self.allow[sid].items():
             r = reported.get(lic)
-            a.in_use = r.in_use if r else 0
+            a.in_use = r.in_use + r.grace if r else 0
+            a.grace = r.grace if r else 0
             if seq >= a.change_seq:
                 a.peak = a.sent
         for lic, r in reported.items():
             if lic not in self.allow[sid]:
                 # a license this leader never allowed: the server holds what it says
                 self.allow[sid][lic] = Allowance(
-                    sent=0, peak=r.allowed, in_use=r.in_use, known=True, change_seq=seq + 1
+                    sent=0,
+                    peak=r.allowed,
+                    in_use=r.in_use + r.grace,
+                    known=True,
+                    change_seq=seq + 1,
+                    grace=r.grace,
                 )
 
     def fence(self, sid: str) -> None:
@@ -416,7 +428,7 @@ class Ledger:
         self.known[sid] = True
         for a in self.allow[sid].values():
             a.known = True
-            a.sent = a.peak = a.in_use = a.reserved = 0
+            a.sent = a.peak = a.in_use = a.reserved = a.grace = 0
             a.change_seq = 0
 
     def set_self_in_use(self, license: str, in_use: int) -> None:

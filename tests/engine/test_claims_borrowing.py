@@ -58,6 +58,7 @@ def test_claim2_threshold_borrow_from_free_pool_then_sync_everyone() -> None:
     assert table(pool, "B") == table(pool, "C") == table(pool)
     assert pool.row("B", LIC) == {
         "distribution": 33, "in_use": 25, "available": 8, "allowed": 33,
+        "grace_held": 0, "down": False, "fenced": False, "held_back": 0,
     }  # fmt: skip
     assert conserved(pool)
 
