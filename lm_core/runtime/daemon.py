@@ -122,12 +122,20 @@ EngineFactory = Callable[..., Engine]
 
 
 def license_server(
-    server_id: str, rlf: Rlf, *, now: float, today: datetime.date, persisted: fx.Persisted
+    server_id: str,
+    rlf: Rlf,
+    *,
+    now: float,
+    today: datetime.date,
+    persisted: fx.Persisted,
+    claim_key: bytes = b"",
 ) -> Engine:
     """The real engine (imported here so start-up checks run without loading it)."""
     from lm_core.engine.server import LicenseServer
 
-    return LicenseServer(server_id, rlf, now=now, today=today, persisted=persisted)
+    return LicenseServer(
+        server_id, rlf, now=now, today=today, persisted=persisted, claim_key=claim_key
+    )
 
 
 class StoreFailed(LmError):
@@ -265,18 +273,21 @@ class Daemon:
         *,
         tls: tlsconfig.TlsPaths | None,
         engine_factory: EngineFactory = license_server,
+        claim_key: bytes = b"",
     ) -> None:
         self.server_id = server_id
         self.rlf = rlf
         self.store = store
         self.tls = tls
         self.today = _today()
+        extra = {"claim_key": claim_key} if claim_key else {}
         self.engine: Engine = engine_factory(
             server_id,
             rlf,
             now=time.monotonic(),
             today=self.today,
             persisted=fx.Persisted(state=loaded.state, keys=list(loaded.keys)),
+            **extra,
         )
         self._stored_seq = loaded.rlf[0] if loaded.rlf else 0
         self.inbox: collections.deque[tuple[str, m.Message]] = collections.deque()
@@ -806,13 +817,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     _setup_logging(args.log_level, args.server_id)
     try:
         rlf, store, loaded, tls = prepare(args)
+        claim_key = tlsconfig.load_claim_key(None if tls is None else args.tls_dir, rlf.pool)
     except InputError as exc:
         print(f"lm-daemon: {exc}", file=sys.stderr)
         sys.exit(2)
     if tls is None:
         log.warning("--insecure-loopback: PLAINTEXT, no TLS; accepted on 127.0.0.1 only")
+    if not claim_key:
+        log.warning(
+            "no claim.key in %s (run `lm pki init` again to add it): seats do not move "
+            "with fail-over clients; they wait until their server is fenced",
+            args.tls_dir,
+        )
     try:
-        daemon = Daemon(args.server_id, rlf, store, loaded, tls=tls)
+        daemon = Daemon(args.server_id, rlf, store, loaded, tls=tls, claim_key=claim_key)
     except LmError as exc:
         store.close()
         print(f"lm-daemon: {exc}", file=sys.stderr)
