@@ -1614,21 +1614,24 @@ class LicenseServer:
         return claims.mint(self.claim_key, ticket, entry.client_id, entry.license)
 
     def _adopt(self, now: float, token: str, msg: ClientHeartbeat, out: list[Effect]) -> bool:
-        """A fail-over client presents the ticket of a seat another server granted it:
-        claim that seat here (FIG. 10). True if the client is answered (now or later)."""
+        """A fail-over client presents the ticket of a seat another server granted it.
+        With room here, it is an ordinary fail-over grant (FIG. 10: B serves A's client
+        from its own allocation; A's row is left as it was). Without room, claim that
+        seat here and answer once it arrives. True if the client is answered (now or
+        later)."""
+        lic, count = msg.license, msg.count
+        if self.keys.in_use(lic) + count <= self._limit(lic):
+            return False
         try:
-            ticket = claims.read(self.claim_key, msg.ticket, msg.sender, msg.license)
+            ticket = claims.read(self.claim_key, msg.ticket, msg.sender, lic)
         except claims.ClaimError as err:
             out.append(self._note(now, "refused", f"claim of {msg.sender}: {err}"))
             return False
         if ticket.server == self.id or ticket.server not in self.peers:
             return False  # my own seat came back (its entry is gone): an ordinary request
-        lic, count = msg.license, msg.count
-        room = self.keys.in_use(lic) + count <= self._limit(lic)
-        if not room:
-            self.waiting[(msg.sender, lic)] = _WaitingClaim(
-                token=token, msg=msg, deadline=now + self.clocks.claim_wait
-            )
+        self.waiting[(msg.sender, lic)] = _WaitingClaim(
+            token=token, msg=msg, deadline=now + self.clocks.claim_wait
+        )
         if self.role is Role.LEADER:
             why = self._claim(now, self.id, msg.sender, lic, count, msg.ticket, out)
             if why:
@@ -1649,8 +1652,6 @@ class LicenseServer:
                     ),
                 )
             )
-        if room:
-            self._grant(now, token, msg, out)
         return True
 
     def _retry_waiting(self, now: float, out: list[Effect]) -> None:
@@ -2055,7 +2056,7 @@ class LicenseServer:
                 servers[sid] = {
                     "distribution": row,
                     "in_use": in_use,
-                    "available": max(0, row - in_use - grace - held_back),
+                    "available": max(0, row - in_use),
                     "allowed": self._limit(lic)
                     if sid == self.id
                     else (self.ledger.get(sid, lic).sent if self.ledger is not None else None),
