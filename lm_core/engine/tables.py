@@ -479,8 +479,9 @@ class Ledger:
                 short = True
                 continue
             before = a.hold(state.hard_limit)
-            # raising `sent` by x raises the hold by max(0, sent + x - before)
-            room = usable + before - a.sent
+            # raising `sent` by x raises the hold by max(0, sent + x - base), where base
+            # is the hold without the seats reserved for claims (those add on top)
+            room = usable + before - a.reserved - a.sent
             new = min(target, a.sent + max(0, room))
             if new > a.sent:
                 a.sent = new
