@@ -257,9 +257,10 @@ class ServerHeartbeat(Message):
     (0 = none yet); the follower may serve until ``echo + lease`` on its own clock.
     `up` lists the servers the leader is in contact with (itself included).
     `allowed` is the follower's serving limit per license; None = keep what you have
-    (a new leader that has not yet heard the follower's rows). `revoke` lists the keys
-    of tickets this follower minted whose seats moved to another server with their
-    client: the follower drops those key-table entries before anything else."""
+    (a new leader that has not yet heard the follower's rows). `revoke` lists the
+    tickets this follower minted whose seats moved to another server with their client:
+    before anything else, the follower drops those key-table entries and lowers its own
+    allowance by their seats, once per ticket."""
 
     seq: int
     echo: float = 0.0
@@ -269,7 +270,7 @@ class ServerHeartbeat(Message):
     cfg_version: int = 0
     rlf_seq: int = 0
     allowed: tuple[Allowance, ...] | None = None
-    revoke: tuple[str, ...] = ()
+    revoke: tuple[ClaimRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -399,10 +400,13 @@ class DistributionSync(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimRecord:
-    """An honoured fail-over claim: the ticket key and the term it was minted in."""
+    """An honoured fail-over claim: the ticket key ("server:serial"), the term it was
+    minted in, and the seats of `license` it moved away from that server."""
 
     key: str
     term: int
+    license: str
+    count: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

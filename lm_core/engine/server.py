@@ -91,6 +91,7 @@ from lm_core.engine.messages import (
     BorrowGrant,
     BorrowRequest,
     ChangeDistribution,
+    ClaimRecord,
     ClientHeartbeat,
     Deny,
     DistributionSync,
@@ -217,6 +218,7 @@ class LicenseServer:
         self.lease_src = (0, 0)  # (term, heartbeat seq) my current lease came from
         self.heard = (0, 0, -_NEVER)  # last leader heartbeat applied: (term, seq, echo)
         self.waiting: dict[tuple[str, str], _WaitingClaim] = {}
+        self.revoked: dict[str, None] = {}  # claim keys of my tickets already applied
         self.stepped_down = ""  # why this server left the leader role, until it follows
         self.reclaimed: dict[tuple[str, str], tuple[float, str]] = {}
         self.today = today
@@ -274,6 +276,7 @@ class LicenseServer:
         self.lease_q = 0
         self.lease_granted: dict[str, float] = {}
         self.claim_waits: list[_ClaimWait] = []
+        self.revoke_seq: dict[str, dict[str, int]] = {}  # peer -> claim key -> first hb seq
         self.prev_heard = (0, 0, -_NEVER)
         self.became_leader_at = -_NEVER
         self.pending: list[_PendingAdmin] = []
@@ -688,10 +691,11 @@ class LicenseServer:
         self.lease_q = 0
         self.lease_granted = {}
         self.claim_waits = []
+        self.revoke_seq = {}
         self.prev_heard = self.heard
         # tickets of terms before the previous leader's can no longer be honoured
         self.table.claims = {
-            k: t for k, t in self.table.claims.items() if t >= self.prev_heard[0]
+            k: c for k, c in self.table.claims.items() if c.term >= self.prev_heard[0]
         }
         self.short = set(self.table.licenses)
         self._bump_cfg()
@@ -795,13 +799,36 @@ class LicenseServer:
             up=up,
             rlf_seq=self.rlf.sequence,
             allowed=allowed,
-            revoke=self._revocations(peer),
+            revoke=self._revocations(peer, self.hb_seq),
             **self._cfg_fields(),
         )
 
-    def _revocations(self, peer: str) -> tuple[str, ...]:
+    def _revocations(self, peer: str, seq: int) -> tuple[ClaimRecord, ...]:
+        """The honoured claims on `peer`'s tickets, sent in heartbeat `seq`."""
         prefix = peer + ":"
-        return tuple(k for k in self.table.claims if k.startswith(prefix))
+        out = tuple(c for k, c in self.table.claims.items() if k.startswith(prefix))
+        sent = self.revoke_seq.setdefault(peer, {})
+        for c in out:
+            sent.setdefault(c.key, seq)
+        return out
+
+    def _unrevoked(
+        self, peer: str, seq: int, rows: tuple[LicenseRow, ...]
+    ) -> tuple[LicenseRow, ...]:
+        """A follower's rows as they will be once it applies the claims on its tickets
+        that its ACK of heartbeat `seq` does not reflect yet: its allowance lowers by
+        their seats (its in-use count is left as reported: over-counting is safe)."""
+        sent = self.revoke_seq.get(peer, {})
+        pending: dict[str, int] = {}
+        prefix = peer + ":"
+        for k, c in self.table.claims.items():
+            if k.startswith(prefix) and sent.get(k, seq + 1) > seq:
+                pending[c.license] = pending.get(c.license, 0) + c.count
+        if not pending:
+            return rows
+        return tuple(
+            replace(r, allowed=max(0, r.allowed - pending.get(r.license, 0))) for r in rows
+        )
 
     def _no_lease_why(self, now: float) -> str:
         """What a leader without a majority lease lacks, in one line (names the gap
@@ -844,7 +871,8 @@ class LicenseServer:
         self.acked_cfg[sender] = (msg.rlf_seq, (msg.cfg_term, msg.cfg_version))
         self.peer_rlf_seq[sender] = msg.rlf_seq
         was_known = self.ledger.known.get(sender, False)
-        self.ledger.learn(sender, msg.seq, msg.rows)
+        rows = msg.rows if was_known else self._unrevoked(sender, msg.seq, msg.rows)
+        self.ledger.learn(sender, msg.seq, rows)
         self._update_lease()
         # catch the follower up: RLF first, then the table
         if msg.rlf_seq < self.rlf.sequence:
@@ -1112,7 +1140,7 @@ class LicenseServer:
         # Only a heartbeat that answers an ACK of this incarnation counts: a replayed
         # heartbeat from before a restart must not bring back an old allowance or lease.
         fresh = self.started_at <= msg.echo <= now
-        if msg.revoke:
+        if msg.revoke or self.revoked:
             self._revoke(msg.revoke, out)
         raised = False
         if msg.allowed is not None and fresh:
@@ -1136,18 +1164,29 @@ class LicenseServer:
         if raised or (self.waiting and now < self.lease_until):
             self._retry_waiting(now, out)
 
-    def _revoke(self, keys: tuple[str, ...], out: list[Effect]) -> None:
-        """Drop the entries whose seats moved away with their clients (L2)."""
+    def _revoke(self, records: tuple[ClaimRecord, ...], out: list[Effect]) -> None:
+        """Seats I granted moved away with their clients (L2): drop those entries and
+        lower my allowance by their seats, once per ticket (the leader repeats the list
+        in every heartbeat until the claims are forgotten)."""
         prefix = self.id + ":"
-        for key in keys:
-            if not key.startswith(prefix) or not key[len(prefix) :].isdigit():
+        listed: dict[str, None] = {}
+        for rec in records:
+            serial = rec.key[len(prefix) :]
+            if not rec.key.startswith(prefix) or not serial.isdigit():
                 continue
-            entry = self.keys.by_serial(int(key[len(prefix) :]))
-            if entry is None:
+            listed[rec.key] = None
+            if rec.key in self.revoked:
                 continue
-            self.keys.remove(entry.client_id, entry.license)
-            out.append(PersistKey(entry.client_id, entry.license, None))
-            out.append(LogUsage("moved", entry.client_id, entry.license, entry.count, key))
+            if rec.license in self.allowed:
+                self.allowed[rec.license] = max(0, self.allowed[rec.license] - rec.count)
+            entry = self.keys.by_serial(int(serial))
+            if entry is not None:
+                self.keys.remove(entry.client_id, entry.license)
+                out.append(PersistKey(entry.client_id, entry.license, None))
+                out.append(
+                    LogUsage("moved", entry.client_id, entry.license, entry.count, rec.key)
+                )
+        self.revoked = listed
 
     def _accept_leader(self, now: float, sender: str, term: int, out: list[Effect]) -> bool:
         """A message from the leader of `term` (>= mine): follow it."""
@@ -1713,7 +1752,7 @@ class LicenseServer:
             self.table.move(lic, t.server, target, from_row)
         if from_free:
             self.table.move(lic, None, target, from_free)
-        self.table.claims[t.key] = t.term
+        self.table.claims[t.key] = ClaimRecord(key=t.key, term=t.term, license=lic, count=count)
         ledger.give_up(t.server, lic, count)
         ledger.reserve(target, lic, count)
         out.append(
@@ -1798,7 +1837,7 @@ class LicenseServer:
         """Forget honoured claims whose tickets can no longer be presented."""
         if not self.table.claims or now < self.became_leader_at + self.clocks.claim_window:
             return
-        for k in [k for k, t in self.table.claims.items() if t < self.term]:
+        for k in [k for k, c in self.table.claims.items() if c.term < self.term]:
             del self.table.claims[k]
 
     def _after_grant(self, now: float, lic: str, out: list[Effect]) -> None:

@@ -87,9 +87,9 @@ class DistributionTable:
     licenses: dict[str, LicenseState] = field(default_factory=dict)
     codes: list[str] = field(default_factory=list)  # codes added at run time (texts)
     cfg: Cfg = (0, 0)
-    # honoured fail-over claims: ticket key -> the term the ticket was minted in (see
-    # `claims`); replicated so that a later leader refuses a ticket used before
-    claims: dict[str, int] = field(default_factory=dict)
+    # honoured fail-over claims by ticket key (see `claims`); replicated so that a later
+    # leader refuses a ticket used before and tells its server about the move
+    claims: dict[str, ClaimRecord] = field(default_factory=dict)
 
     # ------------------------------------------------------------ building
 
@@ -100,7 +100,7 @@ class DistributionTable:
         today: datetime.date,
         added: Sequence[str] = (),
         cfg: Cfg = (0, 0),
-        claims: Mapping[str, int] | None = None,
+        claims: Mapping[str, ClaimRecord] | None = None,
     ) -> DistributionTable:
         """The initial table of an RLF, plus codes added at run time on top of it."""
         table = cls(cfg=cfg, claims=dict(claims or {}))
@@ -237,7 +237,7 @@ class DistributionTable:
                 for s in self.licenses.values()
             ),
             codes=tuple(self.codes),
-            claims=tuple(ClaimRecord(key=k, term=t) for k, t in self.claims.items()),
+            claims=tuple(self.claims.values()),
         )
 
     @staticmethod
@@ -281,7 +281,7 @@ class DistributionTable:
             },
             codes=list(msg.codes),
             cfg=(msg.cfg_term, msg.cfg_version),
-            claims={c.key: c.term for c in msg.claims},
+            claims={c.key: c for c in msg.claims},
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -289,7 +289,7 @@ class DistributionTable:
             "cfg": list(self.cfg),
             "codes": list(self.codes),
             "licenses": [s.as_json() for s in self.licenses.values()],
-            "claims": dict(self.claims),
+            "claims": [[c.key, c.term, c.license, c.count] for c in self.claims.values()],
         }
 
     @classmethod
@@ -301,7 +301,12 @@ class DistributionTable:
             },
             codes=[str(c) for c in data.get("codes", [])],
             cfg=(int(cfg[0]), int(cfg[1])),
-            claims={str(k): int(v) for k, v in dict(data.get("claims", {})).items()},
+            claims={
+                str(c[0]): ClaimRecord(
+                    key=str(c[0]), term=int(c[1]), license=str(c[2]), count=int(c[3])
+                )
+                for c in data.get("claims", [])
+            },
         )
 
 
