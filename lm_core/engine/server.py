@@ -673,11 +673,12 @@ class LicenseServer:
         # my own allowance is what I had as a follower (or before a restart)
         for lic in self.table.licenses:
             a = self.ledger.get(self.id, lic)
-            had = self.allowed.get(lic, 0)
-            if now < self.grace_until:  # restarted: what I may have granted before
-                had = max(had, self._grace_allowed.get(lic, 0))
-            a.sent = a.peak = had
-            a.in_use = self.keys.in_use(lic)
+            # My allowance is what a leader gave me as a follower. What I had before a
+            # restart is held (I may have granted it unpersisted) but not mine to grant:
+            # I may have been fenced since, and my seats handed to others.
+            a.sent = a.peak = self.allowed.get(lic, 0)
+            in_use = self.keys.in_use(lic)
+            a.in_use = in_use + self._grace_held(now, lic, in_use)
         self.hb_seq = 0
         self.hb_times = {}
         self.acked_seq = {}
@@ -922,7 +923,8 @@ class LicenseServer:
         if state is None:
             self.short.discard(lic)
             return []
-        self.ledger.set_self_in_use(lic, self.keys.in_use(lic))
+        in_use = self.keys.in_use(lic)
+        self.ledger.set_self_in_use(lic, in_use + self._grace_held(self._now, lic, in_use))
         before = self.ledger.get(self.id, lic).sent
         # Raise allowances only under a majority lease: without one a newer leader may
         # exist, and the servers this one fenced may be serving under it (their seats
@@ -1454,6 +1456,19 @@ class LicenseServer:
                 deny("reclaimed", f"reclaimed by an operator: {gone[1]}")
                 return
         entry = self.keys.get(client, lic)
+        if (
+            entry is not None
+            and isinstance(msg, ClientHeartbeat)
+            and failover
+            and msg.ticket
+            and self._foreign_ticket(msg)
+        ):
+            # The client holds another server's authorization now (it moved on since my
+            # entry): my entry is stale, and renewing it would count its seat twice.
+            self.keys.remove(client, lic)
+            out.append(PersistKey(client, lic, None))
+            out.append(LogUsage("moved", client, lic, entry.count, "moved on"))
+            entry = None
         why = self._not_serving(now)
         if why is not None:
             if (
@@ -1500,6 +1515,14 @@ class LicenseServer:
             )
             return
         self._grant(now, token, msg, out)
+
+    def _foreign_ticket(self, msg: ClientHeartbeat) -> bool:
+        """Does the client present a valid ticket of another pool server?"""
+        try:
+            ticket = claims.read(self.claim_key, msg.ticket, msg.sender, msg.license)
+        except claims.ClaimError:
+            return False
+        return ticket.server != self.id and ticket.server in self.peers
 
     def _retry_hint(self, reason: str) -> float:
         if reason == "no_majority":
