@@ -95,6 +95,29 @@ class LivePool(LocalPool):
                     raise SystemExit(f"timed out waiting for {what}; last status: {last}")
                 await asyncio.sleep(0.02)
 
+    async def start_led_by(self, leader: str, limit: float = 60.0) -> dict[str, Any]:
+        """Start every server, `leader` first; return the status once `leader` leads all
+        the others. Should another server win the first election (start-up is slow on a
+        loaded machine), that winner is killed until `leader` leads, then restarted."""
+        self.start(leader)
+        await self.wait_listening_async(leader)
+        for sid in self.ids:
+            if sid != leader:
+                self.start(sid)
+        deadline = time.monotonic() + limit
+        while True:
+            st = await self.wait_status(led_by_one, "one leader, every other server following")
+            if st["leader"] == leader or time.monotonic() > deadline:
+                if st["leader"] != leader:
+                    raise SystemExit(f"{leader} never led within {limit:g} s")
+                return st
+            winner = st["leader"]
+            self.kill(winner)
+            await self.wait_status(
+                lambda s, w=winner: leader_of(s) not in (None, w), f"a leader other than {winner}"
+            )
+            self.start(winner)
+
     def next_rlf(self) -> tuple[Rlf, str]:
         """The current RLF with the next sequence, signed: (rlf, text) to push."""
         new = dataclasses.replace(self.rlf, sequence=self.rlf.sequence + 1, signature=None)
@@ -136,6 +159,18 @@ def leader_of(status: dict[str, Any]) -> str | None:
     return leader if isinstance(leader, str) else None
 
 
+def led_by_one(status: dict[str, Any]) -> bool:
+    """A leader with a majority, every server up and answering, each the leader or its
+    follower."""
+    leader = leader_of(status)
+    return leader is not None and all(
+        s["up"]
+        and s["reachable"]
+        and s.get("role") == ("leader" if s["id"] == leader else "follower")
+        for s in status["servers"]
+    )
+
+
 def all_up(status: dict[str, Any]) -> bool:
     """Every server reachable as leader or follower, and a leader."""
     return status.get("leader") is not None and all(
@@ -156,3 +191,27 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> str:
         for r in rows
     ]
     return "\n".join(out)
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table: first column left-aligned, the others right-aligned."""
+    widths = [max(3, *(len(str(x)) for x in col)) for col in zip(header, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return (
+            "| "
+            + " | ".join(
+                str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+            + " |"
+        )
+
+    rule = (
+        "|"
+        + "|".join(
+            ":" + "-" * (w + 1) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)
+        )
+        + "|"
+    )
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])

@@ -1,36 +1,244 @@
-"""Fail-over time on real processes: `kill -9` the server holding a client's seat (the
-leader, so one run measures both) and time (a) until that client holds a new seat from
-another server, and (b) until the pool has a new leader with a majority. The RLF's
-default timings; median and max over >= 10 runs (target: new seat <= 2 x client
-heartbeat interval + 1 s).
+"""Fail-over of a pool in use, on real processes (L2): what the users of a faulted server
+and of the servers that stayed up see.
 
-Baseline printed beside it, measured in the same run: the time for the same client to
-get its first seat from a healthy pool (connect + TLS handshake + grant).
+Each row is a fresh pool of the patent's shape (three `lm-daemon`s, TLS, Application 1.0,
+100 seats, distribution A:40 B:30 C:30, the RLF's default timings), led by A, loaded by
+clients of the real client library in this process (`lm_core.runtime.fleet`), each homed
+on a server:
 
-Each run: all three servers up and a leader elected; a `LicenseClient` (the real client
-library, TLS) holds a seat from the leader; the leader is killed; the client's own
-events say when it holds a new seat; the admin status (polled every 20 ms) says when a
-new leader has a majority; the killed server is restarted and must come back as a
-follower before the next run.
+    78 % load    A 30, B 24, C 24
+    100 % load   A 40, B 30, C 30, plus --waiters clients (default 6, two per server)
+                 asking with wait=True: on a full pool they wait, and a pool that
+                 over-issues during the fault lets one in (max held > 100)
 
-    .venv/bin/python bench/failover.py [--runs 10] [--plaintext]
+then one fault: the leader A killed (`kill -9`), the follower B killed, or the leader A
+paused (SIGSTOP for --pause seconds, longer than its server lease, then SIGCONT). The row
+ends when every client of the faulted server holds a seat again and every client was
+granted twice more (or after --limit seconds without the first).
+
+Columns, counted from the clients' own events (`on_event`) and `Lease.holds` sampled
+every 20 ms: re-seat median / p99 / max -- from the fault to the next grant of each
+client of the faulted server ("never" when one did not get one); clients of live servers
+that were granted by another server than their own (moved); clients that reported their
+lease lost (lapsed); the most seats held at once (max held; limit 100). Target (L2):
+re-seat p99 <= 2 x client heartbeat + 1 s, 0 moved, 0 lapsed, max held <= 100.
+
+Baseline, measured in the same run (first row): one client on an empty pool, the leader
+holding its seat killed; its re-seat time and the time to a new leader with a majority
+(the README's former fail-over figure).
+
+    .venv/bin/python bench/failover.py [--runs 1] [--baseline-runs 5] [--loads 78,100]
+        [--faults leader-killed,follower-killed,leader-paused] [--waiters 6] [--plaintext]
+
+Adding a row: write an `async def (args) -> Row` and append it to the list `main` builds
+(`loaded_rows` shows the pattern; a fault is an `async def (pool) -> Fault` in `FAULTS`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+import resource
+import signal
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _livepool import APP, LivePool, exit_on_sigterm, leader_of, make_pool
+from _livepool import APP, LivePool, exit_on_sigterm, leader_of, make_pool, markdown
 
+from lm_core.engine.rlf import Timing
 from lm_core.runtime.client import LicenseClient
+from lm_core.runtime.fleet import Fleet, Outcome, serving
+
+SEATS = 100
+DIST = {"A": 40, "B": 30, "C": 30}
+LOADS = {78: {"A": 30, "B": 24, "C": 24}, 100: {"A": 40, "B": 30, "C": 30}}
+
+
+# ---------------------------------------------------------------- faults
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Server `victim` stopped answering at `t0` (monotonic) and could answer again from
+    `back` (inf: never, it was killed)."""
+
+    victim: str
+    t0: float
+    back: float = math.inf
+
+
+async def leader_killed(pool: LivePool) -> Fault:
+    st = await pool.wait_status(lambda s: leader_of(s) is not None, "a leader")
+    victim = st["leader"]
+    t0 = time.monotonic()
+    pool.kill(victim)
+    return Fault(victim, t0)
+
+
+async def follower_killed(pool: LivePool) -> Fault:
+    st = await pool.wait_status(lambda s: leader_of(s) is not None, "a leader")
+    victim = next(sid for sid in pool.ids if sid != st["leader"])
+    t0 = time.monotonic()
+    pool.kill(victim)
+    return Fault(victim, t0)
+
+
+def leader_paused(pause: float) -> Callable[[LivePool], Awaitable[Fault]]:
+    async def fault(pool: LivePool) -> Fault:
+        st = await pool.wait_status(lambda s: leader_of(s) is not None, "a leader")
+        victim = st["leader"]
+        proc = pool.procs[victim]
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(pause)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        back = time.monotonic()
+        await pool.wait_status(
+            lambda s: any(
+                x["id"] == victim and x["reachable"] and x.get("role") == "follower"
+                for x in s["servers"]
+            ),
+            f"{victim} follows again after SIGCONT",
+            60,
+        )
+        return Fault(victim, t0, back)
+
+    return fault
+
+
+FaultFn = Callable[[LivePool], Awaitable[Fault]]
+
+
+def faults(pause: float) -> dict[str, FaultFn]:
+    """The faults by name (the --faults words)."""
+    return {
+        "leader-killed": leader_killed,
+        "follower-killed": follower_killed,
+        "leader-paused": leader_paused(pause),
+    }
+
+
+# ---------------------------------------------------------------- rows
+
+
+@dataclass
+class Row:
+    """One line of the table; `reseat` holds one entry per client of a faulted server
+    (None: never re-seated)."""
+
+    name: str
+    reseat: list[float | None] = field(default_factory=list)
+    moved: int = 0
+    live: int = 0
+    lapsed: int = 0
+    clients: int = 0
+    max_held: int | None = None
+    limit: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, out: Outcome, limit: int) -> None:
+        self.reseat += list(out.reseat.values())
+        self.moved += len(out.moved)
+        self.live += out.live_clients
+        self.lapsed += len(out.lapsed)
+        self.clients += out.clients
+        self.max_held = max(self.max_held or 0, out.max_held)
+        self.limit = limit
+
+    def cells(self) -> list[str]:
+        times = sorted(math.inf if d is None else d for d in self.reseat)
+        done = sum(1 for d in self.reseat if d is not None)
+
+        def fmt(x: float) -> str:
+            return "never" if math.isinf(x) else f"{x:.2f}"
+
+        def pct(q: float) -> float:
+            return times[max(0, math.ceil(q * len(times)) - 1)] if times else math.nan
+
+        med = statistics.median_low(times) if times else math.nan
+        return [
+            self.name,
+            f"{done}/{len(self.reseat)}",
+            fmt(med),
+            fmt(pct(0.99)),
+            fmt(times[-1]) if times else "-",
+            f"{self.moved} of {self.live}" if self.live else "-",
+            f"{self.lapsed} of {self.clients}",
+            f"{self.max_held} / {self.limit}" if self.max_held is not None else "-",
+        ]
+
+
+HEADER = [
+    "row",
+    "re-seated",
+    "re-seat median s",
+    "p99 s",
+    "max s",
+    "live servers' clients moved",
+    "leases lapsed",
+    "max held",
+]
+
+
+async def settle(fleet: Fleet, fault: Fault, limit: float) -> None:
+    """Until the victim's clients hold again (at most `limit` s), then two grants more
+    for every client (at most 20 s)."""
+    if await fleet.until(lambda: fleet.reseated(fault.victim, fault.t0, fault.back), limit):
+        t1 = time.monotonic()
+        await fleet.until(lambda: fleet.granted_since(t1, 2), 20.0)
+
+
+async def loaded_run(load: int, fault_name: str, args: argparse.Namespace) -> tuple[Outcome, str]:
+    """One fresh pool, loaded, one fault; the clients' outcome and a CPU note."""
+    pool = make_pool(n=3, seats=SEATS, dist=DIST, tls=not args.plaintext, timing=Timing())
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    try:
+        await pool.start_led_by("A")
+        trust = pool.trust("client")
+        await asyncio.gather(*(serving(pool.rlf, trust, sid, license=APP) for sid in pool.ids))
+        async with Fleet(pool.rlf, trust, license=APP, prefix=f"b{load}") as fleet:
+            await fleet.seat(LOADS[load])
+            if sum(LOADS[load].values()) >= SEATS and args.waiters:
+                per = {
+                    sid: args.waiters // 3 + (i < args.waiters % 3) for i, sid in enumerate(DIST)
+                }
+                fleet.queue(per)
+            fault = await faults(args.pause)[fault_name](pool)
+            await settle(fleet, fault, args.limit)
+            out = fleet.outcome(fault.victim, fault.t0, fault.back)
+    finally:
+        pool.close()
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    return (
+        out,
+        f"clients' process {cpu:.1f} s CPU in {wall:.1f} s ({100 * cpu / wall:.0f} % of a core)",
+    )
+
+
+async def loaded_rows(args: argparse.Namespace) -> list[Row]:
+    rows = []
+    for load in args.loads:
+        for fault_name in args.faults:
+            row = Row(f"{load} % load, {fault_name.replace('-', ' ')}")
+            for _ in range(args.runs):
+                out, cpu = await loaded_run(load, fault_name, args)
+                row.add(out, SEATS)
+                print(f"  {row.name}: {out.summary(SEATS)}; {cpu}", flush=True)
+            rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- the baseline
 
 
 def all_up_with_leader(status: dict[str, Any]) -> bool:
@@ -43,104 +251,135 @@ def all_up_with_leader(status: dict[str, Any]) -> bool:
     )
 
 
-async def one_run(pool: LivePool, run: int) -> tuple[float, float, float, str]:
+async def one_client_run(pool: LivePool, run: int) -> tuple[float, float, int]:
+    """One client on the empty pool, holding from the leader; kill -9 the leader:
+    (re-seat time, time to a new leader, lost events). The victim is restarted."""
     status = await pool.wait_status(all_up_with_leader, "all servers up with a leader", 60)
     victim = status["leader"]
-    client = LicenseClient(
-        pool.rlf, pool.trust("client"), client_id=f"failover-{run}", prefer=victim
-    )
+    trust = pool.trust("client")
+    await serving(pool.rlf, trust, victim, license=APP)
+    client = LicenseClient(pool.rlf, trust, client_id=f"baseline-{run}", prefer=victim)
     moved = asyncio.Event()
     moved_at: list[float] = []
+    lost: list[str] = []
     victim_gone = False
 
     def on_event(event: dict[str, Any]) -> None:
+        if event["event"] == "lost":
+            lost.append(str(event.get("reason")))
         if victim_gone and event["event"] == "authorized" and event["server"] != victim:
             moved_at.append(time.monotonic())
             moved.set()
 
-    # The servers refuse new grants for one client lease after their start (S4); wait
-    # until the victim grants.
-    deadline = time.monotonic() + 60
-    while True:
-        t_ask = time.monotonic()
-        lease = client.acquire(APP, wait=True, on_event=on_event)
-        async with asyncio.timeout(60):
-            await lease.start()
-        first_seat = time.monotonic() - t_ask
-        if lease.server == victim:
-            break
-        await lease.stop()
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{victim} never granted")
-        client = LicenseClient(
-            pool.rlf,
-            pool.trust("client"),
-            client_id=f"failover-{run}-{t_ask}",
-            prefer=victim,
-        )
-        await asyncio.sleep(0.5)
+    lease = client.acquire(APP, wait=True, on_event=on_event)
+    async with asyncio.timeout(60):
+        await lease.start()
+    if lease.server != victim:
+        raise SystemExit(f"baseline client seated by {lease.server}, not the leader {victim}")
     try:
         victim_gone = True
         t0 = time.monotonic()
         pool.kill(victim)
-        new = await pool.wait_status(
-            lambda s: leader_of(s) not in (None, victim), "a new leader", 60
-        )
+        await pool.wait_status(lambda s: leader_of(s) not in (None, victim), "a new leader", 60)
         t_leader = time.monotonic() - t0
         async with asyncio.timeout(60):
             await moved.wait()
-        t_seat = moved_at[0] - t0
     finally:
         await lease.stop()
     pool.start(victim)
-    return t_seat, t_leader, first_seat, f"{victim}->{new['leader']}/{lease.server}"
+    return moved_at[0] - t0, t_leader, len(lost)
+
+
+async def baseline_row(args: argparse.Namespace) -> Row:
+    row = Row("baseline: 1 client, empty pool, leader killed")
+    pool = make_pool(n=3, seats=SEATS, dist=DIST, tls=not args.plaintext, timing=Timing())
+    leaders = []
+    try:
+        await pool.start_led_by("A")
+        for i in range(args.baseline_runs):
+            seat, t_leader, lost = await one_client_run(pool, i)
+            row.reseat.append(seat)
+            row.lapsed += lost
+            row.clients += 1
+            leaders.append(t_leader)
+            print(f"  baseline run {i + 1}: new seat {seat:.2f} s, new leader {t_leader:.2f} s")
+    finally:
+        pool.close()
+    row.notes.append(
+        f"baseline: kill -9 -> new leader with a majority, median "
+        f"{statistics.median(leaders):.2f} s, "
+        f"max {max(leaders):.2f} s ({len(leaders)} runs)"
+    )
+    return row
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--runs", type=int, default=1, help="pools per loaded row (default 1)")
+    ap.add_argument("--baseline-runs", type=int, default=5, help="0: no baseline row")
+    ap.add_argument("--loads", default="78,100", help="percent loads: 78 and/or 100")
+    ap.add_argument("--faults", default=",".join(faults(0)), help="comma-separated fault names")
+    ap.add_argument("--waiters", type=int, default=6, help="waiting clients on a full pool")
+    ap.add_argument("--pause", type=float, default=4.0, help="SIGSTOP length, seconds")
+    ap.add_argument("--limit", type=float, default=30.0, help="give up re-seating after (s)")
+    ap.add_argument("--plaintext", action="store_true", help="--insecure-loopback daemons")
+    args = ap.parse_args()
+    args.loads = [int(x) for x in args.loads.split(",") if x]
+    args.faults = [x for x in args.faults.split(",") if x]
+    bad = [x for x in args.loads if x not in LOADS] + [x for x in args.faults if x not in faults(0)]
+    if bad:
+        ap.error(f"unknown load or fault: {bad} (loads {list(LOADS)}, faults {list(faults(0))})")
+    return args
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--plaintext", action="store_true", help="--insecure-loopback daemons")
-    args = ap.parse_args()
+    args = parse_args()
     exit_on_sigterm()
-    pool = make_pool(n=3, seats=100, tls=not args.plaintext)
-    timing = pool.rlf.timing
-    results: list[tuple[float, float, float, str]] = []
-    try:
-        for sid in pool.rlf.server_ids:
-            pool.start(sid)
+    timing = Timing()
+    makers: list[Callable[[argparse.Namespace], Awaitable[list[Row]]]] = []
+    if args.baseline_runs:
 
-        async def runs() -> None:
-            for i in range(args.runs):
-                r = await one_run(pool, i)
-                results.append(r)
-                print(
-                    f"run {i + 1:>2}: {r[3]:<10} new seat {r[0]:6.2f} s   new leader {r[1]:6.2f} s",
-                    flush=True,
-                )
+        async def baseline(a: argparse.Namespace) -> list[Row]:
+            return [await baseline_row(a)]
 
-        asyncio.run(runs())
-    finally:
-        pool.close()
+        makers.append(baseline)
+    makers.append(loaded_rows)
 
-    seats = [r[0] for r in results]
-    leaders = [r[1] for r in results]
-    firsts = [r[2] for r in results]
+    async def run() -> list[Row]:
+        rows: list[Row] = []
+        for make in makers:
+            rows += await make(args)
+        return rows
+
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    rows = asyncio.run(run())
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    daemon_cpu = (children.ru_utime + children.ru_stime) - (children0.ru_utime + children0.ru_stime)
     target = 2 * timing.client_heartbeat + 1.0
     print(
-        f"\nfail-over after kill -9 of the leader holding the seat, {len(results)} runs, "
-        f"{'plaintext' if args.plaintext else 'TLS 1.3'}; timings: client heartbeat "
-        f"{timing.client_heartbeat:g} s, client lease {timing.client_lease:g} s, "
-        f"leader timeout {timing.leader_timeout:g} s"
+        f"\nfail-over of a pool in use: 3 servers, {SEATS} seats (A:40 B:30 C:30), "
+        f"{'plaintext' if args.plaintext else 'TLS 1.3'}, default timings (client heartbeat "
+        f"{timing.client_heartbeat:g} s, client lease {timing.client_lease:g} s, leader timeout "
+        f"{timing.leader_timeout:g} s, server lease {timing.server_lease:g} s); "
+        f"{args.runs} pool(s) per row; {args.waiters} waiting clients on a full pool; "
+        f"pause {args.pause:g} s\n"
     )
-    print(f"{'':28} {'median':>8} {'max':>8}")
-    print(f"{'kill -9 -> new seat':28} {statistics.median(seats):8.2f} {max(seats):8.2f}   "
-          f"(target <= {target:g} s)")  # fmt: skip
-    print(f"{'kill -9 -> new leader':28} {statistics.median(leaders):8.2f} {max(leaders):8.2f}")
-    print(f"{'baseline: first seat':28} {statistics.median(firsts):8.2f} {max(firsts):8.2f}")
+    print(markdown(HEADER, [r.cells() for r in rows]))
     print(
-        f"ratio new seat / client heartbeat interval: "
-        f"median {statistics.median(seats) / timing.client_heartbeat:.2f}, "
-        f"max {max(seats) / timing.client_heartbeat:.2f}"
+        f"\ntarget (L2): re-seat p99 <= {target:g} s (2 x client heartbeat + 1 s), 0 moved, "
+        f"0 lapsed, max held <= {SEATS}"
+    )
+    for r in rows:
+        for note in r.notes:
+            print(note)
+    wall = time.monotonic() - t0
+    print(
+        f"daemons: {daemon_cpu:.1f} s CPU over {wall:.0f} s of benchmark "
+        f"({100 * daemon_cpu / wall:.0f} % of a core)"
     )
 
 

@@ -57,6 +57,7 @@ class Pool(LocalPool):
         self.admin_private = keys.admin_private
         self.vendor_private = keys.vendor_private
         self.holders: list[subprocess.Popen[bytes]] = []
+        self.hold_logs: list[Path] = []  # each holder's stdout + stderr, in `holders` order
 
     @property
     def logs(self) -> dict[str, Path]:
@@ -98,26 +99,56 @@ class Pool(LocalPool):
         self, cond: Callable[[dict[str, Any]], bool], what: str, timeout: float = 20.0
     ) -> dict[str, Any]:
         """Poll the merged status until `cond(status)`; fail with the last one if not."""
+        return asyncio.run(self.wait_async(cond, what, limit=timeout))
 
-        async def go() -> dict[str, Any]:
-            last: dict[str, Any] = {}
-            deadline = time.monotonic() + timeout
-            async with self.client() as c:
-                while True:
-                    try:
-                        last = await c.status()
-                    except LmError:
-                        last = {}
-                    if last and cond(last):  # an assert inside cond fails the test
-                        return last
-                    if time.monotonic() > deadline:
-                        pytest.fail(
-                            f"timed out after {timeout:g} s waiting for: {what}\n"
-                            f"last status: {json.dumps(last, indent=1)[:4000]}\n" + self.log_tail()
-                        )
-                    await asyncio.sleep(0.05)
+    async def wait_async(
+        self, cond: Callable[[dict[str, Any]], bool], what: str, limit: float = 20.0
+    ) -> dict[str, Any]:
+        """`wait` inside a running event loop (an async test); `limit` is the timeout."""
+        last: dict[str, Any] = {}
+        deadline = time.monotonic() + limit
+        async with self.client() as c:
+            while True:
+                try:
+                    last = await c.status()
+                except LmError:
+                    last = {}
+                if last and cond(last):  # an assert inside cond fails the test
+                    return last
+                if time.monotonic() > deadline:
+                    pytest.fail(
+                        f"timed out after {limit:g} s waiting for: {what}\n"
+                        f"last status: {json.dumps(last, indent=1)[:4000]}\n" + self.log_tail()
+                    )
+                await asyncio.sleep(0.05)
 
-        return asyncio.run(go())
+    def start_led_by(self, leader: str) -> dict[str, Any]:
+        """`start_led_by_async` from synchronous code."""
+        return asyncio.run(self.start_led_by_async(leader))
+
+    async def start_led_by_async(self, leader: str, limit: float = 60.0) -> dict[str, Any]:
+        """Start every server, `leader` first, and return the status once `leader` leads
+        all the others. Should another server win the first election (start-up is slow on
+        a loaded machine), that winner is killed until `leader` leads, then restarted."""
+        self.start(leader)
+        await self.wait_listening_async(leader)
+        for sid in self.ids:
+            if sid != leader:
+                self.start(sid)
+        deadline = time.monotonic() + limit
+        while True:
+            st = await self.wait_async(led_by_one, "one leader, every other server following")
+            if st["leader"] == leader:
+                return st
+            if time.monotonic() > deadline:
+                pytest.fail(f"{leader} never led; last status: {json.dumps(st)[:2000]}")
+            winner = st["leader"]
+            self.kill(winner)
+            await self.wait_async(
+                lambda st, w=winner: st.get("leader") not in (None, w) and st["majority"]["ok"],
+                f"a leader other than {winner}",
+            )
+            self.start(winner)
 
     def lm(
         self, *args: str, input: str | None = None, timeout: float = 60
@@ -135,6 +166,7 @@ class Pool(LocalPool):
         if self.tls_dir is not None:
             env["LM_TLS_DIR"] = str(self.tls_dir)
         log = self.root / f"hold-{len(self.holders)}.log"
+        self.hold_logs.append(log)
         with open(log, "wb") as fh:
             proc = subprocess.Popen([*LM, "client", "hold", *args], stdout=fh, stderr=fh, env=env)
         self.holders.append(proc)
@@ -264,6 +296,22 @@ def held_total(status: dict[str, Any], name: str = APP) -> int:
         if c["license"] == name:
             per_client[c["client_id"]] = max(per_client.get(c["client_id"], 0), c["count"])
     return sum(per_client.values())
+
+
+def led_by_one(status: dict[str, Any]) -> bool:
+    """One leader with a majority lease, every server answering and up in its view, each
+    the leader or its follower."""
+    leader = status.get("leader")
+    return (
+        leader is not None
+        and bool(status.get("majority", {}).get("ok"))
+        and all(
+            s["up"]
+            and s["reachable"]
+            and s.get("role") == ("leader" if s["id"] == leader else "follower")
+            for s in status.get("servers", [])
+        )
+    )
 
 
 def all_up(status: dict[str, Any]) -> bool:

@@ -4,18 +4,30 @@ Three servers A, B, C; "Application 1.0", hard limit 100, distribution A:40 B:30
 one client on each server (FIG. 8: pool available 97); A dies; B leads (FIG. 9: A's row
 0 in use, 40 available); A's client fails over to B (FIG. 10: B 2 in use, 28 available);
 A comes back as a follower with 0 in use and 40 available (FIG. 11).
+
+Each client is an `lm client hold --json` process; its events (grants, with the server,
+and losses) are its own view. At the RLF's default timings and with A killed at a random
+moment (seeded: `LM_PATENT_SEED` replays one), only A's client changes server and no
+client loses its seat: FIG. 10's B 2 in use / C 1 in use, no churn.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import random
 import signal
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lm_core.engine.rlf import Timing
+from lm_core.runtime.fleet import serving
+from lm_core.runtime.tlsconfig import load_tls_dir
 
 from .conftest import APP, Pool, conserved, license_of, rows
 
@@ -66,12 +78,113 @@ def _fig11(st: dict[str, Any]) -> bool:
     )
 
 
-# Wider election gaps than FAST, so "A first" wins even on a loaded CI machine. Clients
-# heartbeat every 4 s: while B is being elected, B and C hold no lease from a majority
-# leader and must refuse renewals (S3), and a refused client walks on to another server;
-# the test kills A just after B's and C's clients renewed, so their next heartbeat comes
-# after the election, as in the patent's story.
-TIMING = Timing(
+def _no_churn(st: dict[str, Any]) -> bool:
+    """B's and C's clients are listed by no other server than their own (assert)."""
+    astray = [
+        (c["client_id"], c["server"])
+        for c in st["clients"]
+        if c["client_id"] in ("client-B", "client-C") and c["server"] != c["client_id"][-1]
+    ]
+    assert not astray, f"a healthy server's client changed server: {astray}"
+    return True
+
+
+def _events(log: Path) -> list[dict[str, Any]]:
+    """The `--json` events a holder printed (other lines, e.g. a traceback, are kept as
+    {"event": "text", "text": ...})."""
+    out: list[dict[str, Any]] = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            out.append({"event": "text", "text": line})
+    return out
+
+
+def _client_view(pool: Pool) -> dict[str, tuple[list[str], list[str]]]:
+    """Per client: (the servers of its grants in order, without repeats; its losses)."""
+    view: dict[str, tuple[list[str], list[str]]] = {}
+    for sid, log in zip("ABC", pool.hold_logs, strict=True):
+        servers: list[str] = []
+        lost: list[str] = []
+        for ev in _events(log):
+            if ev["event"] in ("authorized", "renewed") and servers[-1:] != [ev["server"]]:
+                servers.append(ev["server"])
+            elif ev["event"] in ("lost", "text"):
+                lost.append(str(ev.get("reason", ev.get("text"))))
+        view[f"client-{sid}"] = (servers, lost)
+    return view
+
+
+HOLD = ("--license", APP, "--seconds", "600", "--json")
+
+
+def _past_restart_grace(pool: Pool) -> None:
+    """Every server grants (its restart grace, S4, is over), so each client is seated by
+    the server it asks first."""
+    assert pool.tls_dir is not None
+    trust = load_tls_dir(pool.tls_dir, "client")
+
+    async def probe() -> None:
+        await asyncio.gather(*(serving(pool.rlf, trust, sid, license=APP) for sid in "ABC"))
+
+    asyncio.run(probe())
+
+
+def _replay(pool: Pool, kill_moment: Callable[[], None]) -> None:
+    """FIG. 8-11 on `pool`; `kill_moment()` returns when A is to be killed."""
+    pool.start_led_by("A")
+    _past_restart_grace(pool)
+    holders = {
+        sid: pool.hold(*HOLD, "--client-id", f"client-{sid}", "--server", sid) for sid in "ABC"
+    }
+    st = pool.wait(_fig8, "FIG. 8: one client on each server, pool available 97", timeout=30)
+    assert {(c["client_id"], c["server"]) for c in st["clients"]} == {
+        ("client-A", "A"),
+        ("client-B", "B"),
+        ("client-C", "C"),
+    }
+    assert conserved(st)
+
+    kill_moment()
+    # A's client stays still until B leads, so FIG. 9 (before it fails over) can be seen.
+    holders["A"].send_signal(signal.SIGSTOP)
+    pool.kill("A")
+    try:
+        st = pool.wait(
+            lambda st: _no_churn(st) and _fig9(st),
+            "FIG. 9: B leads; A's row 0 in use, 40 available; pool 98",
+        )
+        assert conserved(st)
+    finally:
+        holders["A"].send_signal(signal.SIGCONT)
+    st = pool.wait(
+        lambda st: _no_churn(st) and _fig10(st),
+        "FIG. 10: A's client re-authorized by B (B 2 in use, 28 available)",
+    )
+    holding = {c["client_id"]: c["server"] for c in st["clients"]}
+    assert holding.get("client-A") == "B", json.dumps(st["clients"])
+    assert conserved(st)
+
+    pool.start("A")
+    st = pool.wait(
+        lambda st: _no_churn(st) and _fig11(st),
+        "FIG. 11: A follows with 0 in use and 40 available",
+        timeout=30,
+    )
+    assert conserved(st)
+    assert all(h.poll() is None for h in holders.values()), "a client stopped"
+    view = _client_view(pool)
+    assert view == {
+        "client-A": (["A", "B"], []),
+        "client-B": (["B"], []),
+        "client-C": (["C"], []),
+    }, f"the clients' own view (servers granting, in order; losses): {view}"
+
+
+# The patent's story with slow clients: a 4 s client heartbeat and A killed just after B's
+# and C's clients renewed, so their next heartbeat comes after the election.
+SLOW_CLIENTS = Timing(
     heartbeat_interval=0.25,
     leader_timeout=1.0,
     server_lease=0.75,
@@ -86,44 +199,27 @@ def _just_renewed(st: dict[str, Any]) -> bool:
     return all(ages.get(cid) is not None and ages[cid] < 1.0 for cid in ("client-B", "client-C"))
 
 
-def test_figs_8_to_11_on_real_daemons(pool_factory: Callable[..., Pool]) -> None:
-    pool = pool_factory(timing=TIMING)
-    pool.start("A")
-    pool.wait(lambda st: st["servers"][0]["reachable"], "A answers status")
-    pool.start("B")
-    pool.start("C")
-    pool.wait(
-        lambda st: st["leader"] == "A" and all(s["up"] for s in st["servers"]),
-        "A leads a pool of three",
+def test_figs_8_to_11_with_slow_clients(pool_factory: Callable[..., Pool]) -> None:
+    pool = pool_factory(timing=SLOW_CLIENTS)
+    _replay(
+        pool,
+        lambda: pool.wait(
+            lambda st: _fig8(st) and _just_renewed(st), "B's and C's clients just renewed"
+        ),
     )
-    holders = {
-        sid: pool.hold(
-            "--license", APP, "--client-id", f"client-{sid}", "--server", sid, "--seconds", "600"
-        )
-        for sid in "ABC"
-    }
-    st = pool.wait(_fig8, "FIG. 8: one client on each server, pool available 97")
-    assert {(c["client_id"], c["server"]) for c in st["clients"]} == {
-        ("client-A", "A"),
-        ("client-B", "B"),
-        ("client-C", "C"),
-    }
-    assert conserved(st)
 
-    # A's client stays still so FIG. 9 (before it fails over) can be seen.
-    pool.wait(lambda st: _fig8(st) and _just_renewed(st), "B's and C's clients just renewed")
-    holders["A"].send_signal(signal.SIGSTOP)
-    pool.kill("A")
-    st = pool.wait(_fig9, "FIG. 9: B leads; A's row 0 in use, 40 available; pool 98")
-    assert conserved(st)
 
-    holders["A"].send_signal(signal.SIGCONT)
-    st = pool.wait(_fig10, "FIG. 10: A's client re-authorized by B (B 2 in use, 28 available)")
-    holding = {c["client_id"]: c["server"] for c in st["clients"]}
-    assert holding.get("client-A") == "B", json.dumps(st["clients"])
-    assert conserved(st)
+def test_figs_8_to_11_at_default_timings(pool_factory: Callable[..., Pool]) -> None:
+    """The RLF's default timings; A dies at a random moment of the clients' heartbeat
+    cycle (seeded; `LM_PATENT_SEED=<n>` replays a run)."""
+    timing = Timing()
+    pool = pool_factory(timing=timing)
+    seed = int(os.environ.get("LM_PATENT_SEED") or random.SystemRandom().randrange(10**6))
+    delay = random.Random(seed).uniform(0.0, timing.client_heartbeat)
+    print(f"LM_PATENT_SEED={seed}: A is killed {delay:.2f} s after FIG. 8")
 
-    pool.start("A")
-    st = pool.wait(_fig11, "FIG. 11: A follows with 0 in use and 40 available")
-    assert conserved(st)
-    assert all(h.poll() is None for h in holders.values()), "a client lost its seat"
+    def kill_moment() -> None:
+        t = time.monotonic() + delay
+        pool.wait(lambda st: time.monotonic() >= t, f"{delay:.2f} s after FIG. 8")
+
+    _replay(pool, kill_moment)
