@@ -782,10 +782,12 @@ class LicenseServer:
                     0.0,
                     min(self.clocks.server_lease, self.lease_end - self.last_ack_recv[peer]),
                 )
-            if granted > 0:  # the follower's lease ends before mine does (S3)
+            if granted > 0:
+                # the lease runs from the follower's ACK that reached me at
+                # last_ack_recv; a follower that stopped ACKing gains nothing from it
                 self.lease_granted[peer] = max(
                     self.lease_granted.get(peer, -_NEVER),
-                    self.lease_end if self.rlf.majority_rule else now + granted,
+                    self.last_ack_recv.get(peer, now) + granted * (1 + 2 * self.clocks.drift),
                 )
         allowed: tuple[Allowance, ...] | None = None
         if self.ledger.known.get(peer, False):
