@@ -199,6 +199,7 @@ class ClientMachine:
         self._last_deny: tuple[str, str] = ("", "")
         self._retry_hint = 0.0
         self.ticket = ""  # the ticket of the authorization held (from the last Authorize)
+        self._ticket_until = 0.0  # presented in fail-over until then (one lease past it)
         self._silent: set[str] = set()  # servers that did not answer in this fail-over
 
     # ------------------------------------------------------------------ queries
@@ -280,7 +281,9 @@ class ClientMachine:
             out += self._heartbeat(now)
         if self.state is ClientState.WAITING and now >= self._retry_at:
             self._retry_at = float("inf")
-            failover = self.lease_expires is not None
+            # a client whose lease ran out keeps presenting its ticket: its seats can
+            # still follow it for a while (the claim window outlasts the lease)
+            failover = self._claiming(now)
             first = (self._failed or self.home) if failover else self.home
             self._start_walk(first, failover=failover)
             self.state = ClientState.FAILOVER if failover else ClientState.REQUESTING
@@ -357,6 +360,12 @@ class ClientMachine:
             )
         return [SendTo(target, msg)]
 
+    def _claiming(self, now: float) -> bool:
+        """Still holding, or lapsed so recently that its ticket may still move its seats."""
+        return self.lease_expires is not None or (
+            bool(self.ticket) and now < self._ticket_until
+        )
+
     def _walk_exhausted(self, now: float) -> list[ClientEffect]:
         reason, detail = self._last_deny
         self._waiting_id = None
@@ -365,8 +374,9 @@ class ClientMachine:
             self._reset_idle()
             return [Denied(self.license, reason or "no_seats", detail, final=True)]
         self.state = ClientState.WAITING
-        if self.lease_expires is not None:
-            # still holding: the pool is most likely electing a leader; ask again soon
+        if self._claiming(now):
+            # still holding (or its seats may still follow it): the pool is most likely
+            # electing a leader; ask again soon
             soon = min(self._retry_hint or self.retry_backoff, self.heartbeat_interval / 4)
             self._retry_at = now + max(self.retry_floor, soon)
         else:
@@ -418,6 +428,7 @@ class ClientMachine:
             self.servers = msg.servers
         if msg.ticket:
             self.ticket = msg.ticket
+            self._ticket_until = self.lease_expires + msg.lease
         self._silent = set()
         if msg.heartbeat_interval > 0:
             self.heartbeat_interval = msg.heartbeat_interval
