@@ -219,6 +219,7 @@ class LicenseServer:
         self.heard = (0, 0, -_NEVER)  # last leader heartbeat applied: (term, seq, echo)
         self.waiting: dict[tuple[str, str], _WaitingClaim] = {}
         self.revoked: dict[str, None] = {}  # claim keys of my tickets already applied
+        self.expecting: dict[tuple[str, str], tuple[int, float]] = {}  # see _spoken_for
         self.stepped_down = ""  # why this server left the leader role, until it follows
         self.reclaimed: dict[tuple[str, str], tuple[float, str]] = {}
         self.today = today
@@ -524,6 +525,8 @@ class LicenseServer:
             out.append(LogUsage("expire", entry.client_id, entry.license, entry.count))
         if self.waiting:
             self._expire_waiting(now, out)
+        if self.expecting:
+            self.expecting = {k: v for k, v in self.expecting.items() if now < v[1]}
         if self.reclaimed:
             self.reclaimed = {k: v for k, v in self.reclaimed.items() if now < v[0]}
         if self.role is Role.LEADER:
@@ -1264,6 +1267,8 @@ class LicenseServer:
     ) -> None:
         if msg.client_id:  # the answer to a fail-over client's claim or borrow
             self._retry_waiting(now, out)
+            if msg.claim:
+                self._claim_arrived(now, msg.client_id, msg.license, msg.count)
             return
         if msg.count == 0:
             # nothing now: do not ask again for a while
@@ -1505,7 +1510,7 @@ class LicenseServer:
             and self._adopt(now, token, msg, out)
         ):
             return
-        in_use = self.keys.in_use(lic)
+        in_use = self.keys.in_use(lic) + self._spoken_for(now, lic, client)
         if in_use + count > limit:
             self._borrow(now, lic, in_use + count - limit, failover, out)
             limit = self._limit(lic)
@@ -1536,6 +1541,7 @@ class LicenseServer:
     ) -> None:
         """A new key-table entry for the client (the caller checked room and serving)."""
         client, lic, count = msg.sender, msg.license, msg.count
+        self.expecting.pop((client, lic), None)
         serial = self._next_serial(out)
         entry = self.keys.add(
             client,
@@ -1684,7 +1690,7 @@ class LicenseServer:
         seat here and answer once it arrives. True if the client is answered (now or
         later)."""
         lic, count = msg.license, msg.count
-        if self.keys.in_use(lic) + count <= self._limit(lic):
+        if self._room(now, lic, msg.sender, count):
             return False
         try:
             ticket = claims.read(self.claim_key, msg.ticket, msg.sender, lic)
@@ -1727,9 +1733,31 @@ class LicenseServer:
             if self.keys.get(w.msg.sender, lic) is not None:
                 del self.waiting[key]
                 continue
-            if self.keys.in_use(lic) + count <= self._limit(lic):
+            if self._room(now, lic, w.msg.sender, count):
                 del self.waiting[key]
                 self._grant(now, w.token, w.msg, out)
+
+    def _room(self, now: float, lic: str, client: str, count: int) -> bool:
+        """Can `client` get `count` seats here now, seats kept for others aside?"""
+        used = self.keys.in_use(lic) + self._spoken_for(now, lic, client)
+        return used + count <= self._limit(lic)
+
+    def _spoken_for(self, now: float, lic: str, client: str) -> int:
+        """Seats that a claim moved here for a fail-over client who has not come back
+        for them yet (its answer timed out meanwhile): kept for it, not for others."""
+        if not self.expecting:
+            return 0
+        return sum(
+            n
+            for (c, name), (n, until) in self.expecting.items()
+            if name == lic and c != client and now < until
+        )
+
+    def _claim_arrived(self, now: float, client: str, lic: str, count: int) -> None:
+        """The seats of `client`'s claim are mine now; if it left, keep them for it."""
+        if (client, lic) in self.waiting or self.keys.get(client, lic) is not None:
+            return
+        self.expecting[(client, lic)] = (count, now + self.clocks.client_lease)
 
     def _expire_waiting(self, now: float, out: list[Effect]) -> None:
         for key, w in list(self.waiting.items()):
@@ -1842,6 +1870,7 @@ class LicenseServer:
                 ledger.credit(w.target, w.license, w.count)
             if w.target == self.id:
                 self._retry_waiting(now, out)
+                self._claim_arrived(now, w.client_id, w.license, w.count)
                 continue
             out.append(Send(w.target, self._heartbeat(now, w.target, up)))
             out.append(
