@@ -1266,9 +1266,9 @@ class LicenseServer:
         self, now: float, sender: str, msg: BorrowGrant, out: list[Effect]
     ) -> None:
         if msg.client_id:  # the answer to a fail-over client's claim or borrow
-            self._retry_waiting(now, out)
             if msg.claim:
                 self._claim_arrived(now, msg.client_id, msg.license, msg.count)
+            self._retry_waiting(now, out)
             return
         if msg.count == 0:
             # nothing now: do not ask again for a while
@@ -1743,8 +1743,8 @@ class LicenseServer:
         return used + count <= self._limit(lic)
 
     def _spoken_for(self, now: float, lic: str, client: str) -> int:
-        """Seats that a claim moved here for a fail-over client who has not come back
-        for them yet (its answer timed out meanwhile): kept for it, not for others."""
+        """Seats that a claim moved here for another fail-over client, who has not
+        taken them yet: kept for it, not for others."""
         if not self.expecting:
             return 0
         return sum(
@@ -1754,8 +1754,9 @@ class LicenseServer:
         )
 
     def _claim_arrived(self, now: float, client: str, lic: str, count: int) -> None:
-        """The seats of `client`'s claim are mine now; if it left, keep them for it."""
-        if (client, lic) in self.waiting or self.keys.get(client, lic) is not None:
+        """The seats of `client`'s claim are mine now: they are kept for that client
+        (not for another waiting one), whether it still waits or comes back later."""
+        if self.keys.get(client, lic) is not None:
             return
         self.expecting[(client, lic)] = (count, now + self.clocks.client_lease)
 
@@ -1868,9 +1869,17 @@ class LicenseServer:
                 continue
             if ledger.get(w.target, w.license).reserved >= w.count:
                 ledger.credit(w.target, w.license, w.count)
+            out.append(
+                self._note(
+                    now,
+                    "claim",
+                    f"claim of {w.client_id} durable on {have}/{self.size}: "
+                    f"{w.count} of {w.license} now {w.target}'s",
+                )
+            )
             if w.target == self.id:
-                self._retry_waiting(now, out)
                 self._claim_arrived(now, w.client_id, w.license, w.count)
+                self._retry_waiting(now, out)
                 continue
             out.append(Send(w.target, self._heartbeat(now, w.target, up)))
             out.append(
