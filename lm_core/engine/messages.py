@@ -382,6 +382,7 @@ class BorrowGrant(Message):
     detail: str = ""
     claim: str = ""
     client_id: str = ""
+    hold_for: float = 0.0  # keep the claim's seats for `client_id` this long (seconds)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

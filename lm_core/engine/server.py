@@ -190,6 +190,7 @@ class _ClaimWait:
     count: int
     key: str
     client_id: str
+    until: float  # the ticket's claim window ends then (the client's old lease too)
 
 
 _SERIAL_BLOCK = 1024
@@ -207,13 +208,19 @@ class LicenseServer:
         today: datetime.date,
         persisted: Persisted | None = None,
         claim_key: bytes = b"",
+        serial_base: int | None = None,
     ) -> None:
         verify_rlf(rlf)
         if server_id not in rlf.server_ids:
             raise LmError(f"server {server_id!r} is not in pool {rlf.pool!r}")
         self.id = server_id
         self.claim_key = claim_key
-        self.serial = self.serial_block = 1
+        # Serials must never repeat, not even after a server lost its disk: a fresh
+        # incarnation starts at a base the runtime draws at random (or, by default, one
+        # derived from its start time); a restart with its disk continues its blocks.
+        if serial_base is None:
+            serial_base = 1 + int(abs(now) * 1000) % 2**40
+        self.serial = self.serial_block = serial_base
         self.renew_until = -_NEVER
         self.lease_src = (0, 0)  # (term, heartbeat seq) my current lease came from
         self.heard = (0, 0, -_NEVER)  # last leader heartbeat applied: (term, seq, echo)
@@ -1267,7 +1274,7 @@ class LicenseServer:
     ) -> None:
         if msg.client_id:  # the answer to a fail-over client's claim or borrow
             if msg.claim:
-                self._claim_arrived(now, msg.client_id, msg.license, msg.count)
+                self._claim_arrived(now, msg.client_id, msg.license, msg.count, msg.hold_for)
             self._retry_waiting(now, out)
             return
         if msg.count == 0:
@@ -1753,12 +1760,17 @@ class LicenseServer:
             if name == lic and c != client and now < until
         )
 
-    def _claim_arrived(self, now: float, client: str, lic: str, count: int) -> None:
+    def _claim_arrived(
+        self, now: float, client: str, lic: str, count: int, hold_for: float
+    ) -> None:
         """The seats of `client`'s claim are mine now: they are kept for that client
-        (not for another waiting one), whether it still waits or comes back later."""
+        (not for another waiting one), whether it still waits or comes back later, until
+        the claim window ends: a late duplicate of its fail-over heartbeat may have made
+        the claim while the client went back to its old server, which may renew it
+        until then."""
         if self.keys.get(client, lic) is not None:
             return
-        self.expecting[(client, lic)] = (count, now + self.clocks.client_lease)
+        self.expecting[(client, lic)] = (count, now + hold_for)
 
     def _expire_waiting(self, now: float, out: list[Effect]) -> None:
         for key, w in list(self.waiting.items()):
@@ -1797,9 +1809,11 @@ class LicenseServer:
             return self._no_lease_why(now)
         if not ledger.known.get(target, False):
             return f"{target} has not reported to this leader yet"
-        why = self._stale_ticket(now, t)
-        if why:
-            return why
+        until = self._ticket_until(t)
+        if isinstance(until, str):
+            return until
+        if now >= until:
+            return f"ticket {t.key} is past its claim window"
         from_row = min(state.rows.get(t.server, 0), count)
         from_free = min(state.free, count - from_row)
         if from_row:
@@ -1829,29 +1843,29 @@ class LicenseServer:
                 count=count,
                 key=t.key,
                 client_id=client_id,
+                until=until,
             )
         )
         self._check_claims(now, out)
         return ""
 
-    def _stale_ticket(self, now: float, t: claims.Ticket) -> str:
-        """Why a ticket may be older than the claim window ("" = fresh enough)."""
+    def _ticket_until(self, t: claims.Ticket) -> float | str:
+        """When a ticket's claim window ends on my clock (by then the client's lease
+        from the granting server has surely ended), or why it cannot be judged."""
         c = self.clocks
         if t.term == self.term:
             sent = self.hb_times.get(t.seq)
-            if sent is None or now >= sent + c.claim_window:
+            if sent is None:
                 return f"ticket of heartbeat {t.seq} is too old"
-            return ""
+            return sent + c.claim_window
         term, seq, echo = self.prev_heard
         if t.term != term:
             return f"ticket of term {t.term}, not of the previous leader's term {term}"
         # heartbeat `seq` left the previous leader after my ACK stamped `echo`; before
         # it, that leader sent at least size-1 heartbeats per interval (pauses aside)
         gap = max(0, seq - t.seq) * c.heartbeat / max(1, self.size - 1)
-        age = (now - echo) + gap + c.leader_timeout + 2 * c.heartbeat
-        if age * (1 + c.drift) >= c.claim_window:
-            return f"ticket of term {t.term} is too old"
-        return ""
+        age = gap + c.leader_timeout + 2 * c.heartbeat
+        return echo + c.claim_window / (1 + c.drift) - age
 
     def _check_claims(self, now: float, out: list[Effect]) -> None:
         """Leader: credit the claims a majority now holds durably."""
@@ -1877,8 +1891,9 @@ class LicenseServer:
                     f"{w.count} of {w.license} now {w.target}'s",
                 )
             )
+            hold = max(0.0, w.until - now) * (1 + 2 * self.clocks.drift)
             if w.target == self.id:
-                self._claim_arrived(now, w.client_id, w.license, w.count)
+                self._claim_arrived(now, w.client_id, w.license, w.count, hold)
                 self._retry_waiting(now, out)
                 continue
             out.append(Send(w.target, self._heartbeat(now, w.target, up)))
@@ -1891,6 +1906,7 @@ class LicenseServer:
                         count=w.count,
                         claim=w.key,
                         client_id=w.client_id,
+                        hold_for=hold,
                     ),
                 )
             )
