@@ -35,6 +35,9 @@ class KeyEntry:
     live: bool = True
     gen: int = 0
     serial: int = 0  # this server's serial for the entry (0: unknown, loaded from old state)
+    # when the client last skipped request ids here: it spoke to other servers in
+    # between, so a fail-over claim of this entry may be in flight (see server `_renew`)
+    skipped: float = float("-inf")
 
     def as_json(self) -> dict[str, Any]:
         """The durable part (times are this process's clock and are not kept)."""
@@ -116,6 +119,8 @@ class KeyTable:
             self._live[entry.license] = self._live.get(entry.license, 0) + entry.count
         entry.expires = max(entry.expires, expires)
         entry.last_heartbeat = now
+        if request_id > entry.request_id + 1:
+            entry.skipped = now
         entry.request_id = max(entry.request_id, request_id)  # the newest the client sent
 
     def resize(self, entry: KeyEntry, count: int) -> None:

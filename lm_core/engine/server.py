@@ -936,7 +936,12 @@ class LicenseServer:
             self.short.discard(lic)
             return []
         in_use = self.keys.in_use(lic)
-        self.ledger.set_self_in_use(lic, in_use + self._grace_held(self._now, lic, in_use))
+        self.ledger.set_self_in_use(
+            lic,
+            in_use
+            + self._grace_held(self._now, lic, in_use)
+            + self._spoken_for(self._now, lic, ""),
+        )
         before = self.ledger.get(self.id, lic).sent
         # Raise allowances only under a majority lease: without one a newer leader may
         # exist, and the servers this one fenced may be serving under it (their seats
@@ -1225,7 +1230,7 @@ class LicenseServer:
                     license=lic,
                     distribution=self.table.row(lic, self.id),
                     allowed=self.allowed.get(lic, 0),
-                    in_use=in_use,
+                    in_use=in_use + self._spoken_for(now, lic, ""),
                     grace=self._grace_held(now, lic, in_use),
                 )
             )
@@ -1492,9 +1497,13 @@ class LicenseServer:
                 and entry.live
                 and count == entry.count
                 and now < self.renew_until
+                and now - entry.skipped >= self.clocks.claim_window
+                and msg.request_id == entry.request_id + 1
             ):
                 # L2: keep renewing (never granting) what I hold while the pool elects;
-                # the renew window ends before any leader could fence me (see leases)
+                # the renew window ends before any leader could fence me (see leases).
+                # Only a client that spoke to no other server lately (consecutive
+                # request ids): one that did may have a claim on this seat in flight.
                 self._renew(now, token, msg, entry, entry.count, out)
                 return
             deny(why[0], why[1], self._retry_hint(why[0]))
@@ -1644,6 +1653,8 @@ class LicenseServer:
             return None
         entry.last_heartbeat = now
         if msg.request_id > entry.request_id:
+            if msg.request_id > entry.request_id + 1:
+                entry.skipped = now
             entry.request_id = msg.request_id
         expires = now + self.clocks.client_keep
         if expires > entry.expires:
