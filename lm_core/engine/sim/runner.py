@@ -254,11 +254,11 @@ def loaded_config(
     license; timing near the RLF defaults, drawn so that L2 can be judged
     (`l2_applies`); faults mostly single crashes, pauses and cuts, in 80 % of draws far
     enough apart for the pool to settle between them; admin operations rare. Sized to cost about what a
-    mixed seed costs: 3-5 servers, 10-40 clients (within ``servers`` / ``clients``)."""
+    mixed seed costs: 3-5 servers, 10-32 clients (within ``servers`` / ``clients``)."""
     lo, hi = servers
     n_servers = rng.randint(lo, max(lo, min(hi, 5)))
     clo, chi = clients
-    n_clients = rng.randint(clo, max(clo, min(chi, 40)))
+    n_clients = rng.randint(clo, max(clo, min(chi, 32)))
     load = 1.0 if rng.random() < 0.4 else rng.uniform(0.5, 1.0)
     churn = rng.randint(0, n_clients // 4)
     steady = max(1, n_clients - churn)
@@ -275,7 +275,7 @@ def loaded_config(
             row[sid] = n
         dist = {"Application 1.0": row}
     retry = rng.uniform(0.5, 1.0)
-    hb = rng.uniform(0.5, 1.2)
+    hb = rng.uniform(0.75, 1.5)
     lease = hb * rng.uniform(3.0, 4.0)
     leader_timeout = lease * rng.uniform(1.2, 1.6)
     answer = 1.0
