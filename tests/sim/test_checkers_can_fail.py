@@ -270,7 +270,8 @@ def test_l2_catches_a_server_that_never_moves_seats_with_their_clients() -> None
 
 def test_l2_ledger_judges_reseat_moves_and_lapses() -> None:
     led = FailoverLedger(bound=10.0, settle=30.0)
-    assert not led.quiet(5.0) and led.quiet(30.0)
+    assert not led.quiet(5.0)
+    assert led.quiet(30.0)
     led.open(30.0, "crash A", frozenset({"A"}), {"a1": "A", "a2": "A"}, {"b1": "B"})
     led.authorized(31.0, "a1", "A")  # the faulted server itself does not count
     led.authorized(33.0, "a1", "B")  # re-seated after 3 s
@@ -278,7 +279,8 @@ def test_l2_ledger_judges_reseat_moves_and_lapses() -> None:
     led.lost(34.0, "a2", "lease expired")
     led.authorized(35.0, "b1", "B")  # renewed where it was: fine
     led.due(40.0)
-    assert led.stats.reseat == [3.0] and led.stats.late == 0
+    assert led.stats.reseat == [3.0]
+    assert led.stats.late == 0
     with pytest.raises(Violation, match="moved to C"):
         led.authorized(41.0, "b1", "C")
     # a late client fails at the deadline; a lapse of a live client fails at once
@@ -295,7 +297,8 @@ def test_l2_ledger_judges_reseat_moves_and_lapses() -> None:
     led.open(30.0, "crash A", frozenset({"A"}), {"a1": "A"}, {})
     led.disturb(35.0, "lossy")
     led.due(50.0)
-    assert led.stats.voided == 1 and led.stats.late == 0
+    assert led.stats.voided == 1
+    assert led.stats.late == 0
     # measuring only: counted, never raised; the fault's end starts the settle period
     led = FailoverLedger(bound=10.0, settle=30.0, enforce=False)
     led.open(30.0, "crash A", frozenset({"A"}), {"a1": "A"}, {"b1": "B"})

@@ -153,14 +153,16 @@ def l2_applies(cfg: SimConfig) -> str:
     """Why L2 cannot be judged on ``cfg`` ("" when it can).
 
     L2 asks a faulted server's clients to hold a seat again within ``2 x client_heartbeat
-    + 1 s``. No engine can do that faster than the pool elects a leader (a follower hears
-    nothing for a leader timeout, checks, waits another leader timeout plus a heartbeat
-    per rank: ``2 x leader_timeout + 2 x heartbeat`` for the best survivor, one more for
-    the majority lease) and the client, refused everywhere meanwhile, retries; nor
-    faster than a cut-off server stops renewing (about two server leases) and its
-    client, at its next heartbeat, walks. Configurations where either does not fit, or
-    whose clients back off longer than half a heartbeat after a walk of refusals, are
-    not judged (today's mixed configurations back off 2 x chb)."""
+    + 1 s``. No engine can do that faster than the pool elects a leader — the best
+    survivor (rank 1 at worst: when any other server fails, the leader stays) stands
+    ``leader_timeout + 2 x heartbeat`` after the last heartbeat it heard, which is up to
+    a heartbeat before the fault, and holds a majority lease a heartbeat later — and the
+    client, refused everywhere meanwhile, retries; nor faster than a cut-off server can
+    no longer grant (a server lease and a heartbeat) and its client, at its next
+    heartbeat, walks and retries. Configurations where either does not fit, or whose
+    clients back off longer than half a heartbeat after a walk of refusals, are not
+    judged (today's mixed configurations back off 2 x chb). The RLF's default timing
+    fits: 2 + 4 x 0.5 + 0.5 = 4.5 s and 1.5 + 0.5 + 2 + 0.5 = 4.5 s, bound 5 s."""
     t = cfg.timing
     if cfg.l2 == "off":
         return "off"
@@ -169,10 +171,10 @@ def l2_applies(cfg: SimConfig) -> str:
     bound = 2 * t.client_heartbeat + 1.0
     if cfg.retry > t.client_heartbeat / 2:
         return f"clients retry after {cfg.retry:.1f}s > client_heartbeat / 2"
-    elect = 2 * t.leader_timeout + 3 * t.heartbeat_interval + cfg.retry + cfg.answer_timeout
+    elect = t.leader_timeout + 4 * t.heartbeat_interval + cfg.retry
     if elect > bound:
         return f"an election and a retry take {elect:.1f}s > {bound:.1f}s"
-    cut = 2 * t.server_lease + t.client_heartbeat + cfg.retry + cfg.answer_timeout
+    cut = t.server_lease + t.heartbeat_interval + t.client_heartbeat + cfg.retry
     if cut > bound:
         return f"a cut-off server's clients walk after {cut:.1f}s > {bound:.1f}s"
     return ""
@@ -251,14 +253,16 @@ def loaded_config(
 ) -> SimConfig:
     """A pool in use: 50-100 % of its seats (all of them in 40 % of draws) held by steady
     clients that hold and heartbeat, rarely releasing, plus a few that come and go; one
-    license; timing near the RLF defaults, drawn so that L2 can be judged
-    (`l2_applies`); faults mostly single crashes, pauses and cuts, in 80 % of draws far
-    enough apart for the pool to settle between them; admin operations rare. Sized to cost about what a
-    mixed seed costs: 3-5 servers, 10-32 clients (within ``servers`` / ``clients``)."""
+    license; the RLF's default timing (a quarter of draws; 3 servers, <= 16 clients) or
+    timing near it, drawn so that L2 can be judged (`l2_applies`); faults mostly single
+    crashes, pauses and cuts, in 80 % of draws far enough apart for the pool to settle
+    between them; admin operations rare. Sized to cost about what a mixed seed costs:
+    3-5 servers, 10-24 clients (within ``servers`` / ``clients``)."""
+    defaults = rng.random() < 0.25  # the RLF's default timing (the issue's figures)
     lo, hi = servers
-    n_servers = rng.randint(lo, max(lo, min(hi, 5)))
+    n_servers = rng.randint(lo, max(lo, min(hi, 3 if defaults else 5)))
     clo, chi = clients
-    n_clients = rng.randint(clo, max(clo, min(chi, 32)))
+    n_clients = rng.randint(clo, max(clo, min(chi, 16 if defaults else 24)))
     load = 1.0 if rng.random() < 0.4 else rng.uniform(0.5, 1.0)
     churn = rng.randint(0, n_clients // 4)
     steady = max(1, n_clients - churn)
@@ -274,22 +278,25 @@ def loaded_config(
             left -= n
             row[sid] = n
         dist = {"Application 1.0": row}
-    retry = rng.uniform(0.5, 1.0)
-    hb = rng.uniform(0.75, 1.5)
-    lease = hb * rng.uniform(3.0, 4.0)
-    leader_timeout = lease * rng.uniform(1.2, 1.6)
-    answer = 1.0
-    need_elect = (2 * leader_timeout + 3 * hb + retry + answer - 1.0) / 2
-    need_cut = 2 * lease + retry + answer - 1.0
-    chb = max(2.0, 2 * retry, need_elect, need_cut) * rng.uniform(1.05, 1.5)
-    timing = Timing(
-        heartbeat_interval=hb,
-        leader_timeout=leader_timeout,
-        server_lease=lease,
-        client_heartbeat=chb,
-        client_lease=chb * rng.uniform(2.5, 4.0),
-        drift=rng.uniform(0.0, 0.05),
-    )
+    if defaults:
+        retry = 0.5  # the client library's
+        timing = Timing()
+    else:
+        retry = rng.uniform(0.5, 1.0)
+        hb = rng.uniform(0.75, 1.5)
+        lease = hb * rng.uniform(3.0, 4.0)
+        leader_timeout = lease * rng.uniform(1.2, 1.6)
+        need_elect = (leader_timeout + 4 * hb + retry - 1.0) / 2
+        need_cut = lease + hb + retry - 1.0
+        chb = max(2.0, 2 * retry, need_elect, need_cut) * rng.uniform(1.0, 1.5)
+        timing = Timing(
+            heartbeat_interval=hb,
+            leader_timeout=leader_timeout,
+            server_lease=lease,
+            client_heartbeat=chb,
+            client_lease=chb * rng.uniform(2.5, 4.0),
+            drift=rng.uniform(0.0, 0.05),
+        )
     cfg = SimConfig(
         n_servers=n_servers,
         n_clients=steady + churn,
