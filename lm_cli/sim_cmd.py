@@ -96,6 +96,7 @@ def _summary(r: SeedResult) -> dict[str, Any]:
         "l2_late": r.l2_late,
         "l2_unseated": r.l2_unseated,
         "l2_lapsed_affected": r.l2_lapsed_affected,
+        "l2_dropped": r.l2_dropped,
         "l2_live": r.l2_live,
         "l2_moved": r.l2_moved,
         "l2_lapsed": r.l2_lapsed,
@@ -159,6 +160,7 @@ def l2_figures(results: list[dict[str, Any]]) -> dict[str, Any]:
         "late": total(r["l2_late"] for r in judged),
         "unseated": total(r["l2_unseated"] for r in judged),
         "lapsed_affected": total(r["l2_lapsed_affected"] for r in judged),
+        "dropped": total(r["l2_dropped"] for r in judged),
         "live": total(r["l2_live"] for r in judged),
         "moved": total(r["l2_moved"] for r in judged),
         "lapsed": total(r["l2_lapsed"] for r in judged),
@@ -248,8 +250,8 @@ def _l2_rows(x: dict[str, Any]) -> list[tuple[str, Any]]:
             f"{x['reseat_bounds_median']:.2f} / {x['reseat_bounds_p99']:.2f}",
         ),
         (
-            "L2: late (never re-seated) / lease lapsed",
-            f"{x['late']} ({x['unseated']}) / {x['lapsed_affected']}",
+            "L2: late (never re-seated) / lapsed (after a renewal)",
+            f"{x['late']} ({x['unseated']}) / {x['lapsed_affected']} ({x['dropped']})",
         ),
         (
             "L2: live servers' clients / moved / lapsed",

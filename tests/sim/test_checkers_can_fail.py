@@ -273,13 +273,13 @@ def test_l2_ledger_judges_reseat_moves_and_lapses() -> None:
     assert not led.quiet(5.0)
     assert led.quiet(30.0)
     led.open(30.0, "crash A", frozenset({"A"}), {"a1": "A", "a2": "A"}, {"b1": "B"})
-    led.authorized(31.0, "a1", "A")  # the faulted server itself does not count
-    led.authorized(33.0, "a1", "B")  # re-seated after 3 s
+    led.authorized(31.0, "a1", "A")  # renewed by the faulted A: provisionally, after 1 s
+    led.authorized(33.0, "a1", "B")  # ... and now on a healthy server
     led.released("a2")  # let go: leaves the window
     led.lost(34.0, "a2", "lease expired")
     led.authorized(35.0, "b1", "B")  # renewed where it was: fine
     led.due(40.0)
-    assert led.stats.reseat == [3.0]
+    assert led.stats.reseat == [1.0]
     assert led.stats.late == 0
     with pytest.raises(Violation, match="moved to C"):
         led.authorized(41.0, "b1", "C")
@@ -292,6 +292,13 @@ def test_l2_ledger_judges_reseat_moves_and_lapses() -> None:
     led.open(30.0, "isolate B", frozenset({"B"}), {}, {"a1": "A"})
     with pytest.raises(Violation, match="lost its lease"):
         led.lost(32.0, "a1", "lease expired")
+    # renewed by the cut-off server, then left to lapse: L2 fails
+    led = FailoverLedger(bound=10.0, settle=30.0)
+    led.open(30.0, "isolate C", frozenset({"C"}), {"c1": "C"}, {})
+    led.authorized(31.0, "c1", "C")
+    led.due(40.0)
+    with pytest.raises(Violation, match="renewed by C during isolate C, then lost its lease"):
+        led.lost(45.0, "c1", "lease expired")
     # a second fault cuts the window short: nothing undecided is judged
     led = FailoverLedger(bound=10.0, settle=30.0)
     led.open(30.0, "crash A", frozenset({"A"}), {"a1": "A"}, {})

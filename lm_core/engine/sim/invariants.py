@@ -237,7 +237,8 @@ class L2Stats:
     reseat: list[float] = field(default_factory=list)  # seconds from the fault, per client
     late: int = 0  # affected clients not re-seated within the bound
     unseated: int = 0  # ... nor by the end of the window (no re-seat time recorded)
-    lapsed_affected: int = 0  # affected clients whose lease ran out before re-seating
+    lapsed_affected: int = 0  # affected clients whose lease ran out (before re-seating)
+    dropped: int = 0  # ... renewed by the faulted server, then lost their lease
     live: int = 0  # clients of servers that stayed up, tracked through a window
     moved: int = 0  # ... that changed server
     lapsed: int = 0  # ... whose lease ran out (or was taken)
@@ -254,6 +255,7 @@ class _Window:
     judged: bool  # the re-seat deadline has been checked
     affected: dict[str, str]  # client -> the faulted server it held on (not re-seated yet)
     live: dict[str, str]  # client -> the server it holds on (stays up)
+    provisional: dict[str, str] = field(default_factory=dict)  # renewed by a faulted server
 
 
 class FailoverLedger:
@@ -283,10 +285,13 @@ class FailoverLedger:
     drift)``, true time from the fault's start):
 
     * every client that held a seat (HOLDING, unexpired) on a faulted server at the start
-      and still wants it is *re-seated* — authorized (granted, adopted or renewed) by a
-      server that is not faulted at that moment (a server whose fault ended counts) —
-      by ``start + bound``, whether or not the pool has free seats. Its old lease may run
-      out meanwhile (counted as ``lapsed_affected``, not a failure);
+      and still wants it is *re-seated* — authorized (granted, adopted or renewed) again
+      after the fault started — by ``start + bound``, whether or not the pool has free
+      seats. Its old lease may run out meanwhile (counted as ``lapsed_affected``, not a
+      failure). A renewal by the faulted server itself while its fault lasts (a cut-off
+      server renewing within its renew window; a step before dying) seats the client
+      only *provisionally*: if it then loses its lease before a healthy server (or the
+      same server, its fault over) authorizes it, while the window lasts, L2 fails;
     * every client that held a seat on any other server at the start and still wants it
       is never authorized by another server (``moved``) and never loses its lease
       (``lapsed``) until the window ends.
@@ -378,13 +383,15 @@ class FailoverLedger:
         w = self.window
         if w is None:
             return
-        held = w.affected.get(client)
+        faulted = server in w.servers and now < w.fault_end
+        held = w.affected.pop(client, None)
         if held is not None:
-            if server in w.servers and now < w.fault_end:
-                return  # the faulted server itself (cut off, or a step before dying)
-            del w.affected[client]
             self.stats.reseat.append(now - w.start)  # late ones were counted at the deadline
+            if faulted:
+                w.provisional[client] = server
             return
+        if not faulted and w.provisional.pop(client, None) is not None:
+            return  # renewed by the faulted server, now seated on a healthy one
         was = w.live.get(client)
         if was is not None and server != was:
             del w.live[client]
@@ -402,6 +409,16 @@ class FailoverLedger:
         if client in w.affected:
             self.stats.lapsed_affected += 1
             return
+        renewed_by = w.provisional.pop(client, None)
+        if renewed_by is not None:
+            self.stats.lapsed_affected += 1
+            self.stats.dropped += 1
+            self._fail(
+                now,
+                f"{client} was renewed by {renewed_by} during {w.what}, then lost its lease "
+                f"({reason}) {now - w.start:.2f}s after the fault",
+            )
+            return
         was = w.live.pop(client, None)
         if was is not None:
             self.stats.lapsed += 1
@@ -415,6 +432,7 @@ class FailoverLedger:
         w = self.window
         if w is not None:
             w.affected.pop(client, None)
+            w.provisional.pop(client, None)
             w.live.pop(client, None)
 
     def _fail(self, now: float, message: str) -> None:

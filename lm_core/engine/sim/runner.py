@@ -351,6 +351,7 @@ class SeedResult:
     l2_late: int = 0
     l2_unseated: int = 0
     l2_lapsed_affected: int = 0
+    l2_dropped: int = 0
     l2_live: int = 0
     l2_moved: int = 0
     l2_lapsed: int = 0
@@ -577,6 +578,7 @@ def _fill(result: SeedResult, world: World, cfg: SimConfig) -> None:
         result.l2_late = x.late
         result.l2_unseated = x.unseated
         result.l2_lapsed_affected = x.lapsed_affected
+        result.l2_dropped = x.dropped
         result.l2_live = x.live
         result.l2_moved = x.moved
         result.l2_lapsed = x.lapsed
