@@ -740,7 +740,7 @@ class LicenseServer:
         assert self.ledger is not None
         self.next_hb = now + self.clocks.heartbeat
         if (
-            self.rlf.majority_rule
+            not self._serving_lease(now)
             and now >= max(self.lease_end, self.became_leader_at) + self.clocks.stale_lease
         ):
             # cut off from the majority: say so and stand again, rather than call
