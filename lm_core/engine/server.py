@@ -873,7 +873,7 @@ class LicenseServer:
         if msg.seq > self.hb_seq:
             return  # not a heartbeat of this term
         key = (msg.seq, msg.ts)
-        if key <= self.last_ack_key.get(sender, (0, -_NEVER)):
+        if key < self.last_ack_key.get(sender, (0, -_NEVER)):
             return  # older than an ACK already taken (reordered or replayed)
         self.last_ack_key[sender] = key
         self.last_ack_recv[sender] = now
