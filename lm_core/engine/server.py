@@ -190,7 +190,7 @@ class _ClaimWait:
     count: int
     key: str
     client_id: str
-    until: float  # the ticket's claim window ends then (the client's old lease too)
+    until: float  # the client's lease from the granting server has surely ended by then
 
 
 _SERIAL_BLOCK = 1024
@@ -1854,7 +1854,10 @@ class LicenseServer:
                 count=count,
                 key=t.key,
                 client_id=client_id,
-                until=until,
+                # the client's lease from t.server ends by then, whatever ticket it
+                # showed: t.server renewed nothing after its renew window
+                until=max(self.lease_granted.get(t.server, -_NEVER), self.became_leader_at)
+                + self.clocks.claim_window,
             )
         )
         self._check_claims(now, out)
