@@ -201,6 +201,7 @@ class ClientMachine:
         self.ticket = ""  # the ticket of the authorization held (from the last Authorize)
         self._ticket_until = 0.0  # presented in fail-over until then (one lease past it)
         self._silent: set[str] = set()  # servers that did not answer in this fail-over
+        self._gave_up_at = 0  # first request id sent after leaving `_failed`
 
     # ------------------------------------------------------------------ queries
 
@@ -402,6 +403,7 @@ class ClientMachine:
     def _enter_failover(self, now: float) -> list[ClientEffect]:
         self.state = ClientState.FAILOVER
         self._silent = set()
+        self._gave_up_at = self._next_id
         self._next_heartbeat = float("inf")
         self._failed = self.server
         self._start_walk(self.server or self.home, failover=True)
@@ -412,6 +414,10 @@ class ClientMachine:
             return []
         sent = self._pending.get(msg.request_id)
         if sent is None:
+            return []
+        if server_id == self._failed and msg.request_id < self._gave_up_at:
+            # A late answer from the server we gave up on, to a request sent before:
+            # our ticket may have moved its seat elsewhere since; it is not ours.
             return []
         if self.state is ClientState.IDLE:
             # A late grant after we let go: give the seat straight back.

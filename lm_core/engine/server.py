@@ -1832,7 +1832,9 @@ class LicenseServer:
         if from_free:
             self.table.move(lic, None, target, from_free)
         self.table.claims[t.key] = ClaimRecord(key=t.key, term=t.term, license=lic, count=count)
-        ledger.give_up(t.server, lic, count)
+        # what the granting server holds is unknown from now until it reports again
+        # (its report then lacks the seats claimed away, or the leader discounts them)
+        ledger.forget(t.server)
         ledger.reserve(target, lic, count)
         out.append(
             self._note(

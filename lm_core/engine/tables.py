@@ -362,15 +362,13 @@ class Ledger:
             a = rows[license] = Allowance(known=self.known[sid])
         return a
 
-    def give_up(self, sid: str, license: str, count: int) -> None:
-        """A client holding `count` seats of `sid` left it with a claim while `sid` can
-        grant nothing: `sid` may be using `count` seats fewer than the leader thought."""
-        if not self.known[sid]:
-            return  # its rows, when it answers, tell the truth (or it is fenced)
-        a = self.get(sid, license)
-        a.peak = max(0, a.peak - count)
-        a.sent = max(0, a.sent - count)
-        a.in_use = max(0, a.in_use - count)
+    def forget(self, sid: str) -> None:
+        """`sid` went silent: count it as unknown (it may hold anything) until it reports
+        again (its rows then tell the truth) or is fenced. Seats move off it only by
+        claims, which take exactly what their clients held, or by the fence."""
+        self.known[sid] = False
+        for a in self.allow[sid].values():
+            a.known = False
 
     def reserve(self, sid: str, license: str, count: int) -> None:
         """Hold `count` seats for `sid` (a claim moving them there, not yet durable)."""
