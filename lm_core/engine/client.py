@@ -59,8 +59,8 @@ States (`ClientState`)::
   (it is looking for a server that serves now). A walk that ends while the client still
   believes its lease is retried soon (``max(retry_floor, min(retry_after,
   heartbeat_interval / 4))``: the pool is usually electing), and skips the servers that
-  did not answer in the walk before (a dead server costs one answer timeout per
-  fail-over, not one per walk). It keeps believing its old lease until that lease runs
+  did not answer in the walk before (a dead server costs one answer timeout every other
+  walk, not every walk; a paused one that comes back is asked again). It keeps believing its old lease until that lease runs
   out (then it emits `Lost` and keeps walking).
 * A fresh request that is denied walks the list the same way; after a full walk of
   denials the client either gives up (``retry=False``: `Denied`, back to IDLE) or waits
@@ -324,7 +324,9 @@ class ClientMachine:
             # Leader-priority order, the server that failed us last; servers that did
             # not answer in this fail-over are skipped while another may serve.
             walk = [i for i in ids if i != first] + ([first] if first in ids else [])
+            # ... for one walk: a paused server that comes back is asked again after
             self._walk = [i for i in walk if i not in self._silent] or walk
+            self._silent = set()
         else:
             self._walk = ([first] if first in ids else []) + [i for i in ids if i != first]
         self._walk_failover = failover
