@@ -68,7 +68,7 @@ class LivePool(LocalPool):
             rlf,
             rlf_path,
             tls_dir,
-            log_level="warning",
+            log_level=os.environ.get("LM_BENCH_LOG", "warning"),
             parent_death=signal.SIGKILL,
             stop_grace=0.0,
             daemon_args=daemon_args,

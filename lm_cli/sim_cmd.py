@@ -3,6 +3,7 @@
     lm sim --seed 42                 # replay seed 42: configuration, notable events, verdict
     lm sim --seed 42 --steps         # ... and every delivery / tick as it happens
     lm sim --seeds 10000 --workers 2 # many seeds, a summary table; exit 1 if any failed
+    lm sim --seeds 200 --l2 measure  # count L2 (fail-over users notice) without failing on it
     lm sim --script fig.lms          # a scripted scenario (see lm_core.engine.sim.scenario)
 
 The engine never imports `random`; this command seeds a `random.Random(seed)` per run,
@@ -43,8 +44,15 @@ def parse_range(text: str, *, option: str, lo: int, hi: int) -> tuple[int, int]:
     return first, last
 
 
+L2_MODES = ("check", "measure", "off")
+
+
 def run_one(
-    seed: int, servers: tuple[int, int], clients: tuple[int, int], duration: float
+    seed: int,
+    servers: tuple[int, int],
+    clients: tuple[int, int],
+    duration: float,
+    l2: str = "check",
 ) -> dict[str, Any]:
     """One seed in a worker process; a plain dict comes back (cheap to pickle)."""
     t0 = time.perf_counter()
@@ -55,6 +63,7 @@ def run_one(
         clients=clients,
         duration=duration,
         raise_on_failure=False,
+        l2=l2,
     )
     out = _summary(r)
     out["wall"] = time.perf_counter() - t0
@@ -77,6 +86,21 @@ def _summary(r: SeedResult) -> dict[str, Any]:
         "admin_ok": r.admin_ok,
         "admin_refused": r.admin_refused,
         "stale_deadlines": r.stale_deadlines,
+        "loaded": r.loaded,
+        "l2": r.l2,
+        "l2_bound": r.l2_bound,
+        "l2_windows": r.l2_windows,
+        "l2_skipped": r.l2_skipped,
+        "l2_voided": r.l2_voided,
+        "l2_affected": r.l2_affected,
+        "l2_reseat": r.l2_reseat,
+        "l2_late": r.l2_late,
+        "l2_unseated": r.l2_unseated,
+        "l2_lapsed_affected": r.l2_lapsed_affected,
+        "l2_dropped": r.l2_dropped,
+        "l2_live": r.l2_live,
+        "l2_moved": r.l2_moved,
+        "l2_lapsed": r.l2_lapsed,
     }
 
 
@@ -87,10 +111,11 @@ def run_many(
     clients: tuple[int, int] = (10, 200),
     duration: float = 1200.0,
     workers: int = 2,
+    l2: str = "check",
 ) -> list[dict[str, Any]]:
     """Run seeds over ``workers`` processes; results in seed order."""
     if workers <= 1:
-        return [run_one(s, servers, clients, duration) for s in seeds]
+        return [run_one(s, servers, clients, duration, l2) for s in seeds]
     n = len(seeds)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as ex:
         return list(
@@ -100,9 +125,47 @@ def run_many(
                 [servers] * n,
                 [clients] * n,
                 [duration] * n,
+                [l2] * n,
                 chunksize=max(1, min(4, n // (workers * 8))),
             )
         )
+
+
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return 0.0
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def l2_figures(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """L2 over many seeds: where it was judged, re-seat times (seconds and in bounds),
+    clients of live servers moved or lapsed."""
+    judged = [r for r in results if not r["l2"]]
+    reseat = sorted(x for r in judged for x in r["l2_reseat"])
+    ratio = sorted(x / r["l2_bound"] for r in judged for x in r["l2_reseat"] if r["l2_bound"])
+    total = sum
+    return {
+        "loaded_seeds": sum(1 for r in results if r.get("loaded")),
+        "judged_seeds": len(judged),
+        "seeds_failing_l2": sum(1 for r in results if r["invariant"] == "L2"),
+        "windows": total(r["l2_windows"] for r in judged),
+        "skipped": total(r["l2_skipped"] for r in judged),
+        "voided": total(r["l2_voided"] for r in judged),
+        "affected": total(r["l2_affected"] for r in judged),
+        "reseated": len(reseat),
+        "reseat_median": _pct(reseat, 0.5),
+        "reseat_p99": _pct(reseat, 0.99),
+        "reseat_max": reseat[-1] if reseat else 0.0,
+        "reseat_bounds_median": _pct(ratio, 0.5),
+        "reseat_bounds_p99": _pct(ratio, 0.99),
+        "late": total(r["l2_late"] for r in judged),
+        "unseated": total(r["l2_unseated"] for r in judged),
+        "lapsed_affected": total(r["l2_lapsed_affected"] for r in judged),
+        "dropped": total(r["l2_dropped"] for r in judged),
+        "live": total(r["l2_live"] for r in judged),
+        "moved": total(r["l2_moved"] for r in judged),
+        "lapsed": total(r["l2_lapsed"] for r in judged),
+    }
 
 
 def summarize(results: list[dict[str, Any]], wall: float) -> dict[str, Any]:
@@ -132,6 +195,7 @@ def summarize(results: list[dict[str, Any]], wall: float) -> dict[str, Any]:
         "admin_ok": sum(r["admin_ok"] for r in results),
         "admin_refused": sum(r["admin_refused"] for r in results),
         "stale_deadlines": sum(r["stale_deadlines"] for r in results),
+        "l2": l2_figures(results),
         "wall_seconds": wall,
     }
 
@@ -153,6 +217,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         ("crashes", s["crashes"]),
         ("admin ops ok / refused", f"{s['admin_ok']} / {s['admin_refused']}"),
         ("stale next_deadline ticks", s["stale_deadlines"]),
+        *_l2_rows(s["l2"]),
         ("wall time", f"{s['wall_seconds']:.1f} s"),
         ("simulated s / wall s", f"{s['sim_seconds'] / max(s['wall_seconds'], 1e-9):,.0f}"),
     ]
@@ -167,6 +232,35 @@ def _print_summary(s: dict[str, Any]) -> None:
         out.print("replay one with: lm sim --seed N", markup=False)
 
 
+def _l2_rows(x: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [
+        ("L2: loaded seeds / seeds judged", f"{x['loaded_seeds']} / {x['judged_seeds']}"),
+        ("L2: seeds failing on it", x["seeds_failing_l2"]),
+        (
+            "L2: faults judged / skipped / cut short",
+            f"{x['windows']} / {x['skipped']} / {x['voided']}",
+        ),
+        ("L2: faulted servers' clients", x["affected"]),
+        (
+            "L2: re-seated, median / p99 / max",
+            f"{x['reseated']}, {x['reseat_median']:.1f} / {x['reseat_p99']:.1f} / "
+            f"{x['reseat_max']:.1f} s",
+        ),
+        (
+            "L2: re-seat in bounds, median / p99",
+            f"{x['reseat_bounds_median']:.2f} / {x['reseat_bounds_p99']:.2f}",
+        ),
+        (
+            "L2: late (never re-seated) / lapsed (after a renewal)",
+            f"{x['late']} ({x['unseated']}) / {x['lapsed_affected']} ({x['dropped']})",
+        ),
+        (
+            "L2: live servers' clients / moved / lapsed",
+            f"{x['live']} / {x['moved']} / {x['lapsed']}",
+        ),
+    ]
+
+
 def _one_seed(
     seed: int,
     servers: tuple[int, int],
@@ -175,6 +269,7 @@ def _one_seed(
     *,
     steps: bool,
     json_out: bool,
+    l2: str = "check",
 ) -> bool:
     trace = Trace(steps=60, notes=1_000_000, echo=steps)
     r = run_seed(
@@ -185,6 +280,7 @@ def _one_seed(
         duration=duration,
         trace=trace,
         raise_on_failure=False,
+        l2=l2,
     )
     if json_out:
         data = _summary(r)
@@ -201,6 +297,19 @@ def _one_seed(
         for t, kind, text in trace.notes:
             if kind != EventKind.SYNC:
                 out.print(f"{t:10.3f}  {kind:<10} {text}", markup=False)
+    if r.l2:
+        out.print(f"L2 not judged: {r.l2}", markup=False)
+    else:
+        rs = sorted(r.l2_reseat)
+        out.print(
+            f"L2 (bound {r.l2_bound:.1f} s): {r.l2_windows} faults judged, {r.l2_skipped} "
+            f"skipped, {r.l2_voided} cut short; {r.l2_affected} clients of faulted servers, "
+            f"{len(rs)} re-seated (median {_pct(rs, 0.5):.1f} s, max "
+            f"{rs[-1] if rs else 0.0:.1f} s), {r.l2_late} late, {r.l2_lapsed_affected} "
+            f"lapsed; {r.l2_live} clients of live servers, {r.l2_moved} moved, "
+            f"{r.l2_lapsed} lapsed",
+            markup=False,
+        )
     verdict = "ok" if r.ok else f"FAILED {r.invariant}: {r.message}"
     out.print(
         f"seed {seed}: {verdict} ({r.sim_seconds:.0f} simulated s, {r.server_steps:,} server "
@@ -236,6 +345,14 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[
             bool, typer.Option("--steps", help="With --seed: print every step.")
         ] = False,
+        l2: Annotated[
+            str,
+            typer.Option(
+                "--l2",
+                help="L2 (users don't notice fail-over): check (a breach fails the seed), "
+                "measure (count only) or off.",
+            ),
+        ] = "check",
         json_out: JsonOpt = False,
     ) -> None:
         """Run the deterministic simulator; exit 1 if an invariant breaks.
@@ -250,6 +367,8 @@ def register(app: typer.Typer) -> None:
         if not 0 < minutes <= 24 * 60:
             raise InputError(f"--minutes: must be > 0 and <= 1440, got {minutes}")
         duration = minutes * 60.0
+        if l2 not in L2_MODES:
+            raise InputError(f"--l2: expected one of {', '.join(L2_MODES)}, got {l2!r}")
         if script is not None:
             text = read_text(script, what="scenario")
             try:
@@ -259,7 +378,7 @@ def register(app: typer.Typer) -> None:
             console().print(f"{script}: {len(sc.checked)} expectations hold", markup=False)
             return
         if seed is not None:
-            if not _one_seed(seed, srv, cli, duration, steps=steps, json_out=json_out):
+            if not _one_seed(seed, srv, cli, duration, steps=steps, json_out=json_out, l2=l2):
                 raise typer.Exit(code=1)
             return
         assert seeds is not None
@@ -272,6 +391,7 @@ def register(app: typer.Typer) -> None:
             clients=cli,
             duration=duration,
             workers=workers,
+            l2=l2,
         )
         summary = summarize(results, time.perf_counter() - t0)
         if json_out:

@@ -87,6 +87,7 @@ KIND_STYLE: dict[str, str] = {
     EventKind.SYNC: "cyan",
     EventKind.FENCE: "red",
     EventKind.BORROW: "cyan",
+    EventKind.CLAIM: "cyan",
     EventKind.ADMIN: "yellow",
     EventKind.PUSH: "yellow",
     EventKind.RECLAIM: "red",

@@ -52,10 +52,18 @@ States (`ClientState`)::
     last heartbeat that was authorized.
 
   FAILOVER walks the server list from the last Authorize (leader priority order, the
-  failed server last) sending ``ClientHeartbeat(failover=True)``; a server that does not
-  know the client converts it to a request (FIG. 10). On any Deny or a timeout it tries
-  the next server (it is looking for a server that serves now). It keeps believing its
-  old lease until that lease runs out (then it emits `Lost` and keeps walking).
+  failed server last) sending ``ClientHeartbeat(failover=True)`` with the *ticket* of
+  the authorization it holds (from the last Authorize): a server that does not know the
+  client adopts it and claims exactly those seats from the server that granted them
+  (FIG. 10; `lm_core.engine.claims`). On any Deny or a timeout it tries the next server
+  (it is looking for a server that serves now). A walk that ends while the client still
+  believes its lease is retried soon (``max(retry_floor, min(retry_after,
+  heartbeat_interval / 4))``: the pool is usually electing), and skips the servers that
+  did not answer in the walk before (a dead server costs one answer timeout every other
+  walk, not every walk; a paused one that comes back is asked again). It keeps
+  believing its old lease until that lease runs out (then it emits `Lost` and keeps
+  walking, presenting its ticket for one more lease). A late answer from the server it
+  gave up on, to a request sent before, is ignored: its seat may have moved.
 * A fresh request that is denied walks the list the same way; after a full walk of
   denials the client either gives up (``retry=False``: `Denied`, back to IDLE) or waits
   ``max(retry_after, retry_backoff)`` and starts again (WAITING).
@@ -202,6 +210,10 @@ class ClientMachine:
         self._failed: str | None = None  # the server that failed us (walked last)
         self._last_deny: tuple[str, str] = ("", "")
         self._retry_hint = 0.0
+        self.ticket = ""  # the ticket of the authorization held (from the last Authorize)
+        self._ticket_until = 0.0  # presented in fail-over until then (one lease past it)
+        self._silent: set[str] = set()  # servers that did not answer in this fail-over
+        self._gave_up_at = 0  # first request id sent after leaving `_failed`
 
     # ------------------------------------------------------------------ queries
 
@@ -274,13 +286,17 @@ class ClientMachine:
             if self.state is ClientState.HOLDING:
                 out += self._enter_failover(now)
             else:
+                if self.state is ClientState.FAILOVER and self.server is not None:
+                    self._silent.add(self.server)
                 self._last_deny = ("timeout", f"no answer from {self.server}")
                 out += self._send_next(now)
         if self.state is ClientState.HOLDING and now >= self._next_heartbeat:
             out += self._heartbeat(now)
         if self.state is ClientState.WAITING and now >= self._retry_at:
             self._retry_at = float("inf")
-            failover = self.lease_expires is not None
+            # a client whose lease ran out keeps presenting its ticket: its seats can
+            # still follow it for a while (the claim window outlasts the lease)
+            failover = self._claiming(now)
             first = (self._failed or self.home) if failover else self.home
             self._start_walk(first, failover=failover)
             self.state = ClientState.FAILOVER if failover else ClientState.REQUESTING
@@ -292,6 +308,8 @@ class ClientMachine:
     def _reset_idle(self) -> None:
         self.state = ClientState.IDLE
         self.lease_expires = None
+        self.ticket = ""
+        self._silent = set()
         self._waiting_id = None
         self._answer_deadline = float("inf")
         self._next_heartbeat = float("inf")
@@ -315,8 +333,12 @@ class ClientMachine:
     def _start_walk(self, first: str, *, failover: bool) -> None:
         ids = [s.id for s in self.servers]
         if failover:
-            # Leader-priority order, the server that failed us last.
-            self._walk = [i for i in ids if i != first] + ([first] if first in ids else [])
+            # Leader-priority order, the server that failed us last; servers that did
+            # not answer in this fail-over are skipped while another may serve.
+            walk = [i for i in ids if i != first] + ([first] if first in ids else [])
+            # ... for one walk: a paused server that comes back is asked again after
+            self._walk = [i for i in walk if i not in self._silent] or walk
+            self._silent = set()
         else:
             self._walk = ([first] if first in ids else []) + [i for i in ids if i != first]
         self._walk_failover = failover
@@ -341,6 +363,7 @@ class ClientMachine:
                 license=self.license,
                 count=self.count,
                 failover=True,
+                ticket=self.ticket,
             )
         else:
             msg = Request(
@@ -352,6 +375,12 @@ class ClientMachine:
             )
         return [SendTo(target, msg)]
 
+    def _claiming(self, now: float) -> bool:
+        """Still holding, or lapsed so recently that its ticket may still move its seats."""
+        return self.lease_expires is not None or (
+            bool(self.ticket) and now < self._ticket_until
+        )
+
     def _walk_exhausted(self, now: float) -> list[ClientEffect]:
         reason, detail = self._last_deny
         self._waiting_id = None
@@ -360,7 +389,13 @@ class ClientMachine:
             self._reset_idle()
             return [Denied(self.license, reason or DenyReason.NO_SEATS, detail, final=True)]
         self.state = ClientState.WAITING
-        self._retry_at = now + max(self._retry_hint, self.retry_backoff)
+        if self._claiming(now):
+            # still holding (or its seats may still follow it): the pool is most likely
+            # electing a leader; ask again soon
+            soon = min(self._retry_hint or self.retry_backoff, self.heartbeat_interval / 4)
+            self._retry_at = now + max(self.retry_floor, soon)
+        else:
+            self._retry_at = now + max(self._retry_hint, self.retry_backoff)
         return [Denied(self.license, reason or DenyReason.NO_SEATS, detail, final=False)]
 
     def _heartbeat(self, now: float) -> list[ClientEffect]:
@@ -381,6 +416,8 @@ class ClientMachine:
 
     def _enter_failover(self, now: float) -> list[ClientEffect]:
         self.state = ClientState.FAILOVER
+        self._silent = set()
+        self._gave_up_at = self._next_id
         self._next_heartbeat = float("inf")
         self._failed = self.server
         self._start_walk(self.server or self.home, failover=True)
@@ -391,6 +428,10 @@ class ClientMachine:
             return []
         sent = self._pending.get(msg.request_id)
         if sent is None:
+            return []
+        if server_id == self._failed and msg.request_id < self._gave_up_at:
+            # A late answer from the server we gave up on, to a request sent before:
+            # our ticket may have moved its seat elsewhere since; it is not ours.
             return []
         if self.state is ClientState.IDLE:
             # A late grant after we let go: give the seat straight back.
@@ -405,6 +446,10 @@ class ClientMachine:
             self.lease_expires = expires
         if msg.servers:
             self.servers = msg.servers
+        if msg.ticket:
+            self.ticket = msg.ticket
+            self._ticket_until = self.lease_expires + msg.lease
+        self._silent = set()
         if msg.heartbeat_interval > 0:
             self.heartbeat_interval = msg.heartbeat_interval
         was = self.state

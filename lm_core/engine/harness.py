@@ -2,6 +2,10 @@
 (but cuttable) network on one shared clock. No randomness: messages are delivered in
 the order they were sent. The simulator (`lm_core.engine.sim`) is the real test bench;
 this is for scripted scenarios such as the patent's figures.
+
+An engine step that raises, or that reports ``Event("bug")``, is a failure here as in the
+simulator: `Violation("BUG", ...)` (the engine hides no bug; the daemon is the one place
+that catches, logs and survives).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from lm_core.engine.claims import TEST_CLAIM_KEY
 from lm_core.engine.codes import issue_code
 from lm_core.engine.effects import (
     Effect,
@@ -26,6 +31,7 @@ from lm_core.engine.keys import generate_keypair, load_private
 from lm_core.engine.messages import Message
 from lm_core.engine.rlf import Rlf, ServerEntry, Timing, Vendor, new_rlf, sign_rlf, with_code
 from lm_core.engine.server import LicenseServer
+from lm_core.engine.sim.invariants import Violation
 from lm_core.engine.status_types import ServerRow, ServerStatus
 
 
@@ -62,10 +68,15 @@ class Pool:
         if fresh:
             self.disks[sid] = _Disk()
         server = LicenseServer(
-            sid, rlf or self.rlf, now=self.now, today=self.today, persisted=persisted
+            sid,
+            rlf or self.rlf,
+            now=self.now,
+            today=self.today,
+            persisted=persisted,
+            claim_key=TEST_CLAIM_KEY,
         )
         self.servers[sid] = server
-        self._apply(sid, server.tick(self.now))
+        self._apply(sid, self._step(sid, server, None, None))
         return server
 
     def crash(self, sid: str) -> None:
@@ -82,6 +93,19 @@ class Pool:
         self.cut.clear()
 
     # ------------------------------------------------------------ running
+
+    def _step(
+        self, sid: str, server: LicenseServer, sender: str | None, msg: Message | None
+    ) -> list[Effect]:
+        """One `handle` (or `tick` when ``msg`` is None); a raising engine is a BUG."""
+        try:
+            if msg is None:
+                return server.tick(self.now)
+            assert sender is not None
+            return server.handle(self.now, sender, msg)
+        except Exception as err:
+            what = "tick" if msg is None else f"{type(msg).__name__} from {sender}"
+            raise Violation("BUG", f"{sid} raised on {what}: {err!r}", self.now) from err
 
     def _apply(self, sid: str, effects: list[Effect]) -> None:
         disk = self.disks[sid]
@@ -101,6 +125,8 @@ class Pool:
                     disk.keys[(eff.client_id, eff.license)] = eff.entry
             elif isinstance(eff, Event):
                 self.events.append((sid, eff))
+                if eff.kind == "bug":
+                    raise Violation("BUG", f"{sid} reported a bug: {eff.text}", self.now)
             elif isinstance(eff, LogUsage):
                 self.usage.append((sid, eff))
 
@@ -113,7 +139,7 @@ class Pool:
             server = self.servers.get(dst)
             if server is None or (src, dst) in self.cut:
                 continue
-            self._apply(dst, server.handle(self.now, src, msg))
+            self._apply(dst, self._step(dst, server, src, msg))
         raise RuntimeError("the pool did not go quiet")
 
     def run(self, until: float, step: float = 0.05) -> None:
@@ -121,7 +147,7 @@ class Pool:
         while self.now < until - 1e-9:
             self.now = min(until, self.now + step)
             for sid, server in list(self.servers.items()):
-                self._apply(sid, server.tick(self.now))
+                self._apply(sid, self._step(sid, server, None, None))
                 if server.next_deadline <= self.now:
                     raise RuntimeError(f"{sid}: next_deadline not after the tick (tick loop)")
             self.deliver()
@@ -130,7 +156,7 @@ class Pool:
         """Hand a client/admin message to `sid`; return the replies it caused at once
         (after delivering the server traffic it set off)."""
         self.replies.pop(token, None)
-        self._apply(sid, self.servers[sid].handle(self.now, token, msg))
+        self._apply(sid, self._step(sid, self.servers[sid], token, msg))
         self.deliver()
         return self.replies.pop(token, [])
 

@@ -34,6 +34,10 @@ class KeyEntry:
     last_heartbeat: float
     live: bool = True
     gen: int = 0
+    serial: int = 0  # this server's serial for the entry (0: unknown, loaded from old state)
+    # when the client last skipped request ids here: it spoke to other servers in
+    # between, so a fail-over claim of this entry may be in flight (see server `_renew`)
+    skipped: float = float("-inf")
 
     def as_json(self) -> dict[str, Any]:
         """The durable part (times are this process's clock and are not kept)."""
@@ -42,6 +46,7 @@ class KeyEntry:
             "license": self.license,
             "count": self.count,
             "request_id": self.request_id,
+            "serial": self.serial,
         }
 
 
@@ -54,6 +59,7 @@ class KeyTable:
         self._live: dict[str, int] = {}
         self._heap: list[tuple[float, int, str, str]] = []
         self._gen = 0
+        self._by_serial: dict[int, tuple[str, str]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -63,6 +69,14 @@ class KeyTable:
 
     def get(self, client_id: str, license: str) -> KeyEntry | None:
         return self._entries.get((client_id, license))
+
+    def index_serial(self, entry: KeyEntry) -> None:
+        """Index an entry whose serial was set after it was added."""
+        self._by_serial[entry.serial] = (entry.client_id, entry.license)
+
+    def by_serial(self, serial: int) -> KeyEntry | None:
+        key = self._by_serial.get(serial)
+        return None if key is None else self._entries.get(key)
 
     def in_use(self, license: str) -> int:
         """Seats counted as in use (live and stale)."""
@@ -82,11 +96,16 @@ class KeyTable:
         now: float,
         expires: float,
         live: bool = True,
+        serial: int = 0,
     ) -> KeyEntry:
         """Insert a new entry (the caller checked there is none)."""
         self._gen += 1
-        entry = KeyEntry(client_id, license, count, request_id, expires, now, live, self._gen)
+        entry = KeyEntry(
+            client_id, license, count, request_id, expires, now, live, self._gen, serial
+        )
         self._entries[(client_id, license)] = entry
+        if serial:
+            self._by_serial[serial] = (client_id, license)
         self._in_use[license] = self._in_use.get(license, 0) + count
         if live:
             self._live[license] = self._live.get(license, 0) + count
@@ -100,6 +119,8 @@ class KeyTable:
             self._live[entry.license] = self._live.get(entry.license, 0) + entry.count
         entry.expires = max(entry.expires, expires)
         entry.last_heartbeat = now
+        if request_id > entry.request_id + 1:
+            entry.skipped = now
         entry.request_id = max(entry.request_id, request_id)  # the newest the client sent
 
     def resize(self, entry: KeyEntry, count: int) -> None:
@@ -113,6 +134,8 @@ class KeyTable:
     def remove(self, client_id: str, license: str) -> KeyEntry | None:
         entry = self._entries.pop((client_id, license), None)
         if entry is not None:
+            if entry.serial:
+                self._by_serial.pop(entry.serial, None)
             self._in_use[license] -= entry.count
             if entry.live:
                 self._live[license] -= entry.count

@@ -12,9 +12,20 @@ duration an observer waits out is stretched by it, so clocks running at differen
 * client key-table entry: the server counts a seat until ``client_lease * (1 + 4*drift)
   + heartbeat_interval`` after it granted/renewed it (the client's own lease runs from
   its send time, so it always ends first);
-* fencing: a server out of contact for ``(server_lease + client_keep) * (1 + 4*drift) +
-  heartbeat_interval`` since max(last ACK received, became leader) can no longer hold a
-  lease nor have a live client; only then may the leader take its seats without its ACK;
+* renew window (L2): a server whose lease ran out keeps *renewing* (never granting
+  new, never growing) the authorizations it already holds for ``renew_window =
+  leader_timeout + 3*heartbeat_interval`` more, so an election does not interrupt the
+  clients of healthy servers;
+* fencing: a server out of contact for ``(server_lease + renew_window + client_keep) *
+  (1 + 4*drift) + heartbeat_interval`` since max(last ACK received, became leader) can
+  no longer hold a lease, renew, nor have a live client; only then may the leader take
+  its seats without its ACK;
+* claim window (L2): a fail-over claim on a seat is honoured only while the client's
+  lease from the server that granted it may still run: ``(server_lease + renew_window +
+  client_lease) * (1 + 4*drift) + heartbeat_interval`` after the leader heartbeat that
+  gave that server its lease (or after the new leader's election, for a claim minted in
+  the previous leader's term). It is shorter than the fence, so a claim never competes
+  with a fence;
 * election delay: a follower that heard nothing for ``leader_timeout`` sends
   LEADER_CHECK; it stands after ``leader_timeout + rank * heartbeat_interval`` more
   (rank = position in the leader priority list), so higher priority stands first;
@@ -44,11 +55,18 @@ class Clocks:
     drift: float
     retry_after: float  # hint in DENY no_seats
     admin_timeout: float  # an admin op not durable on a majority by then is answered "failed"
+    renew_window: float  # renewals (never grants) go on this long after the lease ended
+    claim_window: float  # how long after its lease source a fail-over claim is honoured
+    claim_wait: float  # how long a server holds a fail-over client's answer for its claim
+    stale_lease: float  # a leader without a majority lease this long steps down
+    history: float  # how long a leader remembers its heartbeats' send times
 
     @classmethod
     def from_timing(cls, t: Timing) -> Clocks:
         d = t.drift
         keep = t.client_lease * (1 + 4 * d) + t.heartbeat_interval
+        renew = t.leader_timeout + 3 * t.heartbeat_interval
+        claim = (t.server_lease + renew + t.client_lease) * (1 + 4 * d) + t.heartbeat_interval
         return cls(
             heartbeat=t.heartbeat_interval,
             leader_timeout=t.leader_timeout,
@@ -57,11 +75,16 @@ class Clocks:
             client_lease=t.client_lease,
             client_heartbeat=t.client_heartbeat,
             client_keep=keep,
-            fence=(t.server_lease + keep) * (1 + 4 * d) + t.heartbeat_interval,
+            fence=(t.server_lease + renew + keep) * (1 + 4 * d) + t.heartbeat_interval,
             grace=keep,
             drift=d,
             retry_after=2 * t.heartbeat_interval,
             admin_timeout=5 * t.leader_timeout + 10 * t.heartbeat_interval,
+            renew_window=renew,
+            claim_window=claim,
+            claim_wait=min(t.heartbeat_interval, t.client_heartbeat / 4),
+            stale_lease=t.leader_timeout,
+            history=claim + t.heartbeat_interval,
         )
 
     def follower_lease(self, granted: float) -> float:

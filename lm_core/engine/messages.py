@@ -39,6 +39,8 @@ from lm_core.engine.limits import (
 
 MAX_COUNT = SEATS_MAX  # seats in one request; the engine denies more with "bad_request"
 IsoDate = Annotated[str, Text(10, ident=True)]
+TicketText = Annotated[str, Text(256, ident=True)]  # opaque to clients (see claims.py)
+ClaimKey = Annotated[str, Text(96, ident=True)]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,12 +68,16 @@ class Request(Message):
 class ClientHeartbeat(Message):
     """A client keeps its authorization alive. `failover` is set when the client is
     walking the server list after losing its server; a server that does not know the
-    client converts the heartbeat to a request (FIG. 10)."""
+    client converts the heartbeat to a request (FIG. 10). `ticket` is the ticket of the
+    authorization the client still holds (from its last `Authorize`; "" = none): the
+    server that adopts the client claims those seats from the server that granted them
+    (see `lm_core.engine.claims`)."""
 
     request_id: Counter
     license: License
     count: Seats = 1
     failover: bool = False
+    ticket: TicketText = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,7 +99,8 @@ class ServerAddress:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Authorize(Message):
     """A grant (or renewal). The client's lease runs from when it *sent* the request
-    or heartbeat, for `lease` seconds. `servers` is the leader priority list."""
+    or heartbeat, for `lease` seconds. `servers` is the leader priority list. `ticket`
+    is opaque to the client: it presents it in fail-over heartbeats ("" = none)."""
 
     request_id: Counter
     license: License
@@ -101,6 +108,7 @@ class Authorize(Message):
     lease: Seconds
     heartbeat_interval: Seconds
     servers: tuple[ServerAddress, ...] = ()
+    ticket: TicketText = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,6 +229,7 @@ class LicenseRow:
     distribution: Seats
     allowed: Seats
     in_use: Seats
+    grace: Seats = 0  # seats held back by restart grace on top of in_use (S4)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,7 +259,10 @@ class ServerHeartbeat(Message):
     (0 = none yet); the follower may serve until ``echo + lease`` on its own clock.
     `up` lists the servers the leader is in contact with (itself included).
     `allowed` is the follower's serving limit per license; None = keep what you have
-    (a new leader that has not yet heard the follower's rows)."""
+    (a new leader that has not yet heard the follower's rows). `revoke` lists the
+    tickets this follower minted whose seats moved to another server with their client:
+    before anything else, the follower drops those key-table entries and lowers its own
+    allowance by their seats, once per ticket."""
 
     seq: Counter
     echo: Clock = 0.0
@@ -260,6 +272,7 @@ class ServerHeartbeat(Message):
     cfg_version: Counter = 0
     rlf_seq: Counter = 0
     allowed: tuple[Allowance, ...] | None = None
+    revoke: tuple[ClaimRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -356,16 +369,22 @@ class BorrowRequest(Message):
     license: License
     count: Seats
     failover: bool = False
+    claim: TicketText = ""  # a fail-over client's ticket: move exactly its seats here (L2)
+    client_id: Sender = ""  # the client that presented `claim`
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BorrowGrant(Message):
     """BORROW_GRANT leader -> follower: `count` seats moved to it (0 = none found now).
-    The seats themselves arrive with the DistributionSync and heartbeat allowance."""
+    The seats themselves arrive with the DistributionSync and heartbeat allowance.
+    `claim` echoes the ticket key of an honoured claim (sent once it is durable)."""
 
     license: License
     count: Seats
     detail: Line = ""
+    claim: TicketText = ""  # echoes the honoured ticket (sent once it is durable)
+    client_id: Sender = ""
+    hold_for: Seconds = 0.0  # keep the claim's seats for `client_id` this long
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -379,6 +398,18 @@ class DistributionSync(Message):
     rlf_seq: Counter
     licenses: tuple[LicenseDistribution, ...] = ()
     codes: tuple[CodeText, ...] = ()
+    claims: tuple[ClaimRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimRecord:
+    """An honoured fail-over claim: the ticket key ("server:serial"), the term it was
+    minted in, and the seats of `license` it moved away from that server."""
+
+    key: ClaimKey
+    term: Counter
+    license: License
+    count: Seats
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -66,6 +66,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from lm_core.engine import claims
 from lm_core.engine.codes import LicenseCode, parse_code, verify_code
 from lm_core.engine.effects import (
     Effect,
@@ -97,6 +98,7 @@ from lm_core.engine.messages import (
     BorrowGrant,
     BorrowRequest,
     ChangeDistribution,
+    ClaimRecord,
     ClientHeartbeat,
     Deny,
     DistributionSync,
@@ -172,6 +174,35 @@ class _Refused(Exception):
     """An admin operation is invalid: the message is the one-line reason."""
 
 
+class EngineBug(Exception):
+    """The engine reached a state its rules forbid: a bug, raised (never hidden)."""
+
+
+@dataclass(slots=True)
+class _WaitingClaim:
+    """A fail-over client whose answer waits for the seats its claim moves here."""
+
+    token: str
+    msg: ClientHeartbeat
+    deadline: float
+
+
+@dataclass(slots=True)
+class _ClaimWait:
+    """A claim the leader honoured, credited to `target` once `cfg` is durable."""
+
+    cfg: Cfg
+    target: str
+    license: str
+    count: int
+    key: str
+    client_id: str
+    until: float  # the client's lease from the granting server has surely ended by then
+
+
+_SERIAL_BLOCK = 1024
+
+
 class LicenseServer:
     """One pool member (see the module docstring)."""
 
@@ -183,11 +214,28 @@ class LicenseServer:
         now: float,
         today: datetime.date,
         persisted: Persisted | None = None,
+        claim_key: bytes = b"",
+        serial_base: int | None = None,
     ) -> None:
         verify_rlf(rlf)
         if server_id not in rlf.server_ids:
             raise LmError(f"server {server_id!r} is not in pool {rlf.pool!r}")
         self.id = server_id
+        self.claim_key = claim_key
+        # Serials must never repeat, not even after a server lost its disk: a fresh
+        # incarnation starts at a base the runtime draws at random (or, by default, one
+        # derived from its start time); a restart with its disk continues its blocks.
+        if serial_base is None:
+            serial_base = 1 + int(abs(now) * 1000) % 2**40
+        self.serial = self.serial_block = serial_base
+        self.renew_until = -_NEVER
+        self.lease_src = (0, 0)  # (term, heartbeat seq) my current lease came from
+        self.heard = (0, 0, -_NEVER)  # last leader heartbeat applied: (term, seq, echo)
+        self.waiting: dict[tuple[str, str], _WaitingClaim] = {}
+        self.revoked: dict[str, None] = {}  # claim keys of my tickets already applied
+        self.expecting: dict[tuple[str, str], tuple[int, float]] = {}  # see _spoken_for
+        self.stepped_down = ""  # why this server left the leader role, until it follows
+        self.reclaimed: dict[tuple[str, str], tuple[float, str]] = {}
         self.today = today
         self._today_iso = today.isoformat()
         self._events: deque[tuple[float, str, str]] = deque(maxlen=64)
@@ -240,6 +288,11 @@ class LicenseServer:
         self.last_sync_sent: dict[str, float] = {}
         self.last_rlf_sent: dict[str, float] = {}
         self.lease_end = -_NEVER
+        self.lease_q = 0
+        self.lease_granted: dict[str, float] = {}
+        self.claim_waits: list[_ClaimWait] = []
+        self.revoke_seq: dict[str, dict[str, int]] = {}  # peer -> claim key -> first hb seq
+        self.prev_heard = (0, 0, -_NEVER)
         self.became_leader_at = -_NEVER
         self.pending: list[_PendingAdmin] = []
         self.short: set[str] = set()
@@ -286,6 +339,8 @@ class LicenseServer:
             self._grace_allowed = {
                 str(k): int(v) for k, v in dict(state.get("allowed", {})).items()
             }
+            # serials handed out before the restart lie below the persisted block end
+            self.serial = self.serial_block = max(1, int(state.get("serial_block", 1)))
         except (LmError, KeyError, TypeError, ValueError) as err:
             self._note(now, "error", f"persisted state ignored: {err}")
 
@@ -293,6 +348,7 @@ class LicenseServer:
         try:
             client_id, lic = str(entry["client_id"]), str(entry["license"])
             count, request_id = int(entry["count"]), int(entry.get("request_id", 0))
+            serial = int(entry.get("serial", 0))
         except (KeyError, TypeError, ValueError):
             return
         if self.keys.get(client_id, lic) is None and count > 0:
@@ -304,6 +360,7 @@ class LicenseServer:
                 now=now,
                 expires=now + self.clocks.grace,
                 live=False,
+                serial=serial if self.keys.by_serial(serial) is None else 0,
             )
 
     def _state_json(self) -> dict[str, Any]:
@@ -317,6 +374,7 @@ class LicenseServer:
             "rlf_text": self._rlf_text,
             "table": self.table.as_json(),
             "allowed": allowed,
+            "serial_block": self.serial_block,
         }
 
     def _persist(self) -> PersistState:
@@ -354,20 +412,14 @@ class LicenseServer:
             if fast is not None:
                 return fast
         out: list[Effect] = self._take_boot()
-        try:
-            self._dispatch(now, sender, msg, out)
-        except Exception as err:  # B1: no message may crash the server
-            out.append(self._note(now, "bug", f"{type(msg).__name__} from {sender}: {err!r}"))
+        self._dispatch(now, sender, msg, out)
         return out
 
     def tick(self, now: float) -> list[Effect]:
         """Run the timers (call at or after `next_deadline`; calling more often is fine)."""
         self._now = now
         out: list[Effect] = self._take_boot()
-        try:
-            self._tick(now, out)
-        except Exception as err:
-            out.append(self._note(now, "bug", f"tick: {err!r}"))
+        self._tick(now, out)
         return out
 
     def set_today(self, today: datetime.date) -> None:
@@ -387,6 +439,8 @@ class LicenseServer:
                 self._bucket_for = expiry
                 self._bucket_at = max(expiry, math.ceil(expiry / bucket) * bucket)
             t = self._bucket_at
+        if self.waiting:
+            t = min(t, min(w.deadline for w in self.waiting.values()))
         if self.role is Role.LEADER:
             t = min(t, self.next_hb)
             if self.pending:
@@ -437,8 +491,7 @@ class LicenseServer:
         """The one place where the role changes."""
         old = self.role
         if role not in TRANSITIONS[old]:
-            out.append(self._note(now, "bug", f"illegal transition {old.value} -> {role.value}"))
-            return
+            raise EngineBug(f"illegal transition {old.value} -> {role.value}")
         self.role = role
         if old is Role.LEADER:
             self._drop_leader_state(now, out)
@@ -486,6 +539,12 @@ class LicenseServer:
         for entry in self.keys.expire(now):
             out.append(PersistKey(entry.client_id, entry.license, None))
             out.append(LogUsage("expire", entry.client_id, entry.license, entry.count))
+        if self.waiting:
+            self._expire_waiting(now, out)
+        if self.expecting:
+            self.expecting = {k: v for k, v in self.expecting.items() if now < v[1]}
+        if self.reclaimed:
+            self.reclaimed = {k: v for k, v in self.reclaimed.items() if now < v[0]}
         if self.role is Role.LEADER:
             if now >= self.next_hb:
                 self._leader_tick(now, out)
@@ -633,11 +692,12 @@ class LicenseServer:
         # my own allowance is what I had as a follower (or before a restart)
         for lic in self.table.licenses:
             a = self.ledger.get(self.id, lic)
-            had = self.allowed.get(lic, 0)
-            if now < self.grace_until:  # restarted: what I may have granted before
-                had = max(had, self._grace_allowed.get(lic, 0))
-            a.sent = a.peak = had
-            a.in_use = self.keys.in_use(lic)
+            # My allowance is what a leader gave me as a follower. What I had before a
+            # restart is held (I may have granted it unpersisted) but not mine to grant:
+            # I may have been fenced since, and my seats handed to others.
+            a.sent = a.peak = self.allowed.get(lic, 0)
+            in_use = self.keys.in_use(lic)
+            a.in_use = in_use + self._grace_held(now, lic, in_use)
         self.hb_seq = 0
         self.hb_times = {}
         self.acked_seq = {}
@@ -648,6 +708,15 @@ class LicenseServer:
         self.last_sync_sent = {}
         self.last_rlf_sent = {}
         self.lease_end = -_NEVER
+        self.lease_q = 0
+        self.lease_granted = {}
+        self.claim_waits = []
+        self.revoke_seq = {}
+        self.prev_heard = self.heard
+        # tickets of terms before the previous leader's can no longer be honoured
+        self.table.claims = {
+            k: c for k, c in self.table.claims.items() if c.term >= self.prev_heard[0]
+        }
         self.short = set(self.table.licenses)
         self._bump_cfg()
         out.append(self._persist())
@@ -662,6 +731,7 @@ class LicenseServer:
         self.ledger = None
         self.next_hb = _NEVER
         self.lease_end = -_NEVER
+        self.claim_waits = []
         for p in self.pending:
             self._answer_admin(p, False, "leader changed before the change was durable; retry", out)
         self.pending = []
@@ -678,9 +748,27 @@ class LicenseServer:
     def _leader_tick(self, now: float, out: list[Effect]) -> None:
         assert self.ledger is not None
         self.next_hb = now + self.clocks.heartbeat
-        # fencing: servers out of contact long enough that nothing they had is alive
+        if (
+            not self._serving_lease(now)
+            and now >= max(self.lease_end, self.became_leader_at) + self.clocks.stale_lease
+        ):
+            # cut off from the majority: say so and stand again, rather than call
+            # myself leader of a pool that may well have elected another
+            ago = "never" if self.lease_end == -_NEVER else f"{now - self.lease_end:.1f}s ago"
+            why = (
+                f"stepped down: no majority lease (lease ended {ago}, "
+                f"{len(self._up(now))}/{self.size} servers in contact)"
+            )
+            self._become(Role.FOLLOWER, now, out, why)
+            self.leader_id = None
+            self.stepped_down = why
+            self.last_contact = now - self.clocks.leader_timeout  # vote for others at once
+            self.check_sent = True  # no leader to check on: stand when my turn comes
+            return
+        # fencing: servers out of contact long enough that nothing they had is alive;
+        # only under a majority lease: without one, I am more likely the one cut off
         fenced_any = False
-        for p in self.peers:
+        for p in self.peers if self._serving_lease(now) else ():
             if p in self.ledger.fenced:
                 continue
             since = max(self.last_ack_recv.get(p, -_NEVER), self.became_leader_at)
@@ -695,7 +783,7 @@ class LicenseServer:
         up = tuple(self._up(now))
         for p in self.peers:
             out.append(Send(p, self._heartbeat(now, p, up)))
-        cutoff = now - 4 * self.clocks.server_lease
+        cutoff = now - self.clocks.history
         if len(self.hb_times) > 64:
             self.hb_times = {k: v for k, v in self.hb_times.items() if v >= cutoff}
 
@@ -713,6 +801,13 @@ class LicenseServer:
                     0.0,
                     min(self.clocks.server_lease, self.lease_end - self.last_ack_recv[peer]),
                 )
+            if granted > 0:
+                # the lease runs from the follower's ACK that reached me at
+                # last_ack_recv; a follower that stopped ACKing gains nothing from it
+                self.lease_granted[peer] = max(
+                    self.lease_granted.get(peer, -_NEVER),
+                    self.last_ack_recv.get(peer, now) + granted * (1 + 2 * self.clocks.drift),
+                )
         allowed: tuple[Allowance, ...] | None = None
         if self.ledger.known.get(peer, False):
             allowed = tuple(
@@ -726,8 +821,52 @@ class LicenseServer:
             up=up,
             rlf_seq=self.rlf.sequence,
             allowed=allowed,
+            revoke=self._revocations(peer, self.hb_seq),
             **self._cfg_fields(),
         )
+
+    def _revocations(self, peer: str, seq: int) -> tuple[ClaimRecord, ...]:
+        """The honoured claims on `peer`'s tickets, sent in heartbeat `seq`."""
+        prefix = peer + ":"
+        out = tuple(c for k, c in self.table.claims.items() if k.startswith(prefix))
+        sent = self.revoke_seq.setdefault(peer, {})
+        for c in out:
+            sent.setdefault(c.key, seq)
+        return out
+
+    def _unrevoked(
+        self, peer: str, seq: int, rows: tuple[LicenseRow, ...]
+    ) -> tuple[LicenseRow, ...]:
+        """A follower's rows as they will be once it applies the claims on its tickets
+        that its ACK of heartbeat `seq` does not reflect yet: its allowance lowers by
+        their seats (its in-use count is left as reported: over-counting is safe)."""
+        sent = self.revoke_seq.get(peer, {})
+        pending: dict[str, int] = {}
+        prefix = peer + ":"
+        for k, c in self.table.claims.items():
+            if k.startswith(prefix) and sent.get(k, seq + 1) > seq:
+                pending[c.license] = pending.get(c.license, 0) + c.count
+        if not pending:
+            return rows
+        return tuple(
+            replace(r, allowed=max(0, r.allowed - pending.get(r.license, 0))) for r in rows
+        )
+
+    def _no_lease_why(self, now: float) -> str:
+        """What a leader without a majority lease lacks, in one line (names the gap
+        between "in contact" and "lease": contact counts ACKs within leader_timeout, the
+        lease needs a heartbeat a majority ACKed within the server lease)."""
+        up = len(self._up(now))
+        if self.lease_end == -_NEVER:
+            last = "no majority ACK yet in this term"
+        else:
+            last = f"last majority ACK {now - self.lease_end + self.clocks.leader_lease:.1f}s ago"
+        return f"no majority lease yet: {up}/{self.size} servers in contact, {last}"
+
+    def _ledger(self) -> Ledger:
+        if self.ledger is None:
+            raise EngineBug(f"{self.id} used the leader's ledger as {self.role.value}")
+        return self.ledger
 
     def _serving_lease(self, now: float) -> bool:
         return not self.rlf.majority_rule or now < self.lease_end
@@ -743,7 +882,7 @@ class LicenseServer:
         if msg.seq > self.hb_seq:
             return  # not a heartbeat of this term
         key = (msg.seq, msg.ts)
-        if key <= self.last_ack_key.get(sender, (0, -_NEVER)):
+        if key < self.last_ack_key.get(sender, (0, -_NEVER)):
             return  # older than an ACK already taken (reordered or replayed)
         self.last_ack_key[sender] = key
         self.last_ack_recv[sender] = now
@@ -754,7 +893,8 @@ class LicenseServer:
         self.acked_cfg[sender] = (msg.rlf_seq, (msg.cfg_term, msg.cfg_version))
         self.peer_rlf_seq[sender] = msg.rlf_seq
         was_known = self.ledger.known.get(sender, False)
-        self.ledger.learn(sender, msg.seq, msg.rows)
+        rows = msg.rows if was_known else self._unrevoked(sender, msg.seq, msg.rows)
+        self.ledger.learn(sender, msg.seq, rows)
         self._update_lease()
         # catch the follower up: RLF first, then the table
         if msg.rlf_seq < self.rlf.sequence:
@@ -778,6 +918,8 @@ class LicenseServer:
                     out.append(Send(p, self._heartbeat(now, p, up)))
         if self.pending:
             self._check_pending(now, out)
+        if self.claim_waits:
+            self._check_claims(now, out)
 
     def _update_lease(self) -> None:
         seqs = sorted((self.acked_seq.get(p, 0) for p in self.peers), reverse=True)
@@ -789,8 +931,11 @@ class LicenseServer:
         else:
             return
         sent = self.hb_times.get(q)
-        if q > 0 and sent is not None:
-            self.lease_end = max(self.lease_end, sent + self.clocks.leader_lease)
+        if q > 0 and sent is not None and sent + self.clocks.leader_lease > self.lease_end:
+            self.lease_end = sent + self.clocks.leader_lease
+            self.lease_q = q
+            self.lease_src = (self.term, q)
+            self.renew_until = max(self.renew_until, self.lease_end + self.clocks.renew_window)
 
     def _rebalance(self, lic: str, out: list[Effect], *, send: bool) -> list[str]:
         """Move allowances toward the table for one license; returns changed servers."""
@@ -799,7 +944,13 @@ class LicenseServer:
         if state is None:
             self.short.discard(lic)
             return []
-        self.ledger.set_self_in_use(lic, self.keys.in_use(lic))
+        in_use = self.keys.in_use(lic)
+        self.ledger.set_self_in_use(
+            lic,
+            in_use
+            + self._grace_held(self._now, lic, in_use)
+            + self._spoken_for(self._now, lic, ""),
+        )
         before = self.ledger.get(self.id, lic).sent
         # Raise allowances only under a majority lease: without one a newer leader may
         # exist, and the servers this one fenced may be serving under it (their seats
@@ -871,6 +1022,7 @@ class LicenseServer:
         self, now: float, out: list[Effect], lic: str | None = None, *, bump: bool = True
     ) -> None:
         """After the leader changed the table: bump, persist, sync, rebalance."""
+        self._prune_claims(now)
         if bump:
             self._bump_cfg()
             out.append(self._persist())
@@ -958,6 +1110,11 @@ class LicenseServer:
             return
         if not 0 < msg.count <= MAX_COUNT:
             return
+        if msg.claim:
+            why = self._claim(now, sender, msg.client_id, msg.license, msg.count, msg.claim, out)
+            if not why:
+                return  # the BorrowGrant goes out once the claim is durable
+            out.append(self._note(now, "claim", f"claim of {msg.client_id} refused: {why}"))
         got = self._allocate(now, msg.license, sender, msg.count, msg.failover, out)
         out.append(
             Send(
@@ -967,6 +1124,7 @@ class LicenseServer:
                     license=msg.license,
                     count=got,
                     detail="" if got else "no seats free in the pool now",
+                    client_id=msg.client_id,
                 ),
             )
         )
@@ -1010,20 +1168,53 @@ class LicenseServer:
         # Only a heartbeat that answers an ACK of this incarnation counts: a replayed
         # heartbeat from before a restart must not bring back an old allowance or lease.
         fresh = self.started_at <= msg.echo <= now
+        if msg.revoke or self.revoked:
+            self._revoke(msg.revoke, out)
+        raised = False
         if msg.allowed is not None and fresh:
             new = {a.license: a.count for a in msg.allowed}
             if any(new.get(k, 0) > self.allowed.get(k, 0) for k in new):
-                persist = True
+                persist = raised = True
             self.allowed = new
+        if fresh:
+            self.heard = (msg.term, msg.seq, msg.echo)
         if fresh and msg.lease > 0:
-            self.lease_until = max(
-                self.lease_until, msg.echo + self.clocks.follower_lease(msg.lease)
-            )
+            until = msg.echo + self.clocks.follower_lease(msg.lease)
+            if until > self.lease_until:
+                self.lease_until = until
+                self.lease_src = (msg.term, msg.seq)
+                self.renew_until = max(self.renew_until, until + self.clocks.renew_window)
         if msg.rlf_seq < self.rlf.sequence:
             out.append(Send(sender, self._msg(RlfOffer, rlf_seq=self.rlf.sequence)))
         if persist:
             out.append(self._persist())
         out.append(Send(sender, self._ack(now, msg.seq)))
+        if raised or (self.waiting and now < self.lease_until):
+            self._retry_waiting(now, out)
+
+    def _revoke(self, records: tuple[ClaimRecord, ...], out: list[Effect]) -> None:
+        """Seats I granted moved away with their clients (L2): drop those entries and
+        lower my allowance by their seats, once per ticket (the leader repeats the list
+        in every heartbeat until the claims are forgotten)."""
+        prefix = self.id + ":"
+        listed: dict[str, None] = {}
+        for rec in records:
+            serial = rec.key[len(prefix) :]
+            if not rec.key.startswith(prefix) or not serial.isdigit():
+                continue
+            listed[rec.key] = None
+            if rec.key in self.revoked:
+                continue
+            if rec.license in self.allowed:
+                self.allowed[rec.license] = max(0, self.allowed[rec.license] - rec.count)
+            entry = self.keys.by_serial(int(serial))
+            if entry is not None:
+                self.keys.remove(entry.client_id, entry.license)
+                out.append(PersistKey(entry.client_id, entry.license, None))
+                out.append(
+                    LogUsage("moved", entry.client_id, entry.license, entry.count, rec.key)
+                )
+        self.revoked = listed
 
     def _accept_leader(self, now: float, sender: str, term: int, out: list[Effect]) -> bool:
         """A message from the leader of `term` (>= mine): follow it."""
@@ -1035,22 +1226,21 @@ class LicenseServer:
             return False
         if self.role is not Role.FOLLOWER or self.leader_id != sender:
             self.leader_id = sender
+            self.stepped_down = ""
             self._become(Role.FOLLOWER, now, out, f"{sender} leads term {term}")
         return True
 
     def _ack(self, now: float, seq: int) -> ServerAck:
-        grace = now < self.grace_until
         rows = []
         for lic in self.table.licenses:
             in_use = self.keys.in_use(lic)
-            if grace:
-                in_use = max(in_use, self._grace_allowed.get(lic, 0))
             rows.append(
                 LicenseRow(
                     license=lic,
                     distribution=self.table.row(lic, self.id),
                     allowed=self.allowed.get(lic, 0),
-                    in_use=in_use,
+                    in_use=in_use + self._spoken_for(now, lic, ""),
+                    grace=self._grace_held(now, lic, in_use),
                 )
             )
         return self._msg(
@@ -1061,6 +1251,13 @@ class LicenseServer:
             rows=tuple(rows),
             **self._cfg_fields(),
         )
+
+    def _grace_held(self, now: float, lic: str, in_use: int) -> int:
+        """Seats held back beyond those in use: during restart grace (S4), the allowance
+        I had before the restart, as I may have granted it without persisting."""
+        if now >= self.grace_until:
+            return 0
+        return max(0, self._grace_allowed.get(lic, 0) - in_use)
 
     def _on_sync(self, now: float, sender: str, msg: DistributionSync, out: list[Effect]) -> None:
         if msg.term < self.term:
@@ -1089,6 +1286,11 @@ class LicenseServer:
     def _on_borrow_grant(
         self, now: float, sender: str, msg: BorrowGrant, out: list[Effect]
     ) -> None:
+        if msg.client_id:  # the answer to a fail-over client's claim or borrow
+            if msg.claim:
+                self._claim_arrived(now, msg.client_id, msg.license, msg.count, msg.hold_for)
+            self._retry_waiting(now, out)
+            return
         if msg.count == 0:
             # nothing now: do not ask again for a while
             self.borrow_wait[msg.license] = now + self.clocks.leader_timeout
@@ -1238,11 +1440,12 @@ class LicenseServer:
         if self.role is Role.LEADER:
             if self._serving_lease(now):
                 return None
-            up = len(self._up(now))
-            return ("no_majority", f"{up}/{self.size} servers in contact")
+            return ("no_majority", self._no_lease_why(now))
         if self.role is Role.FOLLOWER:
             if now < self.lease_until:
                 return None
+            if self.stepped_down:
+                return ("no_majority", f"{self.id} {self.stepped_down}")
             return ("no_majority", f"{self.id} holds no lease from a majority leader")
         return ("no_majority", f"{self.id} is {self.role.value}: election in progress")
 
@@ -1255,9 +1458,10 @@ class LicenseServer:
         if isinstance(msg, Release):
             self._on_release(now, token, msg, out)
             return
-        assert isinstance(msg, (Request, ClientHeartbeat))
+        if not isinstance(msg, (Request, ClientHeartbeat)):
+            raise EngineBug(f"{type(msg).__name__} routed to the client path")
         heartbeat = isinstance(msg, ClientHeartbeat)
-        failover = heartbeat and msg.failover  # type: ignore[union-attr]
+        failover = isinstance(msg, ClientHeartbeat) and msg.failover
         lic, client, count = msg.license, msg.sender, msg.count
 
         def deny(reason: str, detail: str, retry: float = 0.0) -> None:
@@ -1274,12 +1478,46 @@ class LicenseServer:
         if state.expires < self._today_iso:
             deny("expired", f"every code of {lic!r} expired on {state.expires}")
             return
+        if heartbeat and self.reclaimed:
+            gone = self.reclaimed.get((client, lic))
+            if gone is not None and now < gone[0]:
+                deny("reclaimed", f"reclaimed by an operator: {gone[1]}")
+                return
+        entry = self.keys.get(client, lic)
+        if (
+            entry is not None
+            and isinstance(msg, ClientHeartbeat)
+            and failover
+            and msg.ticket
+            and self._foreign_ticket(msg)
+        ):
+            # The client holds another server's authorization now (it moved on since my
+            # entry): my entry is stale, and renewing it would count its seat twice.
+            self.keys.remove(client, lic)
+            out.append(PersistKey(client, lic, None))
+            out.append(LogUsage("moved", client, lic, entry.count, "moved on"))
+            entry = None
         why = self._not_serving(now)
         if why is not None:
-            deny(why[0], why[1], self.clocks.retry_after)
+            if (
+                entry is not None
+                and heartbeat
+                and not failover
+                and entry.live
+                and count == entry.count
+                and now < self.renew_until
+                and now - entry.skipped >= self.clocks.claim_window
+                and msg.request_id == entry.request_id + 1
+            ):
+                # L2: keep renewing (never granting) what I hold while the pool elects;
+                # the renew window ends before any leader could fence me (see leases).
+                # Only a client that spoke to no other server lately (consecutive
+                # request ids): one that did may have a claim on this seat in flight.
+                self._renew(now, token, msg, entry, entry.count, out)
+                return
+            deny(why[0], why[1], self._retry_hint(why[0]))
             return
         limit = self._limit(lic)
-        entry = self.keys.get(client, lic)
         if entry is not None:
             self._renew(now, token, msg, entry, limit, out)
             return
@@ -1290,7 +1528,14 @@ class LicenseServer:
                 self.grace_until - now,
             )
             return
-        in_use = self.keys.in_use(lic)
+        if (
+            isinstance(msg, ClientHeartbeat)
+            and failover
+            and msg.ticket
+            and self._adopt(now, token, msg, out)
+        ):
+            return
+        in_use = self.keys.in_use(lic) + self._spoken_for(now, lic, client)
         if in_use + count > limit:
             self._borrow(now, lic, in_use + count - limit, failover, out)
             limit = self._limit(lic)
@@ -1301,13 +1546,53 @@ class LicenseServer:
                 self.clocks.retry_after,
             )
             return
+        self._grant(now, token, msg, out)
+
+    def _foreign_ticket(self, msg: ClientHeartbeat) -> bool:
+        """Does the client present a valid ticket of another pool server?"""
+        try:
+            ticket = claims.read(self.claim_key, msg.ticket, msg.sender, msg.license)
+        except claims.ClaimError:
+            return False
+        return ticket.server != self.id and ticket.server in self.peers
+
+    def _retry_hint(self, reason: str) -> float:
+        if reason == "no_majority":
+            return self.clocks.heartbeat  # an election takes about this long to settle
+        return self.clocks.retry_after
+
+    def _grant(
+        self, now: float, token: str, msg: Request | ClientHeartbeat, out: list[Effect]
+    ) -> None:
+        """A new key-table entry for the client (the caller checked room and serving)."""
+        client, lic, count = msg.sender, msg.license, msg.count
+        self.expecting.pop((client, lic), None)
+        serial = self._next_serial(out)
         entry = self.keys.add(
-            client, lic, count, msg.request_id, now=now, expires=now + self.clocks.client_keep
+            client,
+            lic,
+            count,
+            msg.request_id,
+            now=now,
+            expires=now + self.clocks.client_keep,
+            serial=serial,
         )
+        heartbeat = isinstance(msg, ClientHeartbeat)
         out.append(PersistKey(client, lic, entry.as_json()))
         out.append(LogUsage("grant", client, lic, count, "failover" if heartbeat else ""))
-        out.append(Reply(token, self._authorize(msg, count)))
+        out.append(Reply(token, self._authorize(msg, entry)))
         self._after_grant(now, lic, out)
+
+    def _next_serial(self, out: list[Effect]) -> int:
+        """A serial for a new entry; serials are unique for ever: the end of the block in
+        use is persisted (before the reply that carries the serial) and a restart starts
+        from it."""
+        serial = self.serial
+        self.serial += 1
+        if self.serial >= self.serial_block:
+            self.serial_block = self.serial + _SERIAL_BLOCK
+            out.append(self._persist())
+        return serial
 
     def _renew(
         self,
@@ -1342,11 +1627,15 @@ class LicenseServer:
         self.keys.renew(
             entry, now=now, expires=now + self.clocks.client_keep, request_id=msg.request_id
         )
+        if not entry.serial:  # loaded from a store written before serials existed
+            entry.serial = self._next_serial(out)
+            self.keys.index_serial(entry)
+            persist = True
         if persist:
             out.append(PersistKey(entry.client_id, lic, entry.as_json()))
         if not was_live:
             out.append(LogUsage("grant", entry.client_id, lic, entry.count, "re-adopted"))
-        out.append(Reply(token, self._authorize(msg, entry.count)))
+        out.append(Reply(token, self._authorize(msg, entry)))
 
     def _fast_renew(self, now: float, token: str, msg: ClientHeartbeat) -> list[Effect] | None:
         """The hot path: a live client renews what it holds on a serving server.
@@ -1357,14 +1646,24 @@ class LicenseServer:
                 return None
         elif role is not Role.LEADER or not self._serving_lease(now):
             return None
+        if self.reclaimed or msg.failover:
+            return None
         entry = self.keys.get(msg.sender, msg.license)
-        if entry is None or not entry.live or entry.count != msg.count or msg.pool != self.pool:
+        if (
+            entry is None
+            or not entry.live
+            or not entry.serial
+            or entry.count != msg.count
+            or msg.pool != self.pool
+        ):
             return None
         state = self.table.licenses.get(msg.license)
         if state is None or state.expires < self._today_iso:
             return None
         entry.last_heartbeat = now
         if msg.request_id > entry.request_id:
+            if msg.request_id > entry.request_id + 1:
+                entry.skipped = now
             entry.request_id = msg.request_id
         expires = now + self.clocks.client_keep
         if expires > entry.expires:
@@ -1382,20 +1681,268 @@ class LicenseServer:
                     lease=self.clocks.client_lease,
                     heartbeat_interval=self.clocks.client_heartbeat,
                     servers=self._addresses,
+                    ticket=self._ticket(entry),
                 ),
             )
         ]
 
-    def _authorize(self, msg: Request | ClientHeartbeat, count: int) -> Authorize:
+    def _authorize(self, msg: Request | ClientHeartbeat, entry: KeyEntry) -> Authorize:
         return self._msg(
             Authorize,
             request_id=msg.request_id,
             license=msg.license,
-            count=count,
+            count=entry.count,
             lease=self.clocks.client_lease,
             heartbeat_interval=self.clocks.client_heartbeat,
             servers=self._addresses,
+            ticket=self._ticket(entry),
         )
+
+    # ---------------------------------------------------------------- fail-over claims (L2)
+
+    def _ticket(self, entry: KeyEntry) -> str:
+        """The entry's ticket under my current lease source ("" without a claim key)."""
+        if not self.claim_key or not entry.serial:
+            return ""
+        term, seq = self.lease_src
+        ticket = claims.Ticket(
+            server=self.id, serial=entry.serial, count=entry.count, term=term, seq=seq
+        )
+        return claims.mint(self.claim_key, ticket, entry.client_id, entry.license)
+
+    def _adopt(self, now: float, token: str, msg: ClientHeartbeat, out: list[Effect]) -> bool:
+        """A fail-over client presents the ticket of a seat another server granted it.
+        With room here, it is an ordinary fail-over grant (FIG. 10: B serves A's client
+        from its own allocation; A's row is left as it was). Without room, claim that
+        seat here and answer once it arrives. True if the client is answered (now or
+        later)."""
+        lic, count = msg.license, msg.count
+        if self._room(now, lic, msg.sender, count):
+            return False
+        try:
+            ticket = claims.read(self.claim_key, msg.ticket, msg.sender, lic)
+        except claims.ClaimError as err:
+            out.append(self._note(now, "refused", f"claim of {msg.sender}: {err}"))
+            return False
+        if ticket.server == self.id or ticket.server not in self.peers:
+            return False  # my own seat came back (its entry is gone): an ordinary request
+        self.waiting[(msg.sender, lic)] = _WaitingClaim(
+            token=token, msg=msg, deadline=now + self.clocks.claim_wait
+        )
+        if self.role is Role.LEADER:
+            why = self._claim(now, self.id, msg.sender, lic, count, msg.ticket, out)
+            if why:
+                out.append(self._note(now, "claim", f"claim of {msg.sender} refused: {why}"))
+                self._allocate(now, lic, self.id, count, True, out)
+                self._retry_waiting(now, out)
+        elif self.leader_id:
+            out.append(
+                Send(
+                    self.leader_id,
+                    self._msg(
+                        BorrowRequest,
+                        license=lic,
+                        count=count,
+                        failover=True,
+                        claim=msg.ticket,
+                        client_id=msg.sender,
+                    ),
+                )
+            )
+        return True
+
+    def _retry_waiting(self, now: float, out: list[Effect]) -> None:
+        """Answer the fail-over clients whose seats have arrived."""
+        if not self.waiting or self._not_serving(now) is not None:
+            return
+        for key, w in list(self.waiting.items()):
+            lic, count = w.msg.license, w.msg.count
+            if self.keys.get(w.msg.sender, lic) is not None:
+                del self.waiting[key]
+                continue
+            if self._room(now, lic, w.msg.sender, count):
+                del self.waiting[key]
+                self._grant(now, w.token, w.msg, out)
+
+    def _room(self, now: float, lic: str, client: str, count: int) -> bool:
+        """Can `client` get `count` seats here now, seats kept for others aside?"""
+        used = self.keys.in_use(lic) + self._spoken_for(now, lic, client)
+        return used + count <= self._limit(lic)
+
+    def _spoken_for(self, now: float, lic: str, client: str) -> int:
+        """Seats that a claim moved here for another fail-over client, who has not
+        taken them yet: kept for it, not for others."""
+        if not self.expecting:
+            return 0
+        return sum(
+            n
+            for (c, name), (n, until) in self.expecting.items()
+            if name == lic and c != client and now < until
+        )
+
+    def _claim_arrived(
+        self, now: float, client: str, lic: str, count: int, hold_for: float
+    ) -> None:
+        """The seats of `client`'s claim are mine now: they are kept for that client
+        (not for another waiting one), whether it still waits or comes back later, until
+        the claim window ends: a late duplicate of its fail-over heartbeat may have made
+        the claim while the client went back to its old server, which may renew it
+        until then."""
+        if self.keys.get(client, lic) is not None:
+            return
+        self.expecting[(client, lic)] = (count, now + hold_for)
+
+    def _expire_waiting(self, now: float, out: list[Effect]) -> None:
+        for key, w in list(self.waiting.items()):
+            if now >= w.deadline:
+                del self.waiting[key]
+                detail = f"{self.id}: the seats of this claim have not arrived yet"
+                out.append(Reply(w.token, self._deny(w.msg, "no_seats", detail, 0.0)))
+                out.append(LogUsage("deny", w.msg.sender, w.msg.license, w.msg.count, "no_seats"))
+
+    def _claim(
+        self, now: float, target: str, client_id: str, lic: str, count: int, text: str,
+        out: list[Effect],
+    ) -> str:
+        """Leader: honour a fail-over claim for `target`; "" if honoured (the seats reach
+        `target` once the claim is durable on a majority), else why not (see `claims`)."""
+        ledger = self._ledger()
+        try:
+            t = claims.read(self.claim_key, text, client_id, lic)
+        except claims.ClaimError as err:
+            return str(err)
+        state = self.table.licenses.get(lic)
+        if state is None:
+            return f"no license {lic!r}"
+        if t.count != count:
+            return f"ticket is for {t.count} seats, not {count}"
+        if t.server == target or t.server not in self.peers:
+            # (a seat of mine stays mine: I am alive, and may grant it again)
+            return f"ticket of {t.server!r} cannot move seats to {target}"
+        if t.key in self.table.claims:
+            return f"ticket {t.key} was used before"
+        if t.server in ledger.fenced:
+            return f"{t.server} is fenced: its seats moved already"
+        if now < self.lease_granted.get(t.server, -_NEVER):
+            return f"{t.server} may still grant"
+        if not self._serving_lease(now):
+            return self._no_lease_why(now)
+        if not ledger.known.get(target, False):
+            return f"{target} has not reported to this leader yet"
+        until = self._ticket_until(t)
+        if isinstance(until, str):
+            return until
+        if now >= until:
+            return f"ticket {t.key} is past its claim window"
+        from_row = min(state.rows.get(t.server, 0), count)
+        from_free = min(state.free, count - from_row)
+        if from_row:
+            self.table.move(lic, t.server, target, from_row)
+        if from_free:
+            self.table.move(lic, None, target, from_free)
+        self.table.claims[t.key] = ClaimRecord(key=t.key, term=t.term, license=lic, count=count)
+        # what the granting server holds is unknown from now until it reports again
+        # (its report then lacks the seats claimed away, or the leader discounts them)
+        ledger.forget(t.server)
+        ledger.reserve(target, lic, count)
+        out.append(
+            self._note(
+                now,
+                "claim",
+                f"{target} adopts {client_id}: {count} of {lic} from {t.server}",
+                license=lic,
+                server=target,
+                source=t.server,
+                count=count,
+            )
+        )
+        self._table_changed(now, out, lic)
+        self.claim_waits.append(
+            _ClaimWait(
+                cfg=self.table.cfg,
+                target=target,
+                license=lic,
+                count=count,
+                key=t.key,
+                client_id=client_id,
+                # the client's lease from t.server ends by then, whatever ticket it
+                # showed: t.server renewed nothing after its renew window
+                until=max(self.lease_granted.get(t.server, -_NEVER), self.became_leader_at)
+                + self.clocks.claim_window,
+            )
+        )
+        self._check_claims(now, out)
+        return ""
+
+    def _ticket_until(self, t: claims.Ticket) -> float | str:
+        """When a ticket's claim window ends on my clock (by then the client's lease
+        from the granting server has surely ended), or why it cannot be judged."""
+        c = self.clocks
+        if t.term == self.term:
+            sent = self.hb_times.get(t.seq)
+            if sent is None:
+                return f"ticket of heartbeat {t.seq} is too old"
+            return sent + c.claim_window
+        term, seq, echo = self.prev_heard
+        if t.term != term:
+            return f"ticket of term {t.term}, not of the previous leader's term {term}"
+        # heartbeat `seq` left the previous leader after my ACK stamped `echo`; before
+        # it, that leader sent at least size-1 heartbeats per interval (pauses aside)
+        gap = max(0, seq - t.seq) * c.heartbeat / max(1, self.size - 1)
+        age = gap + c.leader_timeout + 2 * c.heartbeat
+        return echo + c.claim_window / (1 + c.drift) - age
+
+    def _check_claims(self, now: float, out: list[Effect]) -> None:
+        """Leader: credit the claims a majority now holds durably."""
+        if not self.claim_waits:
+            return
+        ledger = self._ledger()
+        keep: list[_ClaimWait] = []
+        up = tuple(self._up(now))
+        for w in self.claim_waits:
+            have = 1 + sum(
+                1 for s in self.peers if s in self.acked_cfg and self.acked_cfg[s][1] >= w.cfg
+            )
+            if have < self.quorum:
+                keep.append(w)
+                continue
+            if ledger.get(w.target, w.license).reserved >= w.count:
+                ledger.credit(w.target, w.license, w.count)
+            out.append(
+                self._note(
+                    now,
+                    "claim",
+                    f"claim of {w.client_id} durable on {have}/{self.size}: "
+                    f"{w.count} of {w.license} now {w.target}'s",
+                )
+            )
+            hold = max(0.0, w.until - now) * (1 + 2 * self.clocks.drift)
+            if w.target == self.id:
+                self._claim_arrived(now, w.client_id, w.license, w.count, hold)
+                self._retry_waiting(now, out)
+                continue
+            out.append(Send(w.target, self._heartbeat(now, w.target, up)))
+            out.append(
+                Send(
+                    w.target,
+                    self._msg(
+                        BorrowGrant,
+                        license=w.license,
+                        count=w.count,
+                        claim=w.key,
+                        client_id=w.client_id,
+                        hold_for=hold,
+                    ),
+                )
+            )
+        self.claim_waits = keep
+
+    def _prune_claims(self, now: float) -> None:
+        """Forget honoured claims whose tickets can no longer be presented."""
+        if not self.table.claims or now < self.became_leader_at + self.clocks.claim_window:
+            return
+        for k in [k for k, c in self.table.claims.items() if c.term < self.term]:
+            del self.table.claims[k]
 
     def _after_grant(self, now: float, lic: str, out: list[Effect]) -> None:
         row = self.table.row(lic, self.id)
@@ -1447,6 +1994,11 @@ class LicenseServer:
                 message=f"{msg.client_id} holds no {msg.license!r} on {self.id}",
             )
         else:
+            # the reclaim sticks: the client's next heartbeat is told so, finally
+            self.reclaimed[(msg.client_id, msg.license)] = (
+                now + self.clocks.client_keep,
+                msg.reason,
+            )
             out.append(PersistKey(msg.client_id, msg.license, None))
             out.append(LogUsage("reclaim", msg.client_id, msg.license, entry.count, msg.reason))
             out.append(
@@ -1511,7 +2063,7 @@ class LicenseServer:
             refuse("no leader right now (election in progress); retry shortly")
             return
         if not self._serving_lease(now):
-            refuse(f"no majority: {len(self._up(now))}/{self.size} servers in contact")
+            refuse(self._no_lease_why(now))
             return
         try:
             message, data = self._apply_admin(now, msg, out)
@@ -1626,19 +2178,30 @@ class LicenseServer:
             if n >= STATUS_LICENSES_MAX:
                 break
             servers: dict[str, Any] = {}
-            total_in_use = 0
+            total_in_use = total_held = 0
             for sid in self.servers:
                 row = state.rows.get(sid, 0)
+                held_back = 0  # a down server's seats that cannot be handed out yet
+                down = fenced = False
                 if sid == self.id:
                     in_use = self.keys.in_use(lic)
-                elif leader and self.ledger is not None and sid in up:
-                    in_use = self.ledger.get(sid, lic).in_use
-                elif leader:
-                    in_use = 0
+                    grace = self._grace_held(now, lic, in_use)
+                elif leader and self.ledger is not None:
+                    a = self.ledger.get(sid, lic)
+                    fenced = sid in self.ledger.fenced
+                    down = sid not in up
+                    if down:
+                        in_use = grace = 0
+                        if not fenced:
+                            held_back = a.hold(state.hard_limit) if a.known else a.sent
+                    else:
+                        grace = a.grace
+                        in_use = a.in_use - a.grace
                 else:
                     servers[sid] = None
                     continue
                 total_in_use += in_use
+                total_held += grace + held_back
                 servers[sid] = {
                     "distribution": row,
                     "in_use": in_use,
@@ -1646,14 +2209,21 @@ class LicenseServer:
                     "allowed": self._limit(lic)
                     if sid == self.id
                     else (self.ledger.get(sid, lic).sent if self.ledger is not None else None),
+                    "grace_held": grace,
+                    "down": down,
+                    "fenced": fenced,
+                    "held_back": held_back,
                 }
+            pool_available = max(0, state.hard_limit - total_in_use - total_held)
             licenses.append(
                 {
                     "license": lic,
                     "hard_limit": state.hard_limit,
                     "expires": state.expires,
-                    "pool_available": max(0, state.hard_limit - total_in_use) if leader else None,
+                    "pool_available": pool_available if leader else None,
                     "free_pool": state.free if leader else None,
+                    "in_use": total_in_use if leader else None,
+                    "held_back": total_held if leader else None,
                     "servers": servers,
                 }
             )

@@ -33,6 +33,10 @@ class ServerRow(TypedDict):
     in_use: int
     available: int
     allowed: NotRequired[int | None]  # what that server may serve now (its allowance)
+    grace_held: NotRequired[int]  # held back by its restart grace, beside in_use (S4)
+    down: NotRequired[bool]  # leader's view: out of contact
+    fenced: NotRequired[bool]  # leader's view: fenced (its seats may move)
+    held_back: NotRequired[int]  # a down, unfenced server's seats that cannot move yet
 
 
 class LicenseStatus(TypedDict):
@@ -41,6 +45,8 @@ class LicenseStatus(TypedDict):
     expires: str  # ISO date
     pool_available: int | None  # None on a follower ("don't care")
     free_pool: int | None  # None on a follower
+    in_use: NotRequired[int | None]  # leader: seats in use pool-wide (None on a follower)
+    held_back: NotRequired[int | None]  # leader: grace and down servers' held seats
     servers: dict[str, ServerRow | None]  # None: another server's row, seen by a follower
 
 
@@ -111,6 +117,10 @@ class PoolRow(TypedDict, total=False):
     in_use: int
     available: int
     allowed: int | None
+    grace_held: int
+    down: bool
+    fenced: bool
+    held_back: int
 
 
 class PoolLicense(TypedDict):

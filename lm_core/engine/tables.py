@@ -39,6 +39,7 @@ from typing import Any
 
 from lm_core.engine.codes import LicenseCode, parse_code
 from lm_core.engine.messages import (
+    ClaimRecord,
     DistributionSync,
     LicenseDistribution,
     LicenseRow,
@@ -86,15 +87,23 @@ class DistributionTable:
     licenses: dict[str, LicenseState] = field(default_factory=dict)
     codes: list[str] = field(default_factory=list)  # codes added at run time (texts)
     cfg: Cfg = (0, 0)
+    # honoured fail-over claims by ticket key (see `claims`); replicated so that a later
+    # leader refuses a ticket used before and tells its server about the move
+    claims: dict[str, ClaimRecord] = field(default_factory=dict)
 
     # ------------------------------------------------------------ building
 
     @classmethod
     def from_rlf(
-        cls, rlf: Rlf, today: datetime.date, added: Sequence[str] = (), cfg: Cfg = (0, 0)
+        cls,
+        rlf: Rlf,
+        today: datetime.date,
+        added: Sequence[str] = (),
+        cfg: Cfg = (0, 0),
+        claims: Mapping[str, ClaimRecord] | None = None,
     ) -> DistributionTable:
         """The initial table of an RLF, plus codes added at run time on top of it."""
-        table = cls(cfg=cfg)
+        table = cls(cfg=cfg, claims=dict(claims or {}))
         totals = rlf.licenses(today)
         for lic, (per, free) in rlf.initial_distribution(today).items():
             table.licenses[lic] = LicenseState(
@@ -228,12 +237,15 @@ class DistributionTable:
                 for s in self.licenses.values()
             ),
             codes=tuple(self.codes),
+            claims=tuple(self.claims.values()),
         )
 
     @staticmethod
     def check_sync(msg: DistributionSync, servers: Sequence[str] | None) -> str:
         """Why a DISTRIBUTION_SYNC is not a sane table ("" = sane). `servers`: the ids
         rows may name (None: any)."""
+        if len({c.key for c in msg.claims}) != len(msg.claims):
+            return "a claim twice"
         names: set[str] = set()
         for d in msg.licenses:
             if d.license in names:
@@ -269,6 +281,7 @@ class DistributionTable:
             },
             codes=list(msg.codes),
             cfg=(msg.cfg_term, msg.cfg_version),
+            claims={c.key: c for c in msg.claims},
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -276,6 +289,7 @@ class DistributionTable:
             "cfg": list(self.cfg),
             "codes": list(self.codes),
             "licenses": [s.as_json() for s in self.licenses.values()],
+            "claims": [[c.key, c.term, c.license, c.count] for c in self.claims.values()],
         }
 
     @classmethod
@@ -287,6 +301,12 @@ class DistributionTable:
             },
             codes=[str(c) for c in data.get("codes", [])],
             cfg=(int(cfg[0]), int(cfg[1])),
+            claims={
+                str(c[0]): ClaimRecord(
+                    key=str(c[0]), term=int(c[1]), license=str(c[2]), count=int(c[3])
+                )
+                for c in data.get("claims", [])
+            },
         )
 
 
@@ -302,12 +322,14 @@ class Allowance:
     change_seq: int = 0  # first heartbeat seq carrying `sent`
     in_use: int = 0  # as last reported
     known: bool = False  # False: not yet heard in this leader's term
+    reserved: int = 0  # seats moved here by fail-over claims not yet durable (L2)
+    grace: int = 0  # of in_use: seats held back by the server's restart grace (S4)
 
     def hold(self, hard_limit: int) -> int:
         """Seats this server may be using right now (as far as the leader can tell)."""
         if not self.known:
             return hard_limit
-        return max(self.peak, self.sent, self.in_use)
+        return max(self.peak, self.sent, self.in_use) + self.reserved
 
 
 class Ledger:
@@ -340,8 +362,26 @@ class Ledger:
             a = rows[license] = Allowance(known=self.known[sid])
         return a
 
-    def all_known(self) -> bool:
-        return all(self.known.values())
+    def forget(self, sid: str) -> None:
+        """`sid` went silent: count it as unknown (it may hold anything) until it reports
+        again (its rows then tell the truth) or is fenced. Seats move off it only by
+        claims, which take exactly what their clients held, or by the fence."""
+        self.known[sid] = False
+        for a in self.allow[sid].values():
+            a.known = False
+
+    def reserve(self, sid: str, license: str, count: int) -> None:
+        """Hold `count` seats for `sid` (a claim moving them there, not yet durable)."""
+        self.get(sid, license).reserved += count
+
+    def credit(self, sid: str, license: str, count: int) -> None:
+        """The claim is durable: the reserved seats become `sid`'s allowance."""
+        a = self.get(sid, license)
+        if a.reserved < count:
+            raise AssertionError(f"credit of {count} on {sid} exceeds reserved {a.reserved}")
+        a.reserved -= count
+        a.sent += count
+        a.peak = max(a.peak, a.sent)
 
     def learn(self, sid: str, seq: int, rows: Sequence[LicenseRow]) -> None:
         """An ACK of heartbeat `seq` with the server's own rows."""
@@ -353,25 +393,36 @@ class Ledger:
                 r = reported.get(lic)
                 a.known = True
                 a.sent = a.peak = r.allowed if r else 0
-                a.in_use = r.in_use if r else 0
+                a.in_use = r.in_use + r.grace if r else 0
+                a.grace = r.grace if r else 0
                 a.change_seq = 0
             for lic, r in reported.items():
                 if lic not in self.allow[sid]:
                     self.allow[sid][lic] = Allowance(
-                        sent=r.allowed, peak=r.allowed, in_use=r.in_use, known=True
+                        sent=r.allowed,
+                        peak=r.allowed,
+                        in_use=r.in_use + r.grace,
+                        known=True,
+                        grace=r.grace,
                     )
             return
         self.fenced.discard(sid)
         for lic, a in self.allow[sid].items():
             r = reported.get(lic)
-            a.in_use = r.in_use if r else 0
+            a.in_use = r.in_use + r.grace if r else 0
+            a.grace = r.grace if r else 0
             if seq >= a.change_seq:
                 a.peak = a.sent
         for lic, r in reported.items():
             if lic not in self.allow[sid]:
                 # a license this leader never allowed: the server holds what it says
                 self.allow[sid][lic] = Allowance(
-                    sent=0, peak=r.allowed, in_use=r.in_use, known=True, change_seq=seq + 1
+                    sent=0,
+                    peak=r.allowed,
+                    in_use=r.in_use + r.grace,
+                    known=True,
+                    change_seq=seq + 1,
+                    grace=r.grace,
                 )
 
     def fence(self, sid: str) -> None:
@@ -380,7 +431,7 @@ class Ledger:
         self.known[sid] = True
         for a in self.allow[sid].values():
             a.known = True
-            a.sent = a.peak = a.in_use = 0
+            a.sent = a.peak = a.in_use = a.reserved = a.grace = 0
             a.change_seq = 0
 
     def set_self_in_use(self, license: str, in_use: int) -> None:
@@ -431,8 +482,9 @@ class Ledger:
                 short = True
                 continue
             before = a.hold(state.hard_limit)
-            # raising `sent` by x raises the hold by max(0, sent + x - before)
-            room = usable + before - a.sent
+            # raising `sent` by x raises the hold by max(0, sent + x - base), where base
+            # is the hold without the seats reserved for claims (those add on top)
+            room = usable + before - a.reserved - a.sent
             new = min(target, a.sent + max(0, room))
             if new > a.sent:
                 a.sent = new

@@ -41,13 +41,14 @@ class EventKind(enum.StrEnum):
     SYNC = "sync"  # a follower installed the leader's distribution table
     FENCE = "fence"  # the leader fenced a server that is out of contact
     BORROW = "borrow"  # allocations moved to a server through the leader
+    CLAIM = "claim"  # a fail-over claim: seats follow their client (honoured/refused/durable)
     ADMIN = "admin"  # an admin change took effect (code added, distribution set, ...)
     PUSH = "push"  # a newer RLF was installed
     RECLAIM = "reclaim"  # an operator took an authorization back
     EXPIRY = "expiry"  # license codes expired: hard limits changed
     REFUSED = "refused"  # a message was ignored, and why
     ERROR = "error"  # persisted state could not be used and was ignored
-    BUG = "bug"  # the engine caught a bug of its own (B1: reported, never raised to the host)
+    BUG = "bug"  # a step reported a bug (the engine raises instead; hosts fail on either)
 
 
 class UsageKind(enum.StrEnum):
@@ -58,6 +59,7 @@ class UsageKind(enum.StrEnum):
     DENY = "deny"  # reason: the `DenyReason`
     EXPIRE = "expire"  # a key-table entry ran out without a release
     RECLAIM = "reclaim"  # reason: the operator's
+    MOVED = "moved"  # the seats left with their client under a claim (reason: the ticket key)
 
 
 class AdminOp(enum.StrEnum):

@@ -105,12 +105,20 @@ EngineFactory = Callable[..., Engine]
 
 
 def license_server(
-    server_id: str, rlf: Rlf, *, now: float, today: datetime.date, persisted: fx.Persisted
+    server_id: str,
+    rlf: Rlf,
+    *,
+    now: float,
+    today: datetime.date,
+    persisted: fx.Persisted,
+    claim_key: bytes = b"",
 ) -> Engine:
     """The real engine (imported here so start-up checks run without loading it)."""
     from lm_core.engine.server import LicenseServer
 
-    return LicenseServer(server_id, rlf, now=now, today=today, persisted=persisted)
+    return LicenseServer(
+        server_id, rlf, now=now, today=today, persisted=persisted, claim_key=claim_key
+    )
 
 
 class StoreFailed(LmError):
@@ -185,6 +193,7 @@ class Daemon:
         tls: tlsconfig.TlsPaths | None,
         engine_factory: EngineFactory = license_server,
         budgets: Budgets | None = None,
+        claim_key: bytes = b"",
     ) -> None:
         self.server_id = server_id
         self.rlf = rlf
@@ -192,12 +201,14 @@ class Daemon:
         self.tls = tls
         self.budgets = budgets or Budgets()
         self.today = _today()
+        extra = {"claim_key": claim_key} if claim_key else {}
         self.engine: Engine = engine_factory(
             server_id,
             rlf,
             now=time.monotonic(),
             today=self.today,
             persisted=fx.Persisted(state=loaded.state, keys=list(loaded.keys)),
+            **extra,
         )
         self._stored_seq = loaded.rlf[0] if loaded.rlf else 0
         self.inbox: collections.deque[tuple[str, m.Message]] = collections.deque()

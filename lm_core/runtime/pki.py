@@ -24,6 +24,7 @@ import contextlib
 import datetime
 import ipaddress
 import os
+import secrets
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -270,6 +271,10 @@ def _init(
         write_atomic(out / f"{stem}.pem", cert.public_bytes(serialization.Encoding.PEM))
         files.extend([out / f"{stem}.pem", out / f"{stem}.key"])
 
+    claim = out / "claim.key"
+    if not claim.exists():  # the servers' shared secret for fail-over tickets (L2)
+        write_atomic(claim, (secrets.token_hex(32) + "\n").encode(), mode=0o600)
+        files.append(claim)
     for server in servers:
         leaf("server", server.id, f"server-{server.id}", ("127.0.0.1", server.host, "localhost"))
     leaf("admin", admin_name, "admin")

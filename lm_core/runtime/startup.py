@@ -248,10 +248,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     except InputError as exc:
         print(f"lm-daemon: {exc}", file=sys.stderr)
         sys.exit(2)
+    try:
+        claim_key = tlsconfig.load_claim_key(None if tls is None else args.tls_dir, rlf.pool)
+    except InputError as exc:
+        store.close()
+        print(f"lm-daemon: {exc}", file=sys.stderr)
+        sys.exit(2)
     if tls is None:
         log.warning("--insecure-loopback: PLAINTEXT, no TLS; accepted on 127.0.0.1 only")
+    if not claim_key:
+        log.warning(
+            "no claim.key in %s (run `lm pki init` again to add it): seats do not move "
+            "with fail-over clients; they wait until their server is fenced",
+            args.tls_dir,
+        )
     try:
-        daemon = Daemon(args.server_id, rlf, store, loaded, tls=tls, budgets=budgets(args))
+        daemon = Daemon(
+            args.server_id,
+            rlf,
+            store,
+            loaded,
+            tls=tls,
+            budgets=budgets(args),
+            claim_key=claim_key,
+        )
     except LmError as exc:
         store.close()
         print(f"lm-daemon: {exc}", file=sys.stderr)

@@ -40,6 +40,7 @@ Plaintext (``tls=None`` everywhere) is allowed only on loopback; see
 
 from __future__ import annotations
 
+import hashlib
 import os
 import ssl
 from dataclasses import dataclass
@@ -130,6 +131,28 @@ def load_tls_dir(tls_dir: Path | None, role: str) -> TlsPaths | None:
         if not path.is_file():
             raise InputError(f"{role} certificate file missing (run `lm pki init`)", file=str(path))
     return TlsPaths(ca=ca, cert=cert, key=key)
+
+
+def load_claim_key(tls_dir: Path | None, pool: str) -> bytes:
+    """The pool servers' shared secret that authenticates fail-over tickets
+    (``claim.key`` from `lm pki init`; servers only, never clients or admins).
+
+    Plaintext loopback (no TLS dir) derives a fixed key from the pool name: nothing
+    there is secret anyway. An empty result means the file is missing (older TLS dirs):
+    the daemon then warns and seats do not move with fail-over clients."""
+    if tls_dir is None:
+        return hashlib.sha256(b"lm insecure loopback claim key:" + pool.encode()).digest()
+    path = Path(tls_dir) / "claim.key"
+    if not path.exists():
+        return b""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        key = bytes.fromhex(text)
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise InputError("not a claim key (64 hex digits)", file=str(path)) from None
+    if len(key) < 16:
+        raise InputError("claim key too short (at least 32 hex digits)", file=str(path))
+    return key
 
 
 def _base(ctx: ssl.SSLContext, paths: TlsPaths) -> ssl.SSLContext:

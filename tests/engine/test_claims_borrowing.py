@@ -58,6 +58,7 @@ def test_claim2_threshold_borrow_from_free_pool_then_sync_everyone() -> None:
     assert table(pool, "B") == table(pool, "C") == table(pool)
     assert pool.row("B", LIC) == {
         "distribution": 33, "in_use": 25, "available": 8, "allowed": 33,
+        "grace_held": 0, "down": False, "fenced": False, "held_back": 0,
     }  # fmt: skip
     assert conserved(pool)
 
@@ -86,7 +87,7 @@ def test_claim5_borrow_from_fenced_down_server() -> None:
     [ans] = pool.ask("B", req("extra"))
     assert isinstance(ans, Deny)
     assert table(pool)["C"] == 70
-    pool.run(pool.now + 10.0)  # fencing: server lease + client keep-time + margins
+    pool.run(pool.now + pool.servers["A"].clocks.fence - 2.0)  # fencing (leases.py)
     assert pool.status("A")["peers"]["C"]["fenced"] is True
     for i in range(30):
         pool.ask("B", ClientHeartbeat(pool="eng", sender=f"c{i}", request_id=2, license=LIC))

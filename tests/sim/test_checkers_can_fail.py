@@ -14,22 +14,33 @@ from typing import Any
 
 import pytest
 
+from lm_core.engine.claims import TEST_CLAIM_KEY
 from lm_core.engine.effects import Persisted, Reply
-from lm_core.engine.messages import Authorize, Deny
-from lm_core.engine.rlf import Rlf
+from lm_core.engine.harness import make_kit
+from lm_core.engine.messages import Authorize, ClientHeartbeat, Deny, Request
+from lm_core.engine.rlf import Rlf, Timing
 from lm_core.engine.server import LicenseServer
+from lm_core.engine.sim.faults import Fault
 from lm_core.engine.sim.invariants import (
     AdminLedger,
+    FailoverLedger,
     LeaderTerms,
     SeatLedger,
+    SimFailure,
     Violation,
     check_conservation,
     check_healed,
 )
+from lm_core.engine.sim.runner import SimConfig, l2_applies, run_config, run_seed
 from lm_core.engine.sim.scenario import run_script
 
 sys.path.insert(0, str(Path(__file__).parent))
-from toyserver import careless_factory, toy_factory
+from toyserver import (
+    bug_reporting_factory,
+    careless_factory,
+    raising_factory,
+    toy_factory,
+)
 
 
 class GreedyServer(LicenseServer):
@@ -198,3 +209,228 @@ def test_healed_l1() -> None:
         check_healed(0.0, {"A": lead, "B": {**fol, "leader": "C"}}, {"L": 1}, {"L": 1})
     with pytest.raises(Violation, match="hold one"):
         check_healed(0.0, {"A": lead, "B": fol}, {"L": 3}, {"L": 1})
+
+
+# ---------------------------------------------------------------- L2, BUG, renew window
+
+
+class SeatKeepingServer(LicenseServer):
+    """A server that never lets a seat move with its client (FIG. 10 undone): as leader
+    it refuses every claim a fail-over heartbeat presents."""
+
+    def _claim(self, *args: Any, **kwargs: Any) -> str:
+        return "this server never moves seats"
+
+
+def seat_keeping_factory(
+    sid: str, rlf: Rlf, now: float, today: date, p: Persisted | None
+) -> LicenseServer:
+    return SeatKeepingServer(
+        sid, rlf, now=now, today=today, persisted=p, claim_key=TEST_CLAIM_KEY
+    )
+
+
+def loaded_leader_kill(seats: int = 12) -> SimConfig:
+    """A full pool (every seat held by a steady client, A:4 B:4 C:4), nothing else going
+    on; the leader A is killed at t=60 and comes back 100 s later."""
+    timing = Timing(
+        heartbeat_interval=0.5,
+        leader_timeout=2.5,
+        server_lease=1.75,
+        client_heartbeat=5.0,
+        client_lease=15.0,
+        drift=0.01,
+    )
+    cfg = SimConfig(
+        n_servers=3,
+        n_clients=seats,
+        licenses=(("Application", "1.0", seats),),
+        distribution={"Application 1.0": {"A": seats // 3, "B": seats // 3, "C": seats // 3}},
+        timing=timing,
+        duration=300.0,
+        admin_gap=1e12,
+        steady=seats,
+        steady_hold_mean=1e12,
+        client_retry=0.5,
+        loaded=True,
+        fault_plan=(Fault(60.0, 160.0, "crash", ("A",)),),
+    )
+    assert l2_applies(cfg) == ""
+    return cfg
+
+
+def test_l2_catches_a_server_that_never_moves_seats_with_their_clients() -> None:
+    cfg = loaded_leader_kill()
+    with pytest.raises(SimFailure) as err:
+        run_config(cfg, random.Random(11), seed=11, factory=seat_keeping_factory)
+    v = err.value.violation
+    assert v.invariant == "L2", err.value
+    assert "crash A" in v.message
+    assert 60.0 < v.t <= 60.0 + cfg.l2_bound + 1e-6  # judged at the deadline, not later
+    assert str(err.value).startswith("seed 11: L2")
+
+
+def test_l2_ledger_judges_reseat_moves_and_lapses() -> None:
+    led = FailoverLedger(bound=10.0, settle=30.0)
+    assert not led.quiet(5.0)
+    assert led.quiet(30.0)
+    led.open(30.0, "crash A", frozenset({"A"}), {"a1": "A", "a2": "A"}, {"b1": "B"})
+    led.authorized(31.0, "a1", "A")  # renewed by the faulted A: provisionally, after 1 s
+    led.authorized(33.0, "a1", "B")  # ... and now on a healthy server
+    led.released("a2")  # let go: leaves the window
+    led.lost(34.0, "a2", "lease expired")
+    led.authorized(35.0, "b1", "B")  # renewed where it was: fine
+    led.due(40.0)
+    assert led.stats.reseat == [1.0]
+    assert led.stats.late == 0
+    with pytest.raises(Violation, match="moved to C"):
+        led.authorized(41.0, "b1", "C")
+    # a late client fails at the deadline; a lapse of a live client fails at once
+    led = FailoverLedger(bound=10.0, settle=30.0)
+    led.open(30.0, "pause B", frozenset({"B"}), {"b1": "B"}, {"a1": "A"})
+    with pytest.raises(Violation, match="not holding a seat again"):
+        led.due(40.0)
+    led = FailoverLedger(bound=10.0, settle=30.0)
+    led.open(30.0, "isolate B", frozenset({"B"}), {}, {"a1": "A"})
+    with pytest.raises(Violation, match="lost its lease"):
+        led.lost(32.0, "a1", "lease expired")
+    # renewed by the cut-off server, then left to lapse: L2 fails
+    led = FailoverLedger(bound=10.0, settle=30.0)
+    led.open(30.0, "isolate C", frozenset({"C"}), {"c1": "C"}, {})
+    led.authorized(31.0, "c1", "C")
+    led.due(40.0)
+    with pytest.raises(Violation, match="renewed by C during isolate C, then lost its lease"):
+        led.lost(45.0, "c1", "lease expired")
+    # a second fault cuts the window short: nothing undecided is judged
+    led = FailoverLedger(bound=10.0, settle=30.0)
+    led.open(30.0, "crash A", frozenset({"A"}), {"a1": "A"}, {})
+    led.disturb(35.0, "lossy")
+    led.due(50.0)
+    assert led.stats.voided == 1
+    assert led.stats.late == 0
+    # measuring only: counted, never raised; the fault's end starts the settle period
+    led = FailoverLedger(bound=10.0, settle=30.0, enforce=False)
+    led.open(30.0, "crash A", frozenset({"A"}), {"a1": "A"}, {"b1": "B"})
+    led.fault_ended(32.0)
+    led.authorized(33.0, "a1", "A")  # A is back: its renewal counts
+    led.due(50.0)
+    led.lost(55.0, "b1", "lease expired")
+    led.due(62.0)
+    assert led.window is None
+    assert (led.stats.reseat, led.stats.lapsed) == ([3.0], 1)
+
+
+def test_a_raising_engine_fails_the_seed() -> None:
+    with pytest.raises(SimFailure) as err:
+        run_seed(
+            5,
+            random.Random(5),
+            servers=(3, 3),
+            clients=(10, 10),
+            duration=300.0,
+            factory=raising_factory,
+            l2="off",
+        )
+    assert err.value.seed == 5
+    assert err.value.violation.invariant == "BUG"
+    assert "toy engine bug" in err.value.violation.message
+    assert str(err.value).startswith("seed 5: BUG")
+
+
+def test_an_engine_reporting_a_bug_event_fails_the_seed() -> None:
+    with pytest.raises(SimFailure) as err:
+        run_seed(
+            6,
+            random.Random(6),
+            servers=(3, 3),
+            clients=(10, 10),
+            duration=600.0,
+            factory=bug_reporting_factory,
+            l2="off",
+        )
+    assert err.value.seed == 6
+    assert err.value.violation.invariant == "BUG"
+    assert "Release from" in err.value.violation.message
+
+
+def _raise(*args: Any) -> None:
+    raise KeyError("broken handler")
+
+
+def test_a_raising_handler_fails_the_sim_and_the_harness(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Today the engine turns the exception into Event("bug"); once it lets exceptions
+    # through, the simulator and the harness catch them: either way it is a BUG.
+    monkeypatch.setattr(LicenseServer, "_dispatch", _raise)
+    with pytest.raises(SimFailure) as err:
+        run_seed(3, random.Random(3), servers=(3, 3), clients=(10, 10), duration=120.0)
+    assert err.value.violation.invariant == "BUG"
+    assert "broken handler" in err.value.violation.message
+    kit = make_kit()
+    pool = kit.pool()
+    pool.start("A")
+    with pytest.raises(Violation) as v:
+        pool.ask("A", Request(pool=kit.rlf.pool, sender="c1", request_id=1,
+                              license="Application 1.0", count=1))  # fmt: skip
+    assert v.value.invariant == "BUG"
+
+
+class RenewingServer(LicenseServer):
+    """Keeps renewing the clients it authorized whatever its lease says: every refusal
+    of such a client's (non-fail-over) heartbeat becomes an Authorize. A renew window
+    with no end: the majority fences this server and hands its seats out again."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.served: set[str] = set()
+
+    def handle(self, now: float, sender: str, msg: Any) -> list[Any]:
+        out = super().handle(now, sender, msg)
+        renewal = isinstance(msg, ClientHeartbeat) and not msg.failover
+        t = self.rlf.timing
+        for k, e in enumerate(out):
+            if not isinstance(e, Reply):
+                continue
+            if isinstance(e.msg, Authorize):
+                self.served.add(e.to)
+            elif isinstance(e.msg, Deny) and renewal and e.to in self.served:
+                out[k] = Reply(
+                    e.to,
+                    Authorize(
+                        pool=e.msg.pool,
+                        sender=self.id,
+                        term=self.term,
+                        request_id=e.msg.request_id,
+                        license=e.msg.license,
+                        count=1,
+                        lease=t.client_lease,
+                        heartbeat_interval=t.client_heartbeat,
+                    ),
+                )
+        return out
+
+
+def renewing_factory(
+    sid: str, rlf: Rlf, now: float, today: date, p: Persisted | None
+) -> LicenseServer:
+    return RenewingServer(sid, rlf, now=now, today=today, persisted=p)
+
+
+CUT_FOLLOWER = """
+pool servers=A,B,C seats=3 dist=A:1,B:1,C:1
+at 0   start A B C
+at 5   acquire a1 A
+at 5   acquire b1 B
+at 5   acquire c1 C
+at 10  cut C
+at 40  acquire d1 A
+at 60  expect idle d1
+"""
+
+
+def test_s1_catches_a_server_that_renews_past_a_possible_fence() -> None:
+    run_script(CUT_FOLLOWER, random.Random(4))  # the real rule holds
+    with pytest.raises(Violation) as err:
+        run_script(CUT_FOLLOWER, random.Random(4), factory=renewing_factory)
+    assert err.value.invariant == "S1"

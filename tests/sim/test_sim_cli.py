@@ -24,7 +24,7 @@ def test_one_seed_prints_config_events_and_verdict() -> None:
 
 def test_same_seed_same_run() -> None:
     args = ["sim", "--seed", "7", "--servers", "3-5", "--clients", "10-20", "--minutes", "4",
-            "--json"]  # fmt: skip
+            "--l2", "measure", "--json"]  # fmt: skip
     a = json.loads(runner.invoke(app, args).output)
     b = json.loads(runner.invoke(app, args).output)
     assert a["ok"]
@@ -81,3 +81,27 @@ def test_script_runs_and_a_false_expectation_exits_1(tmp_path: Path) -> None:
     assert "scenario line 3" in res.output
     missing = runner.invoke(app, ["sim", "--script", str(tmp_path / "nope.lms")])
     assert missing.exit_code == 2
+
+
+def test_l2_figures_in_the_summary_and_one_seed() -> None:
+    # Seed 1 draws a loaded pool: L2 is judged and its figures are printed.
+    args = ["sim", "--seed", "1", "--minutes", "5", "--l2", "measure"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "loaded:" in res.output
+    assert "L2 (bound" in res.output
+    assert "faults judged" in res.output
+    res = runner.invoke(
+        app, ["sim", "--seeds", "4", "--minutes", "5", "--workers", "1", "--l2", "measure",
+              "--json"],
+    )  # fmt: skip
+    s = json.loads(res.output)
+    assert s["l2"]["loaded_seeds"] >= 1
+    assert s["l2"]["windows"] >= 1
+    assert s["l2"]["affected"] >= s["l2"]["reseated"]
+    res = runner.invoke(app, ["sim", "--seeds", "2", "--minutes", "3", "--l2", "off",
+                              "--workers", "1"])  # fmt: skip
+    assert "L2: loaded seeds / seeds judged" in res.output
+    bad = runner.invoke(app, ["sim", "--seed", "1", "--l2", "maybe"])
+    assert bad.exit_code == 2
+    assert "--l2" in bad.output

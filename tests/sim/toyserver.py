@@ -3,7 +3,8 @@
 Server "A" is the only one that grants (from the whole hard limit); the others deny
 with ``no_seats`` and report A as leader. A persists every key before it replies and
 observes a restart grace of one client lease, so it keeps S1; the ``careless``
-variant skips both, which the S1 checker must catch.
+variant skips both, which the S1 checker must catch. The ``raising`` and
+``bug_reporting`` variants break B1's rule that the engine hides no bug.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from lm_core.engine.effects import Persisted, PersistKey, Reply
+from lm_core.engine.effects import Event, Persisted, PersistKey, Reply
 from lm_core.engine.messages import (
     Authorize,
     ClientHeartbeat,
@@ -167,3 +168,37 @@ def toy_factory(sid: str, rlf: Rlf, now: float, today: date, p: Persisted | None
 
 def careless_factory(sid: str, rlf: Rlf, now: float, today: date, p: Persisted | None) -> ToyServer:
     return CarelessToyServer(sid, rlf, now=now, today=today, persisted=p)
+
+
+class RaisingToyServer(ToyServer):
+    """Raises on the third client request it handles: the simulator must fail (BUG)."""
+
+    requests = 0
+
+    def handle(self, now: float, sender: str, msg: Message) -> list[Any]:
+        if isinstance(msg, Request):
+            self.requests += 1
+            if self.requests == 3:
+                raise RuntimeError("toy engine bug")
+        return super().handle(now, sender, msg)
+
+
+class BugReportingToyServer(ToyServer):
+    """Reports ``Event("bug")`` on a release instead of raising (today's engine turns
+    every exception into such an event): the simulator must fail on that too."""
+
+    def handle(self, now: float, sender: str, msg: Message) -> list[Any]:
+        out = super().handle(now, sender, msg)
+        if isinstance(msg, Release):
+            out.append(Event("bug", f"Release from {sender}: KeyError('toy')", {}))
+        return out
+
+
+def raising_factory(sid: str, rlf: Rlf, now: float, today: date, p: Persisted | None) -> ToyServer:
+    return RaisingToyServer(sid, rlf, now=now, today=today, persisted=p)
+
+
+def bug_reporting_factory(
+    sid: str, rlf: Rlf, now: float, today: date, p: Persisted | None
+) -> ToyServer:
+    return BugReportingToyServer(sid, rlf, now=now, today=today, persisted=p)

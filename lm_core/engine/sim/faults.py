@@ -110,8 +110,11 @@ def plan_faults(
     mean_length: float,
     lease: float,
     kinds: tuple[str, ...] = KINDS,
+    quiet: float = 0.0,
 ) -> list[Fault]:
-    """Random episodes starting between ``start`` and ``heal_at`` (all end by then)."""
+    """Random episodes starting between ``start`` and ``heal_at`` (all end by then).
+    ``quiet`` > 0: each episode starts at least that long after the previous one ended
+    (single faults on a settled pool, as L2 judges them); 0 lets episodes overlap."""
     weights = tuple(WEIGHTS[KINDS.index(k)] for k in kinds)
     out: list[Fault] = []
     t = start + rng.expovariate(1.0 / mean_gap)
@@ -123,4 +126,6 @@ def plan_faults(
             f = Fault(f.start, heal_at, f.kind, f.servers, f.cut, f.level)
         out.append(f)
         t += rng.expovariate(1.0 / mean_gap)
+        if quiet > 0:
+            t = max(t, f.end + quiet)
     return out

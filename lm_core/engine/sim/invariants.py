@@ -19,6 +19,10 @@
 * L1 `check_healed` — after the last fault heals and the bound has passed: exactly one
   leader, every live server follows it in its term, and per license the clients that
   want a seat hold min(wanting, hard limit) seats.
+* L2 `FailoverLedger` — users don't notice fail-over, counted from the clients' side
+  (where it applies: see the class).
+* BUG — an engine step raised, or emitted ``Event("bug")``: the world turns either into
+  ``Violation("BUG", ...)``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from typing import Any
 
 
 class Violation(Exception):
-    """An invariant broke. ``invariant`` is its short name (S1, S2, TERM, S6, L1, ADMIN)."""
+    """An invariant broke. ``invariant`` is its short name (S1, S2, TERM, S6, L1, L2, ADMIN,
+    BUG)."""
 
     def __init__(self, invariant: str, message: str, t: float) -> None:
         super().__init__(f"{invariant} at t={t:.3f}: {message}")
@@ -216,6 +221,223 @@ def check_healed(
                 now,
             )
     return lead
+
+
+L2_KINDS = frozenset({"crash", "pause", "isolate", "split"})
+
+
+@dataclass
+class L2Stats:
+    """What the L2 checker saw in one run (figures for `SeedResult` and `lm sim`)."""
+
+    windows: int = 0  # single-fault windows opened
+    skipped: int = 0  # faults not judged (not alone, pool not settled, or not an L2 kind)
+    voided: int = 0  # windows ended early by a second fault or an admin operation
+    affected: int = 0  # clients that held a seat on a faulted server at the fault
+    reseat: list[float] = field(default_factory=list)  # seconds from the fault, per client
+    late: int = 0  # affected clients not re-seated within the bound
+    unseated: int = 0  # ... nor by the end of the window (no re-seat time recorded)
+    lapsed_affected: int = 0  # affected clients whose lease ran out (before re-seating)
+    dropped: int = 0  # ... renewed by the faulted server, then lost their lease
+    live: int = 0  # clients of servers that stayed up, tracked through a window
+    moved: int = 0  # ... that changed server
+    lapsed: int = 0  # ... whose lease ran out (or was taken)
+
+
+@dataclass
+class _Window:
+    start: float
+    what: str
+    servers: frozenset[str]
+    deadline: float  # start + re-seat bound
+    fault_end: float  # inf while the fault lasts
+    close_at: float  # live clients are watched until then
+    judged: bool  # the re-seat deadline has been checked
+    affected: dict[str, str]  # client -> the faulted server it held on (not re-seated yet)
+    live: dict[str, str]  # client -> the server it holds on (stays up)
+    provisional: dict[str, str] = field(default_factory=dict)  # renewed by a faulted server
+
+
+class FailoverLedger:
+    """L2: users don't notice fail-over, counted from the clients' side.
+
+    **When it applies** (a *window*; the world opens one only if all of this holds):
+
+    * the run's configuration qualifies (`runner.l2_applies`: the pool's timing lets a
+      leader be elected, and a cut-off server's clients walk, within the bound; the
+      clients retry a full walk of refusals within half a heartbeat);
+    * a single fault starts that takes servers away from the majority: ``crash`` (dies),
+      ``isolate`` / ``split`` (cut off from the other servers, a majority stays
+      together; clients still reach every server) or ``pause`` (GC, SIGSTOP);
+    * at that moment no other fault is active, the last fault ended (and the last admin
+      operation was sent, and the run started) at least ``settle`` ago, every server is
+      up and unpaused, and exactly one leader is followed by every other server in its
+      term.
+
+    A window ends early (*voided*: what was not decided yet is left undecided; what was
+    already seen counts) when another fault starts or an admin operation is sent — so
+    overlapping faults, message-loss / duplication / delay / replay storms, client cuts,
+    asymmetric and ring partitions, and admin changes (distribution, RLF pushes) are not
+    judged. Otherwise it ends ``settle`` after the fault ends (and not before the
+    re-seat deadline).
+
+    **What must hold in a window** (``bound = (2 x client_heartbeat + 1 s) x (1 + 2 x
+    drift)``, true time from the fault's start):
+
+    * every client that held a seat (HOLDING, unexpired) on a faulted server at the start
+      and still wants it is *re-seated* — authorized (granted, adopted or renewed) again
+      after the fault started — by ``start + bound``, whether or not the pool has free
+      seats. Its old lease may run out meanwhile (counted as ``lapsed_affected``, not a
+      failure). A renewal by the faulted server itself while its fault lasts (a cut-off
+      server renewing within its renew window; a step before dying) seats the client
+      only *provisionally*: if it then loses its lease before a healthy server (or the
+      same server, its fault over) authorizes it, while the window lasts, L2 fails;
+    * every client that held a seat on any other server at the start and still wants it
+      is never authorized by another server (``moved``) and never loses its lease
+      (``lapsed``) until the window ends.
+
+    A client that lets go (release) leaves the window. With ``enforce`` False the ledger
+    only counts (the "before" figures of an engine that is expected to fail).
+    """
+
+    def __init__(self, *, bound: float, settle: float, enforce: bool = True) -> None:
+        self.bound = bound
+        self.settle = settle
+        self.enforce = enforce
+        self.stats = L2Stats()
+        self.last_disturbance = 0.0
+        self.window: _Window | None = None
+
+    # ----------------------------------------------------------------- life cycle
+
+    def quiet(self, now: float) -> bool:
+        """No window open and nothing happened for ``settle``."""
+        return self.window is None and now - self.last_disturbance >= self.settle
+
+    def disturb(self, now: float, why: str) -> None:
+        """Another fault started, a fault ended, or an admin operation was sent."""
+        self.last_disturbance = now
+        w = self.window
+        if w is not None:
+            self.due(now)
+            if self.window is not None:
+                self.stats.voided += 1
+                self.window = None
+
+    def open(
+        self,
+        now: float,
+        what: str,
+        servers: frozenset[str],
+        affected: Mapping[str, str],
+        live: Mapping[str, str],
+    ) -> None:
+        self.last_disturbance = now
+        self.window = _Window(
+            start=now,
+            what=what,
+            servers=servers,
+            deadline=now + self.bound,
+            fault_end=float("inf"),
+            close_at=float("inf"),
+            judged=False,
+            affected=dict(affected),
+            live=dict(live),
+        )
+        s = self.stats
+        s.windows += 1
+        s.affected += len(affected)
+        s.live += len(live)
+
+    def fault_ended(self, now: float) -> None:
+        """The window's own fault ended (server restarted, link healed, pause over)."""
+        self.last_disturbance = now
+        w = self.window
+        if w is not None and w.fault_end == float("inf"):
+            w.fault_end = now
+            w.close_at = max(w.deadline, now + self.settle)
+
+    def due(self, now: float) -> None:
+        """Judge deadlines that have passed; close the window when its time is up."""
+        w = self.window
+        if w is None:
+            return
+        if now >= w.deadline and not w.judged:
+            w.judged = True
+            if w.affected:
+                late = sorted(w.affected.items())
+                self.stats.late += len(late)
+                cid, sid = late[0]
+                self._fail(
+                    now,
+                    f"{len(late)} client(s) of {w.what} not holding a seat again "
+                    f"{self.bound:.2f}s after the fault (e.g. {cid}, held on {sid})",
+                )
+        if now >= w.close_at:
+            self.stats.unseated += len(w.affected)
+            self.window = None
+
+    # ----------------------------------------------------------------- client side
+
+    def authorized(self, now: float, client: str, server: str) -> None:
+        w = self.window
+        if w is None:
+            return
+        faulted = server in w.servers and now < w.fault_end
+        held = w.affected.pop(client, None)
+        if held is not None:
+            self.stats.reseat.append(now - w.start)  # late ones were counted at the deadline
+            if faulted:
+                w.provisional[client] = server
+            return
+        if not faulted and w.provisional.pop(client, None) is not None:
+            return  # renewed by the faulted server, now seated on a healthy one
+        was = w.live.get(client)
+        if was is not None and server != was:
+            del w.live[client]
+            self.stats.moved += 1
+            self._fail(
+                now,
+                f"{client} held on {was}, which stayed up, but moved to {server} "
+                f"{now - w.start:.2f}s after {w.what}",
+            )
+
+    def lost(self, now: float, client: str, reason: str) -> None:
+        w = self.window
+        if w is None:
+            return
+        if client in w.affected:
+            self.stats.lapsed_affected += 1
+            return
+        renewed_by = w.provisional.pop(client, None)
+        if renewed_by is not None:
+            self.stats.lapsed_affected += 1
+            self.stats.dropped += 1
+            self._fail(
+                now,
+                f"{client} was renewed by {renewed_by} during {w.what}, then lost its lease "
+                f"({reason}) {now - w.start:.2f}s after the fault",
+            )
+            return
+        was = w.live.pop(client, None)
+        if was is not None:
+            self.stats.lapsed += 1
+            self._fail(
+                now,
+                f"{client} held on {was}, which stayed up, but lost its lease ({reason}) "
+                f"{now - w.start:.2f}s after {w.what}",
+            )
+
+    def released(self, client: str) -> None:
+        w = self.window
+        if w is not None:
+            w.affected.pop(client, None)
+            w.provisional.pop(client, None)
+            w.live.pop(client, None)
+
+    def _fail(self, now: float, message: str) -> None:
+        if self.enforce:
+            raise Violation("L2", message, now)
 
 
 def summarize(values: Iterable[float]) -> tuple[float, float]:

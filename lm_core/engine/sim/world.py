@@ -24,6 +24,12 @@ ending, an admin operation, a check.
   change, S2 after leader steps that changed the table (at most once per heartbeat).
 * Admin operations travel like client messages (token ``admin:N``); a valid code that
   reaches any server raises the S1 limit from then on (the customer owns those seats).
+* L2 (when the runner sets ``l2``, a `FailoverLedger`): at each fault's start the world
+  decides whether it opens a window (single fault, settled pool, see the ledger), tells
+  the ledger of every client authorization, lost lease and release, of every other
+  fault, fault end and admin operation, and wakes it at its deadlines.
+* An engine step (server or client) that raises, or a server step that emits
+  ``Event("bug")``, is a failure: ``Violation("BUG", ...)``, never carried on from.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
 
-from lm_core.engine.client import Authorized, ClientMachine, ClientState, SendTo
+from lm_core.engine.claims import TEST_CLAIM_KEY
+from lm_core.engine.client import Authorized, ClientMachine, ClientState, Lost, SendTo
 from lm_core.engine.effects import (
     Event,
     LogUsage,
@@ -54,7 +61,9 @@ from lm_core.engine.messages import (
 from lm_core.engine.rlf import Rlf
 from lm_core.engine.sim.faults import Fault
 from lm_core.engine.sim.invariants import (
+    L2_KINDS,
     AdminLedger,
+    FailoverLedger,
     LeaderTerms,
     SeatLedger,
     Violation,
@@ -90,7 +99,9 @@ def default_factory(
 ) -> Engine:
     from lm_core.engine.server import LicenseServer
 
-    return LicenseServer(server_id, rlf, now=now, today=today, persisted=persisted)
+    return LicenseServer(
+        server_id, rlf, now=now, today=today, persisted=persisted, claim_key=TEST_CLAIM_KEY
+    )
 
 
 def role_term(engine: Any) -> tuple[str, int]:
@@ -226,6 +237,9 @@ class World:
         self._s2_due = False
         self._s2_next = 0.0
         self._cuts: list[Fault] = []
+        self._active: list[Fault] = []  # every fault under way (any kind)
+        self.l2: FailoverLedger | None = None
+        self._l2_fault: Fault | None = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -269,6 +283,7 @@ class World:
         home: str,
         count: int = 1,
         answer_timeout: float | None = None,
+        retry_backoff: float | None = None,
     ) -> SimClient:
         t = self.rlf.timing
         m = ClientMachine(
@@ -283,7 +298,7 @@ class World:
             else min(1.0, t.client_heartbeat / 2),
             heartbeat_interval=t.client_heartbeat,
             retry=True,
-            retry_backoff=2 * t.client_heartbeat,
+            retry_backoff=retry_backoff if retry_backoff is not None else 2 * t.client_heartbeat,
         )
         rate = 1.0
         if self.client_drift:
@@ -381,13 +396,17 @@ class World:
             return
         local = node.local(self.now)
         self.stats.server_steps += 1
-        if msg is None:
-            effects = eng.tick(local)
-            self.trace.step(self.now, "tick", node.id, node.id)
-        else:
-            assert sender is not None
-            self.trace.step(self.now, "recv", sender, node.id, msg)
-            effects = eng.handle(local, sender, msg)
+        try:
+            if msg is None:
+                self.trace.step(self.now, "tick", node.id, node.id)
+                effects = eng.tick(local)
+            else:
+                assert sender is not None
+                self.trace.step(self.now, "recv", sender, node.id, msg)
+                effects = eng.handle(local, sender, msg)
+        except Exception as err:
+            what = "tick" if msg is None else f"{type(msg).__name__} from {sender}"
+            raise Violation("BUG", f"{node.id} raised on {what}: {err!r}", self.now) from err
         cut = len(effects)
         if node.crash_pending:
             cut = int(self.rng.random() * (len(effects) + 1))
@@ -438,6 +457,8 @@ class World:
                 self._s2_due = True
             elif tp is Event:
                 trace.note(self.now, e.kind, f"{node.id}: {e.text}")
+                if e.kind == "bug":
+                    raise Violation("BUG", f"{node.id} reported a bug: {e.text}", self.now)
                 self._s2_due = True
             elif tp is LogUsage:
                 if e.kind == "grant":
@@ -476,25 +497,35 @@ class World:
         local = cl.local(self.now)
         self.stats.client_steps += 1
         before = m.lease_expires
-        if tick:
-            effects = m.tick(local)
-        else:
-            assert server is not None
-            assert msg is not None
-            self.trace.step(self.now, "recv", server, cl.id, msg)
-            effects = m.handle(local, server, msg)
+        try:
+            if tick:
+                effects = m.tick(local)
+            else:
+                assert server is not None
+                assert msg is not None
+                self.trace.step(self.now, "recv", server, cl.id, msg)
+                effects = m.handle(local, server, msg)
+        except Exception as err:
+            raise Violation("BUG", f"client {cl.id} raised: {err!r}", self.now) from err
         self._client_effects(cl, effects)
         if m.lease_expires != before:
             self._seat_update(cl)
         self._schedule_client(cl)
 
     def _client_effects(self, cl: SimClient, effects: list[Any]) -> None:
+        l2 = self.l2
         for e in effects:
-            if type(e) is SendTo:
+            tp = type(e)
+            if tp is SendTo:
                 for d in self.net.delays(cl.id, e.server, client=True):
                     self.at(self.now + d, DELIVER_SERVER, e.server, cl.id, e.msg)
-            elif type(e) is Authorized and not e.renewed:
-                self.trace.step(self.now, "holds", e.server, cl.id, None)
+            elif tp is Authorized:
+                if not e.renewed:
+                    self.trace.step(self.now, "holds", e.server, cl.id, None)
+                if l2 is not None:
+                    l2.authorized(self.now, cl.id, e.server)
+            elif tp is Lost and l2 is not None:
+                l2.lost(self.now, cl.id, e.reason)
 
     def _seat_update(self, cl: SimClient) -> None:
         m = cl.machine
@@ -523,6 +554,8 @@ class World:
         else:
             self._client_effects(cl, m.release(local))
             self._seat_update(cl)
+            if self.l2 is not None:
+                self.l2.released(cl.id)
         self.stats.client_steps += 1
         self._schedule_client(cl)
         if self.toggle is not None:
@@ -538,6 +571,8 @@ class World:
 
     def admin_send(self, op: AdminOp, token: str) -> None:
         self.admin_pending[op.request_id] = op
+        if self.l2 is not None:
+            self.l2.disturb(self.now, f"admin {op.kind}")
         self.trace.note(self.now, "admin", f"{op.kind} -> {op.target}: {op.msg!r}"[:200])
         for d in self.net.delays(token, op.target, client=True):
             self.at(self.now + d, DELIVER_SERVER, op.target, token, op.msg)
@@ -591,6 +626,12 @@ class World:
 
     def _fault(self, f: Fault, *, start: bool) -> None:
         self.trace.note(self.now, "fault+" if start else "fault-", f.describe())
+        if self.l2 is not None:
+            self._l2_fault_edge(f, start)
+        if start:
+            self._active.append(f)
+        elif f in self._active:
+            self._active.remove(f)
         net = self.net
         if f.kind == "crash":
             sid = f.servers[0]
@@ -633,6 +674,73 @@ class World:
                 t = f.start + self.rng.random() * (f.end - f.start)
                 self.call_at(t, self._replay_one)
         net.update()
+
+    # ------------------------------------------------------------------ L2
+
+    def _l2_fault_edge(self, f: Fault, start: bool) -> None:
+        led = self.l2
+        assert led is not None
+        if not start:
+            if f is self._l2_fault:
+                self._l2_fault = None
+                led.fault_ended(self.now)
+                w = led.window
+                if w is not None:
+                    self.call_at(w.close_at, self._l2_due)
+            else:
+                led.disturb(self.now, f"end of {f.describe()}")
+            return
+        servers = frozenset(f.servers)
+        if not self._l2_eligible(f, servers):
+            self._l2_fault = None
+            led.stats.skipped += 1
+            led.disturb(self.now, f.describe())
+            return
+        affected: dict[str, str] = {}
+        live: dict[str, str] = {}
+        for cl in self.clients.values():
+            m = cl.machine
+            if m.state is ClientState.HOLDING and m.server and m.holds(cl.local(self.now)):
+                (affected if m.server in servers else live)[cl.id] = m.server
+        led.open(self.now, f.describe(), servers, affected, live)
+        self._l2_fault = f
+        w = led.window
+        assert w is not None
+        self.trace.note(
+            self.now,
+            "L2",
+            f"window: {len(affected)} clients to re-seat by t={w.deadline:.2f}, "
+            f"{len(live)} must stay put",
+        )
+        self.call_at(w.deadline, self._l2_due)
+
+    def _l2_eligible(self, f: Fault, servers: frozenset[str]) -> bool:
+        """One fault, on a settled pool, that leaves a majority up and together."""
+        led = self.l2
+        assert led is not None
+        if f.kind not in L2_KINDS or self._active or not led.quiet(self.now):
+            return False
+        n = len(self.nodes)
+        if not servers or 2 * (n - len(servers)) <= n:
+            return False
+        leaders = [node for node in self.nodes.values() if node.role == "leader"]
+        if len(leaders) != 1:
+            return False
+        lead = leaders[0]
+        for node in self.nodes.values():
+            if node.engine is None or node.crash_pending or node.paused_until > self.now:
+                return False
+            if node is lead:
+                continue
+            if node.role != "follower" or node.term != lead.term:
+                return False
+            if node.engine.status(node.local(self.now)).get("leader") != lead.id:
+                return False
+        return True
+
+    def _l2_due(self) -> None:
+        if self.l2 is not None:
+            self.l2.due(self.now)
 
     def _active_cuts(self, f: Fault, start: bool) -> None:
         if start:

@@ -1,0 +1,148 @@
+"""L2: seats move with their fail-over clients (FIG. 10) only on a genuine, fresh,
+use-once ticket; a server keeps renewing through an election; a reclaim sticks."""
+
+from __future__ import annotations
+
+from lm_core.engine.claims import TEST_CLAIM_KEY, ClaimError, Ticket, mint, read
+from lm_core.engine.harness import Pool, make_kit
+from lm_core.engine.messages import (
+    Authorize,
+    ClientHeartbeat,
+    Deny,
+    Reclaim,
+    Request,
+)
+
+LIC = "Application 1.0"
+
+
+def req(client: str, rid: int = 1) -> Request:
+    return Request(pool="eng", sender=client, request_id=rid, license=LIC)
+
+
+def hb(client: str, rid: int, *, ticket: str = "", failover: bool = False) -> ClientHeartbeat:
+    return ClientHeartbeat(
+        pool="eng", sender=client, request_id=rid, license=LIC, failover=failover, ticket=ticket
+    )
+
+
+def full_pool() -> tuple[Pool, dict[str, str]]:
+    """The patent's pool (A:40 B:30 C:30), every seat held; returns each client's ticket."""
+    pool = make_kit({"A": 40, "B": 30, "C": 30}, borrowing_threshold=1.0).pool()
+    for sid in "ABC":
+        pool.start(sid)
+    pool.run(4.0)
+    assert pool.leader() == "A"
+    tickets: dict[str, str] = {}
+    for sid, n in (("A", 40), ("B", 30), ("C", 30)):
+        for i in range(n):
+            [ans] = pool.ask(sid, req(f"{sid}{i}"), token=f"t-{sid}{i}")
+            assert isinstance(ans, Authorize), ans
+            assert ans.ticket
+            tickets[f"{sid}{i}"] = ans.ticket
+    return pool, tickets
+
+
+def answer(pool: Pool, sid: str, msg: ClientHeartbeat, token: str) -> object:
+    """The one answer to `msg`, at once or (a claim waiting for its seats) later."""
+    now = pool.ask(sid, msg, token=token)
+    pool.run(pool.now + 1.0)
+    return only(now + pool.replies.pop(token, []))
+
+
+def only(answers: list[object]) -> object:
+    assert len(answers) == 1, answers
+    return answers[0]
+
+
+def test_ticket_verifies_only_for_its_client_license_and_key() -> None:
+    t = Ticket(server="A", serial=7, count=1, term=2, seq=40)
+    text = mint(TEST_CLAIM_KEY, t, "c1", LIC)
+    assert read(TEST_CLAIM_KEY, text, "c1", LIC) == t
+    for client, lic, key in (("c2", LIC, TEST_CLAIM_KEY), ("c1", "Other 1.0", TEST_CLAIM_KEY),
+                             ("c1", LIC, b"another pool's key")):  # fmt: skip
+        try:
+            read(key, text, client, lic)
+        except ClaimError:
+            continue
+        raise AssertionError(f"ticket verified for {client} {lic}")
+    forged = text.replace(".1.2.40.", ".5.2.40.")  # five seats instead of one
+    try:
+        read(TEST_CLAIM_KEY, forged, "c1", LIC)
+    except ClaimError:
+        pass
+    else:
+        raise AssertionError("a ticket with a changed count verified")
+
+
+def test_fig10_full_pool_dead_leader_seats_move_with_its_clients() -> None:
+    pool, tickets = full_pool()
+    pool.crash("A")
+    pool.run(pool.now + 3.5)  # B is elected
+    assert pool.leader() == "B"
+    for i in range(40):
+        ans = only(pool.ask("B", hb(f"A{i}", 5, ticket=tickets[f"A{i}"], failover=True),
+                            token=f"f-A{i}"))  # fmt: skip
+        assert isinstance(ans, Authorize), (i, ans)
+    view = pool.license_view("B", LIC)
+    assert view["servers"]["B"]["in_use"] == 70
+    # B and C's own clients keep renewing where they are
+    for i in range(30):
+        assert isinstance(only(pool.ask("C", hb(f"C{i}", 2), token=f"t-C{i}")), Authorize)
+    assert all(s.table.conserved() for s in pool.servers.values())
+
+
+def test_a_claim_is_used_once_and_a_forged_one_moves_nothing() -> None:
+    pool, tickets = full_pool()
+    pool.crash("A")
+    pool.run(pool.now + 3.5)
+    assert isinstance(
+        only(pool.ask("B", hb("A0", 5, ticket=tickets["A0"], failover=True), token="x")),
+        Authorize,
+    )
+    pool.run(pool.now + 0.2)
+    # the same ticket again, by the same client id, at another server: no seat moves
+    ans = answer(pool, "C", hb("A0", 6, ticket=tickets["A0"], failover=True), "y")
+    assert isinstance(ans, Deny)
+    assert pool.servers["C"].keys.get("A0", LIC) is None
+    assert table_row(pool, "C") == 30
+    # a forged ticket (another client's) moves nothing either
+    ans = only(pool.ask("C", hb("intruder", 1, ticket=tickets["A1"], failover=True), token="z"))
+    assert isinstance(ans, Deny)
+    pool.run(pool.now + 1.0)
+    assert pool.servers["C"].keys.get("intruder", LIC) is None
+    assert table_row(pool, "C") == 30
+    # A1's own claim still works (the forgery did not use it up)
+    assert isinstance(answer(pool, "B", hb("A1", 6, ticket=tickets["A1"], failover=True), "w"),
+                      Authorize)  # fmt: skip
+
+
+def table_row(pool: Pool, sid: str) -> int:
+    return pool.servers[pool.leader() or "B"].table.licenses[LIC].rows[sid]
+
+
+def test_renewals_go_on_during_the_election() -> None:
+    pool, _ = full_pool()
+    pool.crash("A")
+    pool.run(pool.now + 2.2)  # C's lease from A has run out; B is not leader yet
+    assert pool.leader() is None
+    assert not pool.status("C")["serving"]
+    for i in range(30):
+        ans = only(pool.ask("C", hb(f"C{i}", 2), token=f"t-C{i}"))
+        assert isinstance(ans, Authorize), ans
+    # ... but nothing new is granted without a lease
+    assert isinstance(only(pool.ask("C", req("newcomer"), token="n")), Deny)
+
+
+def test_a_reclaimed_client_is_told_so_for_good() -> None:
+    pool, _ = full_pool()
+    reclaim = Reclaim(
+        pool="eng", sender="admin", request_id=1, client_id="B0", license=LIC,
+        reason="left for the day",
+    )  # fmt: skip
+    ok = only(pool.ask("B", reclaim, token="adm"))
+    assert getattr(ok, "ok", False)
+    ans = only(pool.ask("B", hb("B0", 2), token="t-B0"))
+    assert isinstance(ans, Deny)
+    assert ans.reason == "reclaimed"
+    assert "left for the day" in ans.detail
