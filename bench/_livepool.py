@@ -61,7 +61,7 @@ class LivePool(LocalPool):
         rlf_path: Path,
         tls_dir: Path | None,
         admin_private: str,
-        daemon_args: Sequence[str] = (),
+        extra_args: Sequence[str] = (),
     ) -> None:
         super().__init__(
             root,
@@ -71,7 +71,7 @@ class LivePool(LocalPool):
             log_level=os.environ.get("LM_BENCH_LOG", "warning"),
             parent_death=signal.SIGKILL,
             stop_grace=0.0,
-            daemon_args=daemon_args,
+            extra_args=extra_args,
         )
         self.admin_private = admin_private  # signs the next RLF (`next_rlf`)
 
@@ -139,10 +139,10 @@ def make_pool(
     tls: bool = True,
     timing: Timing | None = None,
     dist: dict[str, int] | None = None,
-    daemon_args: Sequence[str] = (),
+    extra_args: Sequence[str] = (),
 ) -> LivePool:
     """A signed pool of `n` servers on free loopback ports: one "Application 1.0" code of
-    `seats` seats, distributed by `dist` (None: the even split); `daemon_args` added to
+    `seats` seats, distributed by `dist` (None: the even split); `extra_args` added to
     each daemon's command line."""
     root = Path(tempfile.mkdtemp(prefix="lm-bench-"))
     keys = PoolKeys.generate()
@@ -158,7 +158,7 @@ def make_pool(
         tls=tls,
     )
     return LivePool(
-        root, files.rlf, files.rlf_path, files.tls_dir, keys.admin_private, daemon_args
+        root, files.rlf, files.rlf_path, files.tls_dir, keys.admin_private, extra_args
     )
 
 

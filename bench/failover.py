@@ -210,7 +210,7 @@ async def loaded_run(load: int, fault_name: str, args: argparse.Namespace) -> tu
         dist=DIST,
         tls=not args.plaintext,
         timing=Timing(),
-        daemon_args=FLEET_BUDGETS,  # the fleet's clients stand for many hosts
+        extra_args=FLEET_BUDGETS,  # the fleet's clients stand for many hosts
     )
     cpu0, wall0 = time.process_time(), time.monotonic()
     try:
@@ -309,7 +309,7 @@ async def baseline_row(args: argparse.Namespace) -> Row:
         dist=DIST,
         tls=not args.plaintext,
         timing=Timing(),
-        daemon_args=FLEET_BUDGETS,  # the fleet's clients stand for many hosts
+        extra_args=FLEET_BUDGETS,  # the fleet's clients stand for many hosts
     )
     leaders = []
     try:

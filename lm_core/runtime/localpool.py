@@ -22,7 +22,7 @@ process exits); `kill(sid, sig)` signals one and reaps it; `stop_all()` sends SI
 waits up to `stop_grace` seconds, then SIGKILLs what is left, and always reaps every
 process (no zombies). A `LocalPool` is a context manager that stops everything on exit.
 Optionally a daemon dies with its parent (`parent_death`, Linux `PR_SET_PDEATHSIG`), so
-a killed benchmark or demo leaves no servers behind; `daemon_args` are added to every
+a killed benchmark or demo leaves no servers behind; `extra_args` are added to every
 daemon's command line (e.g. `FLEET_BUDGETS`).
 """
 
@@ -260,7 +260,7 @@ class LocalPool:
         own_session: bool = False,
         parent_death: int | None = None,
         stop_grace: float = 5.0,
-        daemon_args: Sequence[str] = (),
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.root = root
         self.rlf = rlf
@@ -271,7 +271,7 @@ class LocalPool:
         self.own_session = own_session
         self.parent_death = parent_death
         self.stop_grace = stop_grace
-        self.daemon_args = list(daemon_args)
+        self.extra_args = list(extra_args)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.log_paths: dict[str, Path] = {}
 
@@ -302,7 +302,7 @@ class LocalPool:
         if self.log_level is not None:
             args += ["--log-level", self.log_level]
         args += ["--tls-dir", str(self.tls_dir)] if self.tls_dir else ["--insecure-loopback"]
-        return args + self.daemon_args
+        return args + self.extra_args
 
     def start(self, sid: str) -> subprocess.Popen[bytes]:
         """Start server `sid` (it must not be running)."""

@@ -57,7 +57,7 @@ class Pool(LocalPool):
         rlf_path: Path,
         tls_dir: Path | None,
         keys: PoolKeys,
-        daemon_args: Sequence[str] = (),
+        extra_args: Sequence[str] = (),
     ) -> None:
         super().__init__(
             root,
@@ -66,7 +66,7 @@ class Pool(LocalPool):
             tls_dir,
             log_level="debug",
             stop_grace=0.0,
-            daemon_args=daemon_args,
+            extra_args=extra_args,
         )
         self.admin_private = keys.admin_private
         self.vendor_private = keys.vendor_private
@@ -220,7 +220,7 @@ def make_pool(
     tls: bool = True,
     timing: Timing = FAST,
     majority_rule: bool = True,
-    daemon_args: Sequence[str] = (),
+    extra_args: Sequence[str] = (),
 ) -> Pool:
     if dist is None and n == 3 and seats == 100:
         dist = {"A": 40, "B": 30, "C": 30}
@@ -237,7 +237,7 @@ def make_pool(
         majority_rule=majority_rule,
         tls=tls,
     )
-    return Pool(root, files.rlf, files.rlf_path, files.tls_dir, keys, daemon_args)
+    return Pool(root, files.rlf, files.rlf_path, files.tls_dir, keys, extra_args)
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ RESEAT_LIMIT = 20.0  # 4 x the bound (5 s), which bench/failover.py checks; toda
 @asynccontextmanager
 async def full_pool(pool_factory: Callable[..., Pool]) -> AsyncIterator[tuple[Pool, Fleet]]:
     """The patent pool at default timings, A leading, 100/100 held, six clients waiting."""
-    pool = pool_factory(timing=Timing(), daemon_args=FLEET_BUDGETS)
+    pool = pool_factory(timing=Timing(), extra_args=FLEET_BUDGETS)
     await pool.start_led_by_async("A")
     assert pool.tls_dir is not None
     trust = load_tls_dir(pool.tls_dir, "client")
