@@ -59,8 +59,8 @@ States (`ClientState`)::
   (it is looking for a server that serves now). A walk that ends while the client still
   believes its lease is retried soon (``max(retry_floor, min(retry_after,
   heartbeat_interval / 4))``: the pool is usually electing), and skips the servers that
-  did not answer in the walk before (a dead server costs one answer timeout every other
-  walk, not every walk; a paused one that comes back is asked again). It keeps
+  did not answer for one heartbeat interval (a dead server costs one answer timeout per
+  interval, not per walk; a paused one that comes back is asked again). It keeps
   believing its old lease until that lease runs out (then it emits `Lost` and keeps
   walking, presenting its ticket for one more lease). A late answer from the server it
   gave up on, to a request sent before, is ignored: its seat may have moved.
@@ -212,7 +212,8 @@ class ClientMachine:
         self._retry_hint = 0.0
         self.ticket = ""  # the ticket of the authorization held (from the last Authorize)
         self._ticket_until = 0.0  # presented in fail-over until then (one lease past it)
-        self._silent: set[str] = set()  # servers that did not answer in this fail-over
+        # servers that did not answer in this fail-over, skipped in walks until then
+        self._silent: dict[str, float] = {}
         self._gave_up_at = 0  # first request id sent after leaving `_failed`
 
     # ------------------------------------------------------------------ queries
@@ -244,7 +245,7 @@ class ClientMachine:
         """Start wanting a seat (no-op if already wanting one)."""
         if self.state is not ClientState.IDLE:
             return []
-        self._start_walk(self.home, failover=False)
+        self._start_walk(now, self.home, failover=False)
         self.state = ClientState.REQUESTING
         return self._send_next(now)
 
@@ -287,7 +288,7 @@ class ClientMachine:
                 out += self._enter_failover(now)
             else:
                 if self.state is ClientState.FAILOVER and self.server is not None:
-                    self._silent.add(self.server)
+                    self._silent[self.server] = now + self.heartbeat_interval
                 self._last_deny = ("timeout", f"no answer from {self.server}")
                 out += self._send_next(now)
         if self.state is ClientState.HOLDING and now >= self._next_heartbeat:
@@ -298,7 +299,7 @@ class ClientMachine:
             # still follow it for a while (the claim window outlasts the lease)
             failover = self._claiming(now)
             first = (self._failed or self.home) if failover else self.home
-            self._start_walk(first, failover=failover)
+            self._start_walk(now, first, failover=failover)
             self.state = ClientState.FAILOVER if failover else ClientState.REQUESTING
             out += self._send_next(now)
         return out
@@ -309,7 +310,7 @@ class ClientMachine:
         self.state = ClientState.IDLE
         self.lease_expires = None
         self.ticket = ""
-        self._silent = set()
+        self._silent = {}
         self._waiting_id = None
         self._answer_deadline = float("inf")
         self._next_heartbeat = float("inf")
@@ -330,15 +331,15 @@ class ClientMachine:
         if len(self._pending) > _MAX_PENDING:
             del self._pending[min(self._pending)]
 
-    def _start_walk(self, first: str, *, failover: bool) -> None:
+    def _start_walk(self, now: float, first: str, *, failover: bool) -> None:
         ids = [s.id for s in self.servers]
         if failover:
             # Leader-priority order, the server that failed us last; servers that did
             # not answer in this fail-over are skipped while another may serve.
             walk = [i for i in ids if i != first] + ([first] if first in ids else [])
-            # ... for one walk: a paused server that comes back is asked again after
-            self._walk = [i for i in walk if i not in self._silent] or walk
-            self._silent = set()
+            # ... for one heartbeat interval: a paused server that comes back is asked
+            # again after
+            self._walk = [i for i in walk if self._silent.get(i, 0.0) <= now] or walk
         else:
             self._walk = ([first] if first in ids else []) + [i for i in ids if i != first]
         self._walk_failover = failover
@@ -416,11 +417,11 @@ class ClientMachine:
 
     def _enter_failover(self, now: float) -> list[ClientEffect]:
         self.state = ClientState.FAILOVER
-        self._silent = set()
+        self._silent = {}
         self._gave_up_at = self._next_id
         self._next_heartbeat = float("inf")
         self._failed = self.server
-        self._start_walk(self.server or self.home, failover=True)
+        self._start_walk(now, self.server or self.home, failover=True)
         return self._send_next(now)
 
     def _on_authorize(self, now: float, server_id: str, msg: Authorize) -> list[ClientEffect]:
@@ -449,7 +450,7 @@ class ClientMachine:
         if msg.ticket:
             self.ticket = msg.ticket
             self._ticket_until = self.lease_expires + msg.lease
-        self._silent = set()
+        self._silent = {}
         if msg.heartbeat_interval > 0:
             self.heartbeat_interval = msg.heartbeat_interval
         was = self.state
