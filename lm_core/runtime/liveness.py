@@ -91,7 +91,10 @@ def tcp_liveness(conn: Connection, *, user_timeout: float, keepalive: bool = Fal
 
 def kill(conn: Connection) -> None:
     """Close `conn` now with a reset, discarding everything not yet delivered."""
-    sock = conn.writer.get_extra_info("socket")
+    try:
+        sock = conn.writer.get_extra_info("socket")
+    except AttributeError:  # an SSL transport already closed under us
+        sock = None
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -71,6 +71,8 @@ class PeerLink:
         self.deadline = Deadline(deadline)
         self._queue: asyncio.Queue[Message] = asyncio.Queue(QUEUE_LIMIT)
         self._conn: Connection | None = None
+        self._connected_at = 0.0
+        self._redial = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.connected = False
         self.dropped = 0
@@ -92,6 +94,17 @@ class PeerLink:
     def heard(self) -> None:
         """The peer said something (on any connection): it is alive and reading."""
         self.deadline.heard(self._clock())
+
+    def redial(self) -> None:
+        """The peer dialled us afresh (it restarted, or heard nothing from us): the
+        connection we hold may lead to its old process -- a graceful exit over TLS is not
+        always seen here as EOF -- so, unless ours is itself new, drop it and dial again
+        (what was queued for it goes too). Two fresh links never chase each other: a link
+        younger than the silence limit is kept."""
+        conn = self._conn
+        if conn is not None and self._clock() - self._connected_at > self.deadline.limit:
+            log.info("peer %s: dialled us afresh; dialling it again", self.peer_id)
+            self._redial.set()
 
     async def aclose(self) -> None:
         if self._task is not None:
@@ -119,6 +132,8 @@ class PeerLink:
             self._last_error = ""
             tcp_liveness(conn, user_timeout=2 * self.deadline.limit, keepalive=True)
             self._conn = conn
+            self._connected_at = self._clock()
+            self._redial.clear()
             self._drain_queue()
             self.deadline.reset()
             self.connected = True
@@ -127,6 +142,7 @@ class PeerLink:
                 asyncio.create_task(self._write(conn), name=f"peer-{self.peer_id}-write"),
                 asyncio.create_task(self._read(conn), name=f"peer-{self.peer_id}-read"),
                 asyncio.create_task(self._watch(), name=f"peer-{self.peer_id}-watch"),
+                asyncio.create_task(self._redial.wait(), name=f"peer-{self.peer_id}-redial"),
             ]
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -248,6 +264,12 @@ class Peers:
         link = self.links.get(peer_id)
         if link is not None:
             link.heard()
+
+    def dialled_in(self, peer_id: str) -> None:
+        """`peer_id` opened a new connection to us: see `PeerLink.redial`."""
+        link = self.links.get(peer_id)
+        if link is not None:
+            link.redial()
 
     def send(self, to: str, msg: Message) -> None:
         link = self.links.get(to)
