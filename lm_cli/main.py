@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from lm_cli import (
@@ -18,14 +20,36 @@ from lm_cli import (
     status_cmd,
     vendor_cmd,
 )
+from lm_core.version import version_line
 
 app = typer.Typer(
     name="lm",
     help="lm: a floating-license server pool (vendor keys, license codes, RLFs, live pool).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(version_line("lm"))
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=_show_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """lm: a floating-license server pool (vendor keys, license codes, RLFs, live pool)."""
+
 
 # Each module exposes `register(app)`, which adds its commands or sub-app.
 for _module in (
