@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -20,6 +21,7 @@ from lm_cli import (
     status_cmd,
     vendor_cmd,
 )
+from lm_cli.output import json_error
 from lm_core.version import version_line
 
 app = typer.Typer(
@@ -69,5 +71,26 @@ for _module in (
     _module.register(app)
 
 
+def _usage_field(exc: Exception) -> str | None:
+    param = getattr(exc, "param", None)
+    opts = getattr(param, "opts", None)
+    if opts:
+        return str(opts[0])
+    name = getattr(param, "name", None)
+    return str(name) if name else None
+
+
 def main() -> None:
-    app()
+    """The `lm` entry point. With `--json` anywhere on the line, a usage error (unknown
+    option, missing or bad value) is also one JSON object on stdout, exit 2."""
+    if "--json" not in sys.argv[1:]:
+        app()
+        return
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:
+        fmt = getattr(exc, "format_message", None)
+        message = fmt() if callable(fmt) else str(exc)
+        json_error(str(message), field=_usage_field(exc))
+        sys.exit(int(getattr(exc, "exit_code", 2) or 2))
+    sys.exit(code if isinstance(code, int) else 0)

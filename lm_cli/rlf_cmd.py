@@ -109,7 +109,7 @@ def _server_arg(text: str) -> ServerEntry:
 @handle_errors
 def new(
     file: FileArg,
-    pool: Annotated[str, typer.Option("--pool", help="The pool's name.")],
+    name: Annotated[str, typer.Option("--name", help="The pool's name (e.g. eng).")],
     server: Annotated[
         list[str],
         typer.Option("--server", help="ID=HOST:PORT, repeated, in leader-priority order."),
@@ -134,14 +134,14 @@ def new(
     Servers (3 to 11) are given in leader-priority order: the first is the preferred
     leader. Optionally names the admin key and the vendors to trust.
 
-    Example: lm rlf new pool.rlf --pool eng --server A=127.0.0.1:27001
+    Example: lm rlf new pool.rlf --name eng --server A=127.0.0.1:27001
     --server B=127.0.0.1:27002 --server C=127.0.0.1:27003 --admin-key admin.pub
     --vendor acme=acme.pub
     """
     if file.exists() and not force:
         raise InputError("already exists (use --force to overwrite)", file=str(file))
     rlf = new_rlf(
-        pool,
+        name,
         [_server_arg(s) for s in server],
         admin_key=public_text(load_public_file(admin_key)) if admin_key else "",
         vendors=[_vendor_arg(v) for v in vendor or []],
@@ -150,7 +150,7 @@ def new(
         borrowing_threshold=borrowing_threshold,
     )
     _save(file, rlf)
-    console().print(f"wrote {file}: pool {pool!r}, servers {', '.join(rlf.server_ids)}")
+    console().print(f"wrote {file}: pool {name!r}, servers {', '.join(rlf.server_ids)}")
     console().print(_edited_note(file, rlf))
 
 

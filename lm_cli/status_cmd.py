@@ -10,8 +10,10 @@ import typer
 from rich.table import Table
 
 from lm_cli.live import TimeoutOpt, TlsDirOpt, with_client
-from lm_cli.output import JsonOpt, PoolOpt, console, handle_errors, print_json
-from lm_core.errors import RefusedError
+from lm_cli.output import JsonOpt, PoolOpt, console, error_line, handle_errors, print_json
+from lm_core.runtime.admin import AdminClient
+from lm_core.runtime.tlsconfig import load_tls_dir
+from lm_core.runtime.tlsdiag import diagnose_status
 
 
 def _fmt(v: Any) -> str:
@@ -31,13 +33,16 @@ def render(pool: dict[str, Any]) -> None:
     out.print(
         f"pool {pool['pool']}  RLF seq {pool['rlf_seq']}  leader {pool['leader'] or 'none'}  "
         f"term {pool['term']}  majority {maj.get('up')}/{maj.get('size')} "
-        f"{'ok' if maj.get('ok') else 'LOST'}"
+        f"{'ok' if maj.get('ok') else 'LOST'}",
+        markup=False,
     )
+    if pool.get("tls_error"):
+        out.print(f"TLS: {pool['tls_error']}", markup=False)
     servers = Table(title="servers")
     for col in ("id", "address", "up", "role", "term", "RLF seq", "heartbeat age", "note"):
         servers.add_column(col)
     for s in pool["servers"]:
-        note = s.get("error") or s.get("not_serving_reason") or ""
+        note = s.get("tls_error") or s.get("error") or s.get("not_serving_reason") or ""
         servers.add_row(
             s["id"],
             s["address"],
@@ -79,6 +84,19 @@ def render(pool: dict[str, Any]) -> None:
     out.print(clients)
 
 
+def not_serving(pool: dict[str, Any]) -> str | None:
+    """Why the pool is not serving (None when it is): the exit status of `lm status`."""
+    if not any(s["reachable"] for s in pool["servers"]):
+        why = pool.get("tls_error") or "no server of the pool answered"
+        return f"NOT SERVING: {why}"
+    maj = pool.get("majority") or {}
+    if not pool.get("leader"):
+        return "NOT SERVING: no leader known"
+    if not maj.get("ok"):
+        return f"NOT SERVING: majority lost ({maj.get('up')}/{maj.get('size')} servers up)"
+    return None
+
+
 def register(app: typer.Typer) -> None:
     """Add `lm status`."""
 
@@ -94,12 +112,24 @@ def register(app: typer.Typer) -> None:
 
         Example: lm status --pool pool.rlf --json
 
-        Exit 0 if at least one server answered, 1 if none did.
+        Exit 0 only when the pool is serving (a leader and a majority); 1 when the
+        majority is lost, no leader is known or no server answered (a TLS failure is named:
+        wrong CA, expired or refused certificate, TLS needed); 2 on bad input.
         """
-        data = with_client(pool, tls_dir, lambda c: c.status(), timeout=timeout)
+
+        paths = load_tls_dir(tls_dir, "admin")
+
+        async def fetch(client: AdminClient) -> dict[str, Any]:
+            return await diagnose_status(await client.status(), paths)
+
+        data = with_client(pool, tls_dir, fetch, timeout=timeout)
+        why = not_serving(data)
         if json_out:
             print_json(data)
-        else:
-            render(data)
-        if not any(s["reachable"] for s in data["servers"]):
-            raise RefusedError("no server of the pool answered")
+            if why:
+                raise typer.Exit(code=1)
+            return
+        render(data)
+        if why:
+            error_line(why)
+            raise typer.Exit(code=1)
