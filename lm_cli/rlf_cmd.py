@@ -54,7 +54,8 @@ from lm_core.errors import InputError, LmError, SignatureError
 
 rlf_app = typer.Typer(
     no_args_is_help=True,
-    help="The pool's redundant license file (RLF): new, add-code, set-dist, sign, verify, show.",
+    help="The pool's redundant license file (RLF): new, add-code, set-dist, add-server, "
+    "remove-server, move-server, set, bump, sign, verify, show, push, pull.",
 )
 
 FileArg = Annotated[Path, typer.Argument(help="The RLF file.")]
@@ -440,7 +441,17 @@ def _add_push() -> None:
     register_push(rlf_app)
 
 
+def _add_edits() -> None:
+    """The server/settings edits and `pull` live in lm_cli/rlf_edit.py: add them once."""
+    if any(c.name == "bump" for c in rlf_app.registered_commands):
+        return
+    from lm_cli.rlf_edit import register_edits
+
+    register_edits(rlf_app)
+
+
 def register(app: typer.Typer) -> None:
     """Add `lm rlf ...` (including `lm rlf push` from lm_cli/push.py when present)."""
     _add_push()
+    _add_edits()
     app.add_typer(rlf_app, name="rlf")

@@ -4,7 +4,9 @@ table in the patent's layout; the key tables. `--json` prints the pool-status co
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import time
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -107,10 +109,19 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
         tls_dir: TlsDirOpt = None,
         timeout: TimeoutOpt = 2.0,
+        wait: Annotated[
+            float,
+            typer.Option(
+                "--wait",
+                help="Wait up to this many seconds for the pool to serve (e.g. after a start "
+                "or a restart) before reporting.",
+                min=0.0,
+            ),
+        ] = 0.0,
     ) -> None:
         """Show the live pool: servers, distribution tables, key tables.
 
-        Example: lm status --pool pool.rlf --json
+        Example: lm status --pool pool.rlf --json   (scripts: lm status --wait 30)
 
         Exit 0 only when the pool is serving (a leader and a majority); 1 when the
         majority is lost, no leader is known or no server answered (a TLS failure is named:
@@ -120,7 +131,12 @@ def register(app: typer.Typer) -> None:
         paths = load_tls_dir(tls_dir, "admin")
 
         async def fetch(client: AdminClient) -> dict[str, Any]:
-            return await diagnose_status(await client.status(), paths)
+            deadline = time.monotonic() + wait
+            while True:
+                data = await diagnose_status(await client.status(), paths)
+                if not_serving(data) is None or time.monotonic() >= deadline:
+                    return data
+                await asyncio.sleep(0.2)
 
         data = with_client(pool, tls_dir, fetch, timeout=timeout)
         why = not_serving(data)
