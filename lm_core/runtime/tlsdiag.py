@@ -72,6 +72,10 @@ def explain(error: str, paths: TlsPaths | None) -> str | None:
     """A named TLS failure from one connection error text, or None (not TLS, or not
     sure: plaintext closes need `probe`)."""
     text = error.lower()
+    if "alert certificate expired" in text:
+        return "expired certificate: the server says our certificate has expired"
+    if "alert unknown ca" in text or "alert bad certificate" in text:
+        return "the server refused our certificate: not issued by the pool's CA"
     if "tls handshake failed" in text or "certificate verify failed" in text:
         ca = f" {paths.ca}" if paths is not None else ""
         if "certificate has expired" in text:
@@ -91,6 +95,13 @@ def explain(error: str, paths: TlsPaths | None) -> str | None:
             "certificate (issued by another pool's CA, or expired by its clock)"
         )
     return None
+
+
+def _not_listening(error: str) -> bool:
+    text = error.lower()
+    return any(
+        s in text for s in ("connect call failed", "connection refused", "no connection within")
+    )
 
 
 async def probe_speaks_tls(address: str) -> bool:
@@ -126,8 +137,8 @@ async def diagnose_status(
     probes: dict[str, asyncio.Task[bool]] = {}
     for row in down:
         error = str(row.get("error") or "")
-        if own is not None and ("closed by peer" in error or "handshake" in error.lower()):
-            found[row["id"]] = own
+        if own is not None and not _not_listening(error):
+            found[row["id"]] = own  # whatever the server said, our own files are unusable
             continue
         found[row["id"]] = explain(error, paths)
         if paths is None and found[row["id"]] is None and "closed by peer" in error:
