@@ -165,6 +165,8 @@ class _HoldOutput:
     def event(self, event: dict[str, Any]) -> None:
         kind = event["event"]
         if kind == "renewed":
+            if self.json_out:
+                self._write(event)
             return
         if kind == "denied" and self.waiting and not event.get("final"):
             if self.streak is not None and self.streak.get("reason") == event.get("reason"):
