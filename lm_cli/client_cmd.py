@@ -80,7 +80,9 @@ def hold(
     tls_dir: ClientTlsOpt = None,
 ) -> None:
     """Hold a seat like a protected program: ask, heartbeat, fail over, release at the end.
-    Exit 1 if the pool denies the seat.
+    Exit 1 if the pool denies the seat. Ctrl-C or SIGTERM (also while waiting) releases
+    the seat and exits 130 / 143. While waiting, a repeated denial is shown once, with a
+    count.
 
     Example: lm client hold --pool pool.rlf --license "Application 1.0" --seconds 60
     """  # fmt: skip
