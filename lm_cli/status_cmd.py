@@ -86,6 +86,17 @@ def render(pool: dict[str, Any]) -> None:
     out.print(clients)
 
 
+def not_all_up(pool: dict[str, Any]) -> str | None:
+    """Which servers are not back in the pool (None when every one is up, answering, and
+    a leader or a follower): what a rolling restart waits for before the next server."""
+    behind = [
+        f"{s['id']} ({'down' if not s['reachable'] else s.get('role')})"
+        for s in pool["servers"]
+        if not (s["up"] and s["reachable"] and s.get("role") in ("leader", "follower"))
+    ]
+    return f"not every server is back: {', '.join(behind)}" if behind else None
+
+
 def not_serving(pool: dict[str, Any]) -> str | None:
     """Why the pool is not serving (None when it is): the exit status of `lm status`."""
     if not any(s["reachable"] for s in pool["servers"]):
@@ -118,6 +129,14 @@ def register(app: typer.Typer) -> None:
                 min=0.0,
             ),
         ] = 0.0,
+        all_up: Annotated[
+            bool,
+            typer.Option(
+                "--all-up",
+                help="Exit 0 only if, besides serving, every server is up as leader or "
+                "follower (a rolling restart waits for this before the next server).",
+            ),
+        ] = False,
     ) -> None:
         """Show the live pool: servers, distribution tables, key tables.
 
@@ -130,22 +149,23 @@ def register(app: typer.Typer) -> None:
 
         paths = load_tls_dir(tls_dir, "admin")
 
+        def why_not(data: dict[str, Any]) -> str | None:
+            return not_serving(data) or (not_all_up(data) if all_up else None)
+
         async def fetch(client: AdminClient) -> dict[str, Any]:
             deadline = time.monotonic() + wait
             while True:
                 data = await diagnose_status(await client.status(), paths)
-                if not_serving(data) is None or time.monotonic() >= deadline:
+                if why_not(data) is None or time.monotonic() >= deadline:
                     return data
                 await asyncio.sleep(0.2)
 
         data = with_client(pool, tls_dir, fetch, timeout=timeout)
-        why = not_serving(data)
+        why = why_not(data)
         if json_out:
-            print_json(data)
-            if why:
-                raise typer.Exit(code=1)
-            return
-        render(data)
+            print_json(data)  # stdout stays one JSON document; the reason goes to stderr
+        else:
+            render(data)
         if why:
             error_line(why)
             raise typer.Exit(code=1)
