@@ -81,39 +81,125 @@ def hold(
     tls_dir: ClientTlsOpt = None,
 ) -> None:
     """Hold a seat like a protected program: ask, heartbeat, fail over, release at the end.
-    Exit 1 if the pool denies the seat.
+    Exit 1 if the pool denies the seat. Ctrl-C or SIGTERM (also while waiting) releases
+    the seat and exits 130 / 143. While waiting, a repeated denial is shown once, with a
+    count.
 
     Example: lm client hold --pool pool.rlf --license "Application 1.0" --seconds 60
     """  # fmt: skip
     rlf = load_pool(pool)
     trust = load_tls_dir(tls_dir, "client")
     client = LicenseClient(rlf, trust, client_id=client_id, prefer=server)
+    out = _HoldOutput(client.client_id, json_out=json_out, waiting=wait)
 
-    def on_event(event: dict[str, Any]) -> None:
-        if json_out:
-            out = {"client_id": client.client_id, **event}
-            sys.stdout.write(json.dumps(out, sort_keys=False) + "\n")
-            sys.stdout.flush()
-        elif event["event"] != "renewed":
-            console().print(_line(event))
-
-    async def run() -> None:
+    async def run() -> int:
         stop = asyncio.Event()
+        signals: list[int] = []
+
+        def on_signal(signum: int) -> None:
+            signals.append(signum)
+            stop.set()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, stop.set)
-        async with client.acquire(license, count, wait=wait, on_event=on_event):
-            if not json_out:
-                console().print(
-                    f"client {client.client_id}: "
-                    + (f"holding for {seconds:g} s" if seconds is not None else "Ctrl-C releases")
-                )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(seconds):
-                    await stop.wait()
+                loop.add_signal_handler(sig, on_signal, sig)
+        lease = client.acquire(license, count, wait=wait, on_event=out.event)
+        # A signal while the seat is still being asked for (--wait) ends the wait: the
+        # lease releases whatever a late answer might have granted.
+        starting = asyncio.create_task(lease.start())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            out.end_streak()
+            return 128 + signals[0]
+        starting.result()  # LicenseDenied -> exit 1
+        try:
+            out.note(
+                f"client {client.client_id}: "
+                + (f"holding for {seconds:g} s" if seconds is not None else "Ctrl-C releases")
+            )
+            if not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(seconds):
+                        await stop.wait()
+        finally:
+            await lease.stop()
+        return 128 + signals[0] if signals else 0
 
-    asyncio.run(run())
+    try:
+        code = asyncio.run(run())
+    finally:
+        out.end_streak()
+    if code:
+        if not json_out:
+            print(f"stopped by signal {code - 128}: seat released", file=sys.stderr)
+        raise typer.Exit(code=code)
+
+
+class _HoldOutput:
+    """The lines `lm client hold` prints. While waiting (--wait), a run of identical
+    denials is shown once, then as a running count (rewritten in place on a terminal,
+    else one summary line when the run ends), not once per retry."""
+
+    def __init__(self, client_id: str, *, json_out: bool, waiting: bool) -> None:
+        self.client_id = client_id
+        self.json_out = json_out
+        self.waiting = waiting
+        self.tty = sys.stdout.isatty() and not json_out
+        self.streak: dict[str, Any] | None = None  # the first denial of the current run
+        self.count = 0
+
+    def _write(self, event: dict[str, Any]) -> None:
+        if self.json_out:
+            sys.stdout.write(json.dumps({"client_id": self.client_id, **event}) + "\n")
+            sys.stdout.flush()
+        else:
+            console().print(_line(event), markup=False)
+
+    def note(self, text: str) -> None:
+        if not self.json_out:
+            console().print(text, markup=False)
+
+    def event(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "renewed":
+            if self.json_out:
+                self._write(event)
+            return
+        if kind == "denied" and self.waiting and not event.get("final"):
+            if self.streak is not None and self.streak.get("reason") == event.get("reason"):
+                self.count += 1
+                if self.tty:
+                    sys.stdout.write(f"\r  ... denied {self.count} times, still waiting\x1b[K")
+                    sys.stdout.flush()
+                return
+            self.end_streak()
+            self.streak, self.count = event, 1
+            self._write({**event, "count": 1} if self.json_out else event)
+            if not self.json_out:
+                self.note("  waiting for a seat (Ctrl-C stops)")
+            return
+        self.end_streak()
+        self._write(event)
+
+    def end_streak(self) -> None:
+        """Close a run of denials: say how many there were in all."""
+        streak, count = self.streak, self.count
+        self.streak, self.count = None, 0
+        if streak is None or count < 2:
+            return
+        if self.json_out:
+            self._write({**streak, "count": count, "repeated": True})
+        elif self.tty:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        else:
+            self.note(f"  ... denied {count} times in all: {streak['reason']}")
 
 
 @client_app.command("release")

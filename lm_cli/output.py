@@ -13,7 +13,9 @@ Use them like this::
         print_json(data) if json_out else console().print(table)
 
 `handle_errors` turns the project's errors into exit codes with one line on stderr and no
-traceback: `InputError` -> 2, any other `LmError` (e.g. `RefusedError`) -> 1.
+traceback: `InputError` -> 2, any other `LmError` (e.g. `RefusedError`) -> 1. When the
+command was given `--json` (its parameter is named `json_out`), the error goes to stdout
+as one JSON object instead: ``{"error": ..., "file": ..., "line": ..., "field": ...}``.
 Files are read with `read_text` (bounded, regular files only; any problem -> exit 2) and
 written with `write_atomic` (temp file, fsync, rename; `private=True` gives mode 0600).
 """
@@ -70,19 +72,45 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        as_json = kwargs.get("json_out") is True
         try:
             return fn(*args, **kwargs)
         except InputError as err:
-            error_line(str(err))
+            if as_json:
+                json_error(err.message, file=err.file, line=err.line, field=err.field)
+            else:
+                error_line(str(err))
             raise typer.Exit(code=2) from None
         except LmError as err:
-            error_line(str(err))
+            if as_json:
+                json_error(str(err), refused=True)
+            else:
+                error_line(str(err))
             raise typer.Exit(code=1) from None
         except KeyboardInterrupt:
-            error_line("interrupted")
+            if as_json:
+                json_error("interrupted")
+            else:
+                error_line("interrupted")
             raise typer.Exit(code=130) from None
 
     return wrapper
+
+
+def json_error(
+    message: str,
+    *,
+    file: str | None = None,
+    line: int | None = None,
+    field: str | None = None,
+    refused: bool = False,
+) -> None:
+    """Print an error as one JSON object on stdout (what `--json` callers parse)."""
+    data: dict[str, Any] = {"error": message, "file": file, "line": line, "field": field}
+    if refused:
+        data["refused"] = True
+    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.flush()
 
 
 def error_line(message: str) -> None:

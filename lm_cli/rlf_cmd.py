@@ -32,6 +32,7 @@ from lm_cli.output import (
     write_atomic,
 )
 from lm_cli.push import register_push
+from lm_cli.rlf_edit import register_edits
 from lm_core.engine.codes import parse_code, verify_code
 from lm_core.engine.keys import load_public, public_text
 from lm_core.engine.rlf import (
@@ -54,7 +55,8 @@ from lm_core.errors import InputError, LmError, SignatureError
 
 rlf_app = typer.Typer(
     no_args_is_help=True,
-    help="The pool's redundant license file (RLF): new, add-code, set-dist, sign, verify, show.",
+    help="The pool's redundant license file (RLF): new, add-code, set-dist, add-server, "
+    "remove-server, move-server, set, bump, sign, verify, show, push, pull.",
 )
 
 FileArg = Annotated[Path, typer.Argument(help="The RLF file.", readable=False)]
@@ -109,7 +111,7 @@ def _server_arg(text: str) -> ServerEntry:
 @handle_errors
 def new(
     file: FileArg,
-    pool: Annotated[str, typer.Option("--pool", help="The pool's name.")],
+    name: Annotated[str, typer.Option("--name", help="The pool's name (e.g. eng).")],
     server: Annotated[
         list[str],
         typer.Option("--server", help="ID=HOST:PORT, repeated, in leader-priority order."),
@@ -135,14 +137,14 @@ def new(
     Servers (3 to 11) are given in leader-priority order: the first is the preferred
     leader. Optionally names the admin key and the vendors to trust.
 
-    Example: lm rlf new pool.rlf --pool eng --server A=127.0.0.1:27001
+    Example: lm rlf new pool.rlf --name eng --server A=127.0.0.1:27001
     --server B=127.0.0.1:27002 --server C=127.0.0.1:27003 --admin-key admin.pub
     --vendor acme=acme.pub
     """
     if file.exists() and not force:
         raise InputError("already exists (use --force to overwrite)", file=str(file))
     rlf = new_rlf(
-        pool,
+        name,
         [_server_arg(s) for s in server],
         admin_key=public_text(load_public_file(admin_key)) if admin_key else "",
         vendors=[_vendor_arg(v) for v in vendor or []],
@@ -151,7 +153,7 @@ def new(
         borrowing_threshold=borrowing_threshold,
     )
     _save(file, rlf)
-    console().print(f"wrote {file}: pool {pool!r}, servers {', '.join(rlf.server_ids)}")
+    console().print(f"wrote {file}: pool {name!r}, servers {', '.join(rlf.server_ids)}")
     console().print(_edited_note(file, rlf))
 
 
@@ -439,6 +441,10 @@ def show(file: FileArg, today: TodayOpt = None, json_out: JsonOpt = False) -> No
 
 # `lm rlf push` (a live pool operation) lives beside the other live commands.
 register_push(rlf_app)
+
+
+# The server/settings edits and `lm rlf pull` live in lm_cli/rlf_edit.py.
+register_edits(rlf_app)
 
 
 def register(app: typer.Typer) -> None:

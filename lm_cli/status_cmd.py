@@ -4,15 +4,19 @@ table in the patent's layout; the key tables. `--json` prints the pool-status co
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import time
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from lm_cli.live import TimeoutOpt, TlsDirOpt, with_client
-from lm_cli.output import JsonOpt, PoolOpt, console, handle_errors, print_json
+from lm_cli.output import JsonOpt, PoolOpt, console, error_line, handle_errors, print_json
 from lm_core.engine.status_types import PoolStatus
-from lm_core.errors import RefusedError
+from lm_core.runtime.admin import AdminClient
+from lm_core.runtime.tlsconfig import load_tls_dir
+from lm_core.runtime.tlsdiag import diagnose_status
 
 
 def _fmt(v: Any) -> str:
@@ -32,13 +36,16 @@ def render(pool: PoolStatus) -> None:
     out.print(
         f"pool {pool['pool']}  RLF seq {pool['rlf_seq']}  leader {pool['leader'] or 'none'}  "
         f"term {pool['term']}  majority {maj.get('up')}/{maj.get('size')} "
-        f"{'ok' if maj.get('ok') else 'LOST'}"
+        f"{'ok' if maj.get('ok') else 'LOST'}",
+        markup=False,
     )
+    if pool.get("tls_error"):
+        out.print(f"TLS: {pool['tls_error']}", markup=False)
     servers = Table(title="servers")
     for col in ("id", "address", "up", "role", "term", "RLF seq", "heartbeat age", "note"):
         servers.add_column(col)
     for s in pool["servers"]:
-        note = s.get("error") or s.get("not_serving_reason") or ""
+        note = s.get("tls_error") or s.get("error") or s.get("not_serving_reason") or ""
         servers.add_row(
             s["id"],
             s["address"],
@@ -83,6 +90,30 @@ def render(pool: PoolStatus) -> None:
     out.print(clients)
 
 
+def not_all_up(pool: PoolStatus) -> str | None:
+    """Which servers are not back in the pool (None when every one is up, answering, and
+    a leader or a follower): what a rolling restart waits for before the next server."""
+    behind = [
+        f"{s['id']} ({'down' if not s['reachable'] else s.get('role')})"
+        for s in pool["servers"]
+        if not (s["up"] and s["reachable"] and s.get("role") in ("leader", "follower"))
+    ]
+    return f"not every server is back: {', '.join(behind)}" if behind else None
+
+
+def not_serving(pool: PoolStatus) -> str | None:
+    """Why the pool is not serving (None when it is): the exit status of `lm status`."""
+    if not any(s["reachable"] for s in pool["servers"]):
+        why = pool.get("tls_error") or "no server of the pool answered"
+        return f"NOT SERVING: {why}"
+    maj = pool.get("majority") or {}
+    if not pool.get("leader"):
+        return "NOT SERVING: no leader known"
+    if not maj.get("ok"):
+        return f"NOT SERVING: majority lost ({maj.get('up')}/{maj.get('size')} servers up)"
+    return None
+
+
 def register(app: typer.Typer) -> None:
     """Add `lm status`."""
 
@@ -93,17 +124,52 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
         tls_dir: TlsDirOpt = None,
         timeout: TimeoutOpt = 2.0,
+        wait: Annotated[
+            float,
+            typer.Option(
+                "--wait",
+                help="Wait up to this many seconds for the pool to serve (e.g. after a start "
+                "or a restart) before reporting.",
+                min=0.0,
+            ),
+        ] = 0.0,
+        all_up: Annotated[
+            bool,
+            typer.Option(
+                "--all-up",
+                help="Exit 0 only if, besides serving, every server is up as leader or "
+                "follower (a rolling restart waits for this before the next server).",
+            ),
+        ] = False,
     ) -> None:
         """Show the live pool: servers, distribution tables, key tables.
 
-        Example: lm status --pool pool.rlf --json
+        Example: lm status --pool pool.rlf --json   (scripts: lm status --wait 30)
 
-        Exit 0 if at least one server answered, 1 if none did.
+        Exit 0 only when the pool is serving (a leader and a majority); 1 when the
+        majority is lost, no leader is known or no server answered (a TLS failure is named:
+        wrong CA, expired or refused certificate, TLS needed); 2 on bad input.
         """
-        data = with_client(pool, tls_dir, lambda c: c.status(), timeout=timeout)
+
+        paths = load_tls_dir(tls_dir, "admin")
+
+        def why_not(data: PoolStatus) -> str | None:
+            return not_serving(data) or (not_all_up(data) if all_up else None)
+
+        async def fetch(client: AdminClient) -> PoolStatus:
+            deadline = time.monotonic() + wait
+            while True:
+                data = await diagnose_status(await client.status(), paths)
+                if why_not(data) is None or time.monotonic() >= deadline:
+                    return data
+                await asyncio.sleep(0.2)
+
+        data = with_client(pool, tls_dir, fetch, timeout=timeout)
+        why = why_not(data)
         if json_out:
-            print_json(data)
+            print_json(data)  # stdout stays one JSON document; the reason goes to stderr
         else:
             render(data)
-        if not any(s["reachable"] for s in data["servers"]):
-            raise RefusedError("no server of the pool answered")
+        if why:
+            error_line(why)
+            raise typer.Exit(code=1)

@@ -161,24 +161,45 @@ class FilterInput(Input):
         self.screen.query_one(f"#{self.table_id}").focus()
 
 
+_SORT = Binding.Group("Sort")
+
+
 class LmTuiApp(App[int]):
     """The operator console for one pool."""
 
     CSS_PATH = "app.tcss"
     TITLE = "lm-tui"
 
+    # Footer words are short so every key fits in 80 columns; `tooltip` is the long form
+    # the help screen shows.
     BINDINGS = [  # noqa: RUF012
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help"),
-        Binding("p", "pause", "Pause"),
-        Binding("space", "refresh", "Refresh"),
-        Binding("slash", "filter", "Filter"),
-        Binding("s", "sort", "Sort keys"),
-        Binding("a", "add_code", "Add code"),
-        Binding("l", "add_allocations", "Add allocations"),
-        Binding("d", "distribution", "Distribution"),
-        Binding("u", "push", "Push RLF"),
-        Binding("r", "reclaim", "Reclaim"),
+        Binding("p", "pause", "Pause", tooltip="Pause / resume live updates"),
+        Binding("space", "refresh", "Refresh", tooltip="Refresh now (once, even while paused)"),
+        Binding("slash", "filter", "Filter", tooltip="Filter the keys or events table"),
+        Binding(
+            "s",
+            "sort",
+            "Sort ▲",
+            tooltip="Sort keys ascending (again: by the next column)",
+            group=_SORT,
+        ),
+        Binding(
+            "S",
+            "sort_descending",
+            "Sort ▼",
+            tooltip="Sort keys descending (again: by the next column)",
+            group=_SORT,
+        ),
+        # a and l are in the help (?) and the command palette; the footer has no room.
+        Binding("a", "add_code", "Code", tooltip="Add a license code", show=False),
+        Binding(
+            "l", "add_allocations", "Alloc", tooltip="Add allocations (add-on code)", show=False
+        ),
+        Binding("d", "distribution", "Dist", tooltip="Change the distribution"),
+        Binding("u", "push", "Push", tooltip="Push an RLF"),
+        Binding("r", "reclaim", "Reclaim", tooltip="Reclaim the selected authorization"),
         Binding("1", "show_tab('pool')", "Pool tab", show=False),
         Binding("2", "show_tab('keys')", "Keys tab", show=False),
         Binding("3", "show_tab('events')", "Events tab", show=False),
@@ -230,6 +251,7 @@ class LmTuiApp(App[int]):
         self._event_filter: RowFilter = compile_filter("")
         self._sort_column = "client_id"
         self._sort_reverse = False
+        self._refresh_once = False  # space while paused: show the next status anyway
         self._leader: str | None = None
 
     # ------------------------------------------------------------ layout
@@ -257,7 +279,7 @@ class LmTuiApp(App[int]):
                     yield FilterInput("events-table", id="event-filter")
                     yield Static(id="event-info")
                 yield KeyedTable(EVENT_COLUMNS, id="events-table", cursor_type="row")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         for widget in self.query(Input):
@@ -299,13 +321,17 @@ class LmTuiApp(App[int]):
 
     def on_pool_unreachable(self, message: PoolUnreachable) -> None:
         self.polls += 1
+        self._refresh_once = False
         self.error = message.error
         self._render_header()
 
     async def on_pool_updated(self, message: PoolUpdated) -> None:
         self.polls += 1
-        if self.paused:
+        if self.paused and not self._refresh_once:
             return
+        if self._refresh_once:
+            self._refresh_once = False
+            self.notify("paused: refreshed once (p resumes live updates)", timeout=3)
         self.error = None
         self.updated_at = self.clock()
         try:
@@ -513,12 +539,17 @@ class LmTuiApp(App[int]):
             self._sort_column, self._sort_reverse = column, False
         self._render_keys()
 
-    def action_sort(self) -> None:
-        i = KEY_COLUMNS.index(self._sort_column)
-        self._sort_column = KEY_COLUMNS[(i + 1) % len(KEY_COLUMNS)]
-        self._sort_reverse = False
+    def action_sort(self, descending: bool = False) -> None:
+        """Sort the keys by the next column (or, when the direction changes, the same one)."""
+        if descending == self._sort_reverse:
+            i = KEY_COLUMNS.index(self._sort_column)
+            self._sort_column = KEY_COLUMNS[(i + 1) % len(KEY_COLUMNS)]
+        self._sort_reverse = descending
         self._show_tab("keys")
         self._render_keys()
+
+    def action_sort_descending(self) -> None:
+        self.action_sort(descending=True)
 
     def action_filter(self) -> None:
         tabs = self.query_one(TabbedContent)
@@ -552,13 +583,19 @@ class LmTuiApp(App[int]):
     def action_refresh(self) -> None:
         if not self.paused:
             self._arm(0.0)
+            return
+        # Paused: fetch and show one status now, then stay paused (said when it arrives).
+        self._refresh_once = True
+        self._poll()
 
     def help_entries(self) -> list[tuple[str, str]]:
         names = {"question_mark": "?", "slash": "/", "space": "space"}
         entries = []
         for binding in self.BINDINGS:
             assert isinstance(binding, Binding)
-            entries.append((names.get(binding.key, binding.key), binding.description))
+            entries.append(
+                (names.get(binding.key, binding.key), binding.tooltip or binding.description)
+            )
         entries += [
             ("enter", "details of the selected key (Keys tab)"),
             ("ctrl+p", "command palette"),

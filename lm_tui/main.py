@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--notice", default="", help="a line shown as a notice at start-up (used by lm demo)"
     )
     parser.add_argument("--replay", default=None, help=argparse.SUPPRESS)
+    from lm_core.version import version_line
+
+    parser.add_argument("--version", action="version", version=version_line("lm-tui"))
     return parser
 
 

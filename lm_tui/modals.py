@@ -194,11 +194,14 @@ class DistributionScreen(_Modal):
                 value=self.license,
                 allow_blank=False,
                 id="license",
+                compact=True,
             )
             for sid in self.servers:
-                with Horizontal(classes="field"):
+                with Horizontal(classes="field compact"):
                     yield Label(f"server {sid}", classes="field-label")
-                    yield Input(id=f"dist-{sid}", type="integer", classes="dist-input")
+                    yield Input(
+                        id=f"dist-{sid}", type="integer", classes="dist-input", compact=True
+                    )
             yield Static(id="dist-sum")
             with Horizontal(classes="buttons"):
                 yield Button("Apply", id="ok", variant="primary")
@@ -478,6 +481,13 @@ class KeyDetailsScreen(_Modal):
         self.dismiss("reclaim")
 
 
+_RECLAIM_HINT = Text("the client loses its seat at its next heartbeat", style="dim")
+_RECLAIM_REFUSED = Text(
+    "✗ refused: a reason is required (it is logged with the reclaim); type one, then Enter",
+    style="bold red",
+)
+
+
 class ReclaimScreen(_Modal):
     """Take a seat back: a reason is required, and the operator confirms."""
 
@@ -490,23 +500,27 @@ class ReclaimScreen(_Modal):
             yield Label("Reclaim an authorization", classes="dialog-title")
             yield Static(_key_text(self.row))
             yield Input(placeholder="reason (required, logged)", id="reason")
-            yield Static(Text("the client loses its seat at its next heartbeat", style="dim"))
+            yield Static(_RECLAIM_HINT, id="reason-why")
             with Horizontal(classes="buttons"):
-                yield Button("Reclaim", id="ok", variant="error", disabled=True)
+                yield Button("Reclaim", id="ok", variant="error")
                 yield Button("Cancel", id="cancel")
 
     @on(Input.Changed, "#reason")
     def _changed(self, event: Input.Changed) -> None:
-        self.query_one("#ok", Button).disabled = not event.value.strip()
+        if event.value.strip():
+            self.query_one("#reason-why", Static).update(_RECLAIM_HINT)
 
     @on(Input.Submitted, "#reason")
     @on(Button.Pressed, "#ok")
     def _ok(self) -> None:
         reason = self.query_one("#reason", Input).value.strip()
-        if reason:
-            self.dismiss(
-                ReclaimRequest(self.row.client_id, self.row.license, self.row.server, reason)
-            )
+        if not reason:
+            # Say why nothing happens: the reason goes into the usage log with the reclaim.
+            self.query_one("#reason-why", Static).update(_RECLAIM_REFUSED)
+            self.query_one("#reason", Input).focus()
+            self.app.bell()
+            return
+        self.dismiss(ReclaimRequest(self.row.client_id, self.row.license, self.row.server, reason))
 
 
 # ---------------------------------------------------------------- help

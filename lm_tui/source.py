@@ -60,6 +60,7 @@ class AdminSource:
     def __init__(self, rlf: Rlf, *, tls: TlsPaths | None, timeout: float = 3.0) -> None:
         from lm_core.runtime.admin import AdminClient
 
+        self._tls = tls
         self._poller = AdminClient(rlf, tls=tls, timeout=timeout, name="lm-tui")
         self._actor = AdminClient(rlf, tls=tls, timeout=timeout, name="lm-tui")
         self._lock: asyncio.Lock | None = None
@@ -81,7 +82,12 @@ class AdminSource:
             return await self._call(self._actor, lambda: call(self._actor))
 
     async def status(self) -> PoolStatus:
-        return await self._call(self._poller, self._poller.status)
+        from lm_core.runtime.tlsdiag import diagnose_status
+
+        async def poll() -> PoolStatus:
+            return await diagnose_status(await self._poller.status(), self._tls)
+
+        return await self._call(self._poller, poll)
 
     @staticmethod
     def _outcome(result: Any) -> Outcome:

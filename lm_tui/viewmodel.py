@@ -102,6 +102,13 @@ def header_view(
     if error:
         banners.append(f"cannot reach the pool: {error} (showing the last status)")
     unreachable = [s["id"] for s in status.get("servers", []) if not s.get("reachable", True)]
+    if status.get("tls_error"):
+        # a TLS failure looks like servers down: name it (wrong CA, expired, TLS needed)
+        banners.append(f"TLS: {status['tls_error']}")
+    else:
+        for s in status.get("servers", []):
+            if s.get("tls_error"):
+                banners.append(f"TLS, server {s['id']}: {s['tls_error']}")
     if unreachable:
         banners.append("cannot reach server " + ", ".join(unreachable))
     if not ok and 2 * up > size:

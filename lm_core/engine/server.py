@@ -2253,6 +2253,7 @@ class LicenseServer:
             "rlf_seq": self.rlf.sequence,
             "config_version": self.table.cfg[1],
             "config_term": self.table.cfg[0],
+            "codes": list(self.table.codes),  # added at run time, on top of the RLF's
             "serving": why is None,
             "not_serving_reason": None if why is None else f"{why[0]}: {why[1]}",
             "majority": {

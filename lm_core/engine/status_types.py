@@ -76,6 +76,9 @@ class ServerStatus(TypedDict):
     rlf_seq: int
     config_version: int
     config_term: int
+    # Codes added at run time, on top of the RLF's (`lm rlf pull` writes them down); absent
+    # from an older lm-daemon.
+    codes: NotRequired[list[str]]
     serving: bool
     not_serving_reason: str | None  # "<DenyReason>: <why>"
     majority: Majority
@@ -108,6 +111,7 @@ class PoolServer(TypedDict):
     last_heartbeat_age: float | None
     clients_total: int | None  # key-table rows that server holds (None: unreachable)
     error: NotRequired[str | None]  # why it is unreachable (added by the admin client)
+    tls_error: NotRequired[str | None]  # that failure named as a TLS one (runtime.tlsdiag)
 
 
 class PoolRow(TypedDict, total=False):
@@ -161,3 +165,4 @@ class PoolStatus(TypedDict):
     clients: list[PoolClient]
     clients_total: int  # key-table rows the reachable servers hold (`clients` may list fewer)
     events: list[PoolEvent]
+    tls_error: NotRequired[str | None]  # the TLS failure every unreachable server shares

@@ -1,4 +1,6 @@
 """`lm-daemon` start-up: arguments, logging, every check before the daemon serves.
+(`lm-daemon backup|restore` are handed to `store_cmd`; `lm-daemon --version` prints the
+installed version.)
 
 Start-up refuses (one line, exit 2) a bad or unsigned RLF, a server id missing from it,
 a foreign or damaged data directory, missing TLS files, and plaintext to a non-loopback
@@ -24,12 +26,13 @@ from pathlib import Path
 
 from lm_core.engine.rlf import Rlf, parse_rlf, render_rlf, verify_rlf
 from lm_core.errors import InputError, LmError
-from lm_core.runtime import tlsconfig
+from lm_core.runtime import store_cmd, tlsconfig
 from lm_core.runtime.connection import Budgets, is_loopback
 from lm_core.runtime.daemon import Daemon, StoreFailed
 from lm_core.runtime.logsafe import SafeFormatter
 from lm_core.runtime.store import Loaded, Store, StoreError
 from lm_core.runtime.userfile import read_user_file
+from lm_core.version import version_line
 
 log = logging.getLogger("lm.daemon")
 
@@ -108,9 +111,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Run one license server of a pool (the engine on TCP/TLS and SQLite).",
         epilog=(
             "example: lm-daemon --rlf pool.rlf --server-id A --data-dir /var/lib/lm/A "
-            "--tls-dir /etc/lm/tls"
+            "--tls-dir /etc/lm/tls\n\n" + store_cmd.COMMANDS_HELP
         ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=version_line("lm-daemon"))
     p.add_argument("--rlf", required=True, type=Path, help="the pool's signed RLF")
     p.add_argument("--server-id", required=True, help="this server's id in the RLF (e.g. A)")
     p.add_argument(
@@ -239,8 +244,12 @@ async def _amain(daemon: Daemon) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The `lm-daemon` entry point."""
-    args = _parser().parse_args(argv)
+    """The `lm-daemon` entry point: `backup` and `restore` go to `store_cmd`; anything
+    else starts a daemon."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    if store_cmd.main(given):
+        return
+    args = _parser().parse_args(given)
     small_tls_buffers()
     setup_logging(args.log_level, args.server_id)
     try:

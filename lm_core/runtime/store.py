@@ -48,6 +48,15 @@ Bounds: every integer column holds a value the parsers and the codec already bou
 when a write is gathered and raises `ValueError` naming the value: a value out of range
 here is a bug upstream, caught before the transaction, never an overflow inside it.
 
+Schema versions and upgrades. `meta.schema_version` says which layout a file has. A
+store of an older version is migrated forward when it is opened (`MIGRATIONS`, one
+transaction per step, recorded in `schema_history`), after an online-backup copy of the
+file is written next to it (`lm.sqlite3.schema<N>-<UTC time>.bak`); a store of a newer
+version is refused (run the newer lm-daemon, or restore the copy taken before the
+upgrade). `backup()` copies a store with SQLite's online backup API -- safe while the
+daemon runs -- into one self-contained file; `restore()` copies such a file back into a
+data directory whose daemon is stopped (the store it replaces is kept beside it).
+
 A data directory is bound to one (pool, server id) when it is first used. Opening it for
 another pool or server, opening a file that is not an lm store (or is damaged), or opening
 it while another daemon holds it raises `StoreError` -- the daemon prints that one line and
@@ -59,10 +68,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -70,7 +80,9 @@ from typing import IO, Any
 from lm_core.engine import limits
 from lm_core.errors import InputError
 
-SCHEMA_VERSION = 1
+log = logging.getLogger("lm.store")
+
+SCHEMA_VERSION = 2
 DB_NAME = "lm.sqlite3"
 LOCK_NAME = "lm.lock"
 CHECKPOINT_EVERY = 256  # commits between WAL checkpoints (a few MiB of WAL at most)
@@ -87,8 +99,12 @@ CREATE TABLE usage (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL,
     client_id TEXT NOT NULL, license TEXT NOT NULL, count INTEGER NOT NULL, reason TEXT NOT NULL
 );
+CREATE TABLE schema_history (
+    version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL, lm_version TEXT NOT NULL,
+    backup TEXT NOT NULL
+);
 """
-_TABLES = {"meta", "rlf", "state", "keys", "usage"}
+_TABLES = {"meta", "rlf", "state", "keys", "usage"}  # present in every schema version
 _JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # built once, not per row
 
 
@@ -170,6 +186,8 @@ class Store:
         self._sync = "FULL"  # the connection's current `PRAGMA synchronous`
         self._since_checkpoint = 0
         self._ckpt_conn: sqlite3.Connection | None = None  # see checkpoint()
+        self.migrated: list[int] = []  # schema versions migrated to at open (oldest first)
+        self.migration_backup: Path | None = None  # the copy taken before migrating
 
     # ------------------------------------------------------------ open / close
 
@@ -237,6 +255,10 @@ class Store:
                     ("created_at", _utc_now()),
                 ],
             )
+            self._conn.execute(
+                "INSERT INTO schema_history VALUES (?, ?, ?, ?)",
+                (SCHEMA_VERSION, _utc_now(), _lm_version(), "created"),
+            )
 
     def _has_tables(self) -> bool:
         # An SQLite file without tables is what a crash during creation leaves behind.
@@ -263,10 +285,12 @@ class Store:
                 file=where,
             )
         meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
-        version = meta.get("schema_version")
-        if version != str(SCHEMA_VERSION):
+        version = _schema_version(meta.get("schema_version"), where)
+        if version > SCHEMA_VERSION:
             raise StoreError(
-                f"store schema version {version!r}, this lm-daemon reads {SCHEMA_VERSION}",
+                f"store schema version {version} was written by a newer lm-daemon; this one "
+                f"reads versions up to {SCHEMA_VERSION} (run the newer lm-daemon, or restore "
+                "the backup taken before the upgrade: lm-daemon restore)",
                 file=where,
             )
         if meta.get("pool") != pool:
@@ -278,6 +302,31 @@ class Store:
                 f"data dir belongs to server {meta.get('server_id')!r}, not {server_id!r}",
                 file=where,
             )
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        """Copy the file aside (online backup), then apply each forward step in its own
+        transaction, recording it in `schema_history`."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        copy = self.path.with_name(f"{DB_NAME}.schema{version}-{stamp}.bak")
+        _backup_conn(self._conn, copy, where=str(self.path))
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self._tx():
+                MIGRATIONS[target](self._conn)
+                self._conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),)
+                )
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO schema_history VALUES (?, ?, ?, ?)",
+                    (target, _utc_now(), _lm_version(), str(copy)),
+                )
+            self.migrated.append(target)
+        log.info(
+            "migrated store %s from schema version %d to %d (copy before: %s)",
+            self.path, version, SCHEMA_VERSION, copy,
+        )  # fmt: skip
+        self.migration_backup = copy
 
     def close(self) -> None:
         """Close the database (a clean checkpoint) and release the directory lock."""
@@ -396,6 +445,216 @@ class Store:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+
+# ------------------------------------------------------------ schema migrations
+
+
+def _to_v2(conn: sqlite3.Connection) -> None:
+    """Version 2: a `schema_history` table; `keys` as a WITHOUT ROWID table (stores made
+    before that change still had a rowid table: rebuild it, rows unchanged)."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_history (version INTEGER PRIMARY KEY, "
+        "applied_at TEXT NOT NULL, lm_version TEXT NOT NULL, backup TEXT NOT NULL)"
+    )
+    row = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type='table' AND name='keys'"
+    ).fetchone()
+    if row is not None and "WITHOUT ROWID" not in str(row[0]).upper():
+        conn.execute(
+            "CREATE TABLE keys_v2 (client_id TEXT NOT NULL, license TEXT NOT NULL, "
+            "entry TEXT NOT NULL, PRIMARY KEY (client_id, license)) WITHOUT ROWID"
+        )
+        conn.execute(
+            "INSERT INTO keys_v2 (client_id, license, entry) "
+            "SELECT client_id, license, entry FROM keys"
+        )
+        conn.execute("DROP TABLE keys")
+        conn.execute("ALTER TABLE keys_v2 RENAME TO keys")
+
+
+# version -> the step that turns a store of version - 1 into it (runs inside a transaction)
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {2: _to_v2}
+
+
+def _schema_version(value: str | None, where: str) -> int:
+    try:
+        version = int(value or "")
+    except ValueError:
+        raise StoreError(f"store schema version {value!r} is not a number", file=where) from None
+    if version < 1:
+        raise StoreError(f"store schema version {version} is not a version", file=where)
+    return version
+
+
+def _lm_version() -> str:
+    from lm_core.version import version
+
+    return version()
+
+
+# ------------------------------------------------------------ backup / restore
+
+
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    """Who a store file belongs to (from its `meta` table)."""
+
+    path: Path
+    pool: str
+    server_id: str
+    schema_version: int
+    keys: int
+
+
+def _backup_conn(src: sqlite3.Connection, out: Path, *, where: str) -> None:
+    """Copy the database behind `src` into a new self-contained file `out` (online backup
+    API: consistent even while another connection writes), fsynced, then renamed."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        dst = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA journal_mode=DELETE")  # one file, no -wal beside it
+        finally:
+            dst.close()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+        _fsync_dir(out.parent)
+    except sqlite3.Error as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"backup failed: {exc}", file=where) from None
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot write backup: {exc.strerror or exc}", file=str(out)) from None
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _inspect(conn: sqlite3.Connection, path: Path) -> StoreInfo:
+    where = str(path)
+    try:
+        row = conn.execute("PRAGMA quick_check").fetchone()
+        if row is None or row[0] != "ok":
+            raise StoreError(f"damaged store (integrity check: {row[0] if row else '?'})",
+                             file=where)  # fmt: skip
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables >= _TABLES:
+            raise StoreError("not an lm-daemon store (missing tables: "
+                             + ", ".join(sorted(_TABLES - tables)) + ")", file=where)  # fmt: skip
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        keys = int(conn.execute("SELECT COUNT(*) FROM keys").fetchone()[0])
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"damaged store ({exc})", file=where) from None
+    return StoreInfo(
+        path=path,
+        pool=str(meta.get("pool", "")),
+        server_id=str(meta.get("server_id", "")),
+        schema_version=_schema_version(meta.get("schema_version"), where),
+        keys=keys,
+    )
+
+
+def _connect_existing(path: Path, what: str) -> sqlite3.Connection:
+    if not path.is_file():
+        raise StoreError(f"{what} not found", file=str(path))
+    _check_header(path)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        conn.execute("PRAGMA query_only=1")
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open {what}: {exc}", file=str(path)) from None
+    return conn
+
+
+def backup(data_dir: Path, out: Path, *, force: bool = False) -> StoreInfo:
+    """Copy the store of `data_dir` into the single file `out` (the daemon may be
+    running: the online backup API reads a consistent snapshot). Raises `StoreError`."""
+    if out.exists() and not force:
+        raise StoreError("already exists (use --force to overwrite)", file=str(out))
+    if not out.parent.is_dir():
+        raise StoreError("no such directory", file=str(out.parent))
+    path = data_dir / DB_NAME
+    conn = _connect_existing(path, "store")
+    try:
+        info = _inspect(conn, path)
+        _backup_conn(conn, out, where=str(path))
+    finally:
+        conn.close()
+    return StoreInfo(out, info.pool, info.server_id, info.schema_version, info.keys)
+
+
+def restore(data_dir: Path, src: Path, *, force: bool = False) -> tuple[StoreInfo, Path | None]:
+    """Put the backup `src` in place as the store of `data_dir` (its daemon must be
+    stopped). The store it replaces is first copied to `lm.sqlite3.before-restore-<time>`
+    (returned). A backup of another pool or server, or a data dir holding another pool's
+    store, is refused unless `force`. An older schema is migrated at the next start."""
+    source = _connect_existing(src, "backup file")
+    try:
+        info = _inspect(source, src)
+        if info.schema_version > SCHEMA_VERSION:
+            raise StoreError(
+                f"backup has schema version {info.schema_version}; this lm-daemon reads "
+                f"versions up to {SCHEMA_VERSION}",
+                file=str(src),
+            )
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create data dir: {exc.strerror}",
+                             file=str(data_dir)) from None  # fmt: skip
+        lock = _take_lock(data_dir / LOCK_NAME)
+        try:
+            return info, _restore_locked(data_dir, source, info, force=force)
+        finally:
+            lock.close()
+    finally:
+        source.close()
+
+
+def _restore_locked(
+    data_dir: Path, source: sqlite3.Connection, info: StoreInfo, *, force: bool
+) -> Path | None:
+    path = data_dir / DB_NAME
+    kept: Path | None = None
+    if path.exists() and path.stat().st_size > 0:
+        current = _connect_existing(path, "store")
+        try:
+            now = _inspect(current, path)
+            if (now.pool, now.server_id) != (info.pool, info.server_id) and not force:
+                raise StoreError(
+                    f"data dir holds pool {now.pool!r} server {now.server_id!r}, the backup "
+                    f"is pool {info.pool!r} server {info.server_id!r} (use --force to "
+                    "replace it)",
+                    file=str(data_dir),
+                )
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            kept = path.with_name(f"{DB_NAME}.before-restore-{stamp}")
+            _backup_conn(current, kept, where=str(path))
+        finally:
+            current.close()
+    try:
+        dst = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+        try:
+            source.backup(dst)
+            dst.execute("PRAGMA journal_mode=WAL")
+            dst.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            dst.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"restore failed: {exc}", file=str(path)) from None
+    return kept
 
 
 def _take_lock(path: Path) -> IO[str]:

@@ -49,7 +49,7 @@ def pool(lm: Lm) -> tuple[Lm, str]:
         "--version", "1.0", "--seats", "100", "--expires", "2099-12-31",
     ).stdout.strip()  # fmt: skip
     lm(
-        "rlf", "new", "pool.rlf", "--pool", "eng", "--server", "A=127.0.0.1:27001",
+        "rlf", "new", "pool.rlf", "--name", "eng", "--server", "A=127.0.0.1:27001",
         "--server", "B=127.0.0.1:27002", "--server", "C=127.0.0.1:27003",
         "--admin-key", "admin.pub", "--vendor", "acme=acme.pub",
     )  # fmt: skip

@@ -79,7 +79,7 @@ def test_ports_are_ascii_digits_only(pool: tuple[Lm, str], port: str) -> None:
         result = lm(*args, code=2)
         assert result.stderr.startswith(f"error: bad.rlf:{line}: servers[1].address: ")
         assert "ASCII port" in result.stderr
-    result = lm("rlf", "new", "new.rlf", "--pool", "eng", "--server", f"A=127.0.0.1:{port}",
+    result = lm("rlf", "new", "new.rlf", "--name", "eng", "--server", f"A=127.0.0.1:{port}",
                 "--server", "B=127.0.0.1:2", "--server", "C=127.0.0.1:3", code=2)  # fmt: skip
     assert "--server A" in result.stderr
 

@@ -92,7 +92,7 @@ def test_add_on_code_and_new_vendor(pool: tuple[Lm, str]) -> None:
         (("verify", "pool.rlf", "--vendor-key", "admin.pub"), "not the key of any vendor"),
         (("verify", "pool.rlf", "--today", "2100-01-01"), "expired on 2099-12-31"),
         (("add-code", "pool.rlf", "LM1-AAAAA"), "license code"),
-        (("new", "pool.rlf", "--pool", "x", "--server", "A=h:1"), "already exists"),
+        (("new", "pool.rlf", "--name", "x", "--server", "A=h:1"), "already exists"),
     ],
 )
 def test_bad_input_exits_2_with_one_located_line(
@@ -127,7 +127,7 @@ def test_add_same_code_twice_and_tampered_code(pool: tuple[Lm, str]) -> None:
     ],
 )  # fmt: skip
 def test_new_refuses_bad_servers(lm: Lm, args: tuple[str, ...], message: str) -> None:
-    assert message in lm("rlf", "new", "p.rlf", "--pool", "eng", *args, code=2).stderr
+    assert message in lm("rlf", "new", "p.rlf", "--name", "eng", *args, code=2).stderr
     assert not Path("p.rlf").exists()
 
 
@@ -136,7 +136,7 @@ def test_issue_sequence_without_admin_key_at_new(lm: Lm) -> None:
     lm("vendor", "keygen", "--out", "acme")
     lm("admin", "keygen", "--out", "admin")
     code = _issue(lm)
-    lm("rlf", "new", "pool.rlf", "--pool", "eng", "--server", "A=127.0.0.1:27001",
+    lm("rlf", "new", "pool.rlf", "--name", "eng", "--server", "A=127.0.0.1:27001",
        "--server", "B=127.0.0.1:27002", "--server", "C=127.0.0.1:27003")  # fmt: skip
     lm("rlf", "add-code", "pool.rlf", code, "--dist", "A:40,B:30,C:30", "--vendor-key", "acme.pub")
     lm("rlf", "set-dist", "pool.rlf", "Application 1.0", "A:50,B:25,C:25")

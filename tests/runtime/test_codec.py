@@ -154,6 +154,7 @@ def test_wire_shape_is_the_documented_json() -> None:
         "lease": 6.0,
         "heartbeat_interval": 2.0,
         "servers": [{"type": "ServerAddress", "id": "A", "address": "127.0.0.1:27001"}],
+        "ticket": "",  # no fail-over ticket (a daemon without claim.key)
     }
 
 

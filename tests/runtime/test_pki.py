@@ -49,6 +49,7 @@ def test_init_writes_every_file_with_the_right_modes(tmp_path: Path) -> None:
             "monitor.key",
             "client.pem",
             "client.key",
+            "claim.key",
         ]
     )  # fmt: skip  -- and no temporary files left behind
     for path in out.iterdir():

@@ -302,3 +302,224 @@ def test_out_of_range_integers_are_refused_before_any_sql(tmp_path: Path) -> Non
         Batch().log_usage("grant", "c1", "Application 1.0", 2**63, "")
     assert store.load().rlf == (limits.SEQUENCE_MAX, "top")
     store.close()
+
+
+# ------------------------------------------------------------ schema migrations, backup/restore
+
+from lm_core.runtime import store as store_mod  # noqa: E402
+
+# The layout lm-daemon 0.1.0 wrote (schema version 1), with `keys` as the rowid table the
+# earliest stores had: what an upgrade finds on a server's disk.
+_V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE rlf (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, text TEXT NOT NULL);
+CREATE TABLE state (id INTEGER PRIMARY KEY CHECK (id = 1), json TEXT NOT NULL);
+CREATE TABLE keys (
+    client_id TEXT NOT NULL, license TEXT NOT NULL, entry TEXT NOT NULL,
+    PRIMARY KEY (client_id, license)
+);
+CREATE TABLE usage (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
+    client_id TEXT NOT NULL, license TEXT NOT NULL, count INTEGER NOT NULL, reason TEXT NOT NULL
+);
+"""
+
+
+def write_v1_store(data_dir: Path, *, pool: str = "eng", server_id: str = "A") -> None:
+    """A schema-1 data dir holding a state, an RLF, two keys and a usage row."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(data_dir / DB_NAME, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(_V1_SCHEMA)
+    conn.executemany(
+        "INSERT INTO meta VALUES (?, ?)",
+        [("schema_version", "1"), ("pool", pool), ("server_id", server_id),
+         ("created_at", "2026-01-01T00:00:00Z")],
+    )  # fmt: skip
+    conn.execute("INSERT INTO rlf VALUES (1, 4, 'pool eng')")
+    conn.execute("""INSERT INTO state VALUES (1, '{"term":7}')""")
+    conn.execute("""INSERT INTO keys VALUES ('c1', 'L 1', '{"n":1}'), ('c2', 'L 1', '{"n":2}')""")
+    conn.execute("INSERT INTO usage (at, kind, client_id, license, count, reason) "
+                 "VALUES (1.0, 'grant', 'c1', 'L 1', 1, '')")  # fmt: skip
+    conn.close()
+
+
+def _table_sql(path: Path, name: str) -> str:
+    conn = sqlite3.connect(path)
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+    conn.close()
+    return str(row[0]) if row else ""
+
+
+def test_previous_schema_migrates_at_open_with_a_copy_first(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_v1_store(data)
+    assert "WITHOUT ROWID" not in _table_sql(data / DB_NAME, "keys")
+    store = _open(tmp_path)
+    loaded = store.load()
+    assert store.migrated == [2]
+    copy = store.migration_backup
+    store.close()
+    # Everything the old store held is still there, in the new layout.
+    assert loaded.state == {"term": 7}
+    assert loaded.rlf == (4, "pool eng")
+    assert loaded.keys == [{"n": 1}, {"n": 2}]
+    assert "WITHOUT ROWID" in _table_sql(data / DB_NAME, "keys")
+    conn = sqlite3.connect(data / DB_NAME)
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+    history = conn.execute("SELECT version, backup FROM schema_history").fetchall()
+    conn.close()
+    assert history == [(2, str(copy))]
+    # The copy taken first is the untouched version-1 store.
+    assert copy is not None
+    assert copy.parent == data
+    assert copy.name.startswith(f"{DB_NAME}.schema1-")
+    old = sqlite3.connect(copy)
+    assert old.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
+    assert old.execute("SELECT COUNT(*) FROM keys").fetchone() == (2,)
+    old.close()
+    # Opening again migrates nothing more.
+    store = _open(tmp_path)
+    assert store.migrated == []
+    store.close()
+
+
+def test_fresh_store_is_current_schema_with_history(tmp_path: Path) -> None:
+    _open(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / "data" / DB_NAME)
+    version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    history = conn.execute("SELECT version, backup FROM schema_history").fetchall()
+    conn.close()
+    assert version == (str(store_mod.SCHEMA_VERSION),)
+    assert history == [(store_mod.SCHEMA_VERSION, "created")]
+
+
+def test_migration_is_not_run_for_a_foreign_data_dir(tmp_path: Path) -> None:
+    write_v1_store(tmp_path / "data", pool="other")
+    with pytest.raises(StoreError, match="belongs to pool 'other'"):
+        _open(tmp_path)
+    assert not list((tmp_path / "data").glob("*.bak"))
+
+
+def test_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
+    _open(tmp_path).close()
+    path = tmp_path / "data" / DB_NAME
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.close()
+    with pytest.raises(StoreError, match="version 99 was written by a newer lm-daemon"):
+        _open(tmp_path)
+
+
+def _store_with_data(tmp_path: Path) -> Store:
+    store = _open(tmp_path)
+    batch = Batch()
+    batch.set_state({"term": 5})
+    batch.set_rlf(3, "pool eng\nsequence 3\n")
+    batch.put_key("c1", "L 1", {"n": 1})
+    batch.log_usage("grant", "c1", "L 1", 1, "")
+    store.commit(batch)
+    return store
+
+
+def test_backup_while_open_then_restore_round_trip(tmp_path: Path) -> None:
+    store = _store_with_data(tmp_path)  # held open, as by a running daemon
+    out = tmp_path / "A.backup"
+    info = store_mod.backup(tmp_path / "data", out)
+    assert (info.pool, info.server_id, info.keys) == ("eng", "A", 1)
+    # Changes after the backup are not in it ...
+    later = Batch()
+    later.put_key("c2", "L 1", {"n": 2})
+    later.set_state({"term": 6})
+    store.commit(later)
+    # ... and restore refuses while the directory is in use.
+    with pytest.raises(StoreError, match="in use by another lm-daemon"):
+        store_mod.restore(tmp_path / "data", out)
+    store.close()
+    restored, kept = store_mod.restore(tmp_path / "data", out)
+    assert restored.keys == 1
+    assert kept is not None
+    assert kept.exists()
+    store = _open(tmp_path)
+    loaded = store.load()
+    usage = store.usage()
+    store.close()
+    assert loaded.state == {"term": 5}
+    assert loaded.keys == [{"n": 1}]
+    assert loaded.rlf == (3, "pool eng\nsequence 3\n")
+    assert [u.kind for u in usage] == ["grant"]
+    # The store it replaced is kept whole.
+    conn = sqlite3.connect(kept)
+    assert conn.execute("SELECT COUNT(*) FROM keys").fetchone() == (2,)
+    conn.close()
+
+
+def test_backup_is_one_file_and_restores_into_an_empty_dir(tmp_path: Path) -> None:
+    _store_with_data(tmp_path).close()
+    out = tmp_path / "A.backup"
+    store_mod.backup(tmp_path / "data", out)
+    assert not Path(f"{out}-wal").exists()
+    _, kept = store_mod.restore(tmp_path / "fresh", out)
+    assert kept is None
+    store = Store.open(tmp_path / "fresh", pool="eng", server_id="A")
+    assert store.load().state == {"term": 5}
+    store.close()
+
+
+def test_backup_refuses_to_overwrite_and_non_stores(tmp_path: Path) -> None:
+    _store_with_data(tmp_path).close()
+    out = tmp_path / "A.backup"
+    out.write_text("keep me")
+    with pytest.raises(StoreError, match="already exists"):
+        store_mod.backup(tmp_path / "data", out)
+    assert out.read_text() == "keep me"
+    with pytest.raises(StoreError, match="not an lm-daemon store"):
+        store_mod.restore(tmp_path / "data", out)
+    with pytest.raises(StoreError, match="store not found"):
+        store_mod.backup(tmp_path / "nowhere", tmp_path / "x.backup")
+
+
+def test_restore_of_another_servers_backup_needs_force(tmp_path: Path) -> None:
+    _store_with_data(tmp_path).close()
+    out = tmp_path / "A.backup"
+    store_mod.backup(tmp_path / "data", out)
+    Store.open(tmp_path / "b", pool="eng", server_id="B").close()
+    with pytest.raises(StoreError, match="holds pool 'eng' server 'B'"):
+        store_mod.restore(tmp_path / "b", out)
+    store_mod.restore(tmp_path / "b", out, force=True)
+    with pytest.raises(StoreError, match="belongs to server 'A'"):
+        Store.open(tmp_path / "b", pool="eng", server_id="B")
+
+
+def test_restored_older_backup_migrates_at_next_open(tmp_path: Path) -> None:
+    write_v1_store(tmp_path / "old")
+    out = tmp_path / "v1.backup"
+    info = store_mod.backup(tmp_path / "old", out)
+    assert info.schema_version == 1
+    store_mod.restore(tmp_path / "data", out)
+    store = _open(tmp_path)
+    assert store.migrated == [2]
+    assert store.load().state == {"term": 7}
+    store.close()
+
+
+def test_lm_daemon_backup_and_restore_commands(tmp_path: Path) -> None:
+    _store_with_data(tmp_path).close()
+    cmd = [sys.executable, "-c", "from lm_core.runtime.startup import main; main()"]
+    out = tmp_path / "A.backup"
+    done = subprocess.run([*cmd, "backup", "--data-dir", str(tmp_path / "data"), "--out",
+                           str(out)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "pool 'eng', server 'A', schema 2, 1 authorizations" in done.stdout
+    again = subprocess.run([*cmd, "backup", "--data-dir", str(tmp_path / "data"), "--out",
+                            str(out)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert again.returncode == 2
+    assert again.stderr.strip().endswith("A.backup: already exists (use --force to overwrite)")
+    assert "Traceback" not in again.stderr
+    back = subprocess.run([*cmd, "restore", "--data-dir", str(tmp_path / "data"), "--from",
+                           str(out)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert back.returncode == 0, back.stderr
+    assert "the store it replaced is kept as" in back.stdout
+    version = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0
+    assert version.stdout.startswith("lm-daemon ")

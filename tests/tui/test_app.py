@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Button, DataTable, Input, TextArea
+from textual.widgets import Button, DataTable, Input, Static, TextArea
 
 from lm_tui.app import LmTuiApp
 from lm_tui.modals import (
@@ -211,9 +211,13 @@ async def test_reclaim_needs_a_reason(recorded_app: Make, ready: Ready) -> None:
         assert app.screen.row.client_id == "client-b"
         await pilot.press("r")
         assert isinstance(app.screen, ReclaimScreen)
-        assert app.screen.query_one("#ok", Button).disabled
-        await pilot.press("enter")
+        await pilot.press("enter")  # an empty reason is refused, and the dialog says why
         assert isinstance(app.screen, ReclaimScreen)
+        why = str(app.screen.query_one("#reason-why", Static).render())
+        assert "refused: a reason is required" in why
+        await pilot.click("#ok")
+        assert isinstance(app.screen, ReclaimScreen)
+        assert source_of(app).calls == []
         await pilot.press(*"stale")
         await pilot.press("enter")
         await settle(pilot)
@@ -253,18 +257,21 @@ async def test_read_only_refuses_every_action(recorded_app: Make, ready: Ready) 
 
 
 async def test_pause_stops_updates_and_space_refreshes(recorded_app: Make, ready: Ready) -> None:
-    app = recorded_app("fig8", "fig9_after_a_died")
+    app = recorded_app("fig8", "fig9_after_a_died", "fig8")
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await pilot.press("p")
         assert app.paused
-        await pilot.press("space")
-        await settle(pilot)
         assert app.status is not None
         assert app.status["leader"] == "A"
-        await pilot.press("p")  # resume polls at once
+        await pilot.press("space")  # paused: one refresh, said so, still paused
         await settle(pilot)
         assert app.status["leader"] == "B"
+        assert app.paused
+        assert any("refreshed once" in str(n.message) for n in app._notifications)
+        await pilot.press("p")  # resume polls at once
+        await settle(pilot)
+        assert app.status["leader"] == "A"
 
 
 async def test_help_lists_the_bindings(recorded_app: Make, ready: Ready) -> None:
@@ -275,7 +282,8 @@ async def test_help_lists_the_bindings(recorded_app: Make, ready: Ready) -> None
         assert isinstance(app.screen, HelpScreen)
         keys = dict(app.screen.entries)
         assert keys["?"] == "Help"
-        assert keys["d"] == "Distribution"
+        assert keys["d"] == "Change the distribution"
+        assert keys["S"].startswith("Sort keys descending")
         assert keys["ctrl+p"] == "command palette"
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
