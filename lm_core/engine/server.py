@@ -80,6 +80,7 @@ from lm_core.engine.effects import (
 )
 from lm_core.engine.keys import load_public
 from lm_core.engine.keytable import KeyEntry, KeyTable
+from lm_core.engine.leader import ClaimWait, LeaderState, PendingAdmin
 from lm_core.engine.leases import Clocks
 from lm_core.engine.limits import (
     EVENT_TEXT_MAX,
@@ -127,7 +128,7 @@ from lm_core.engine.messages import (
 )
 from lm_core.engine.rlf import Rlf, parse_rlf, render_rlf, verify_rlf
 from lm_core.engine.status_types import ClientStatus, LicenseStatus, ServerStatus
-from lm_core.engine.tables import Cfg, DistributionTable, Ledger, threshold_want
+from lm_core.engine.tables import DistributionTable, Ledger, threshold_want
 from lm_core.engine.vocab import CONFIG_CHANGES
 from lm_core.errors import LmError
 
@@ -150,24 +151,9 @@ TRANSITIONS: dict[Role, frozenset[Role]] = {
     Role.DISASSOCIATED: frozenset({Role.FOLLOWER, Role.CANDIDATE, Role.DISASSOCIATED}),
 }
 
-CLIENT_MSGS = (Request, ClientHeartbeat, Release)
 STATE_FORMAT = 1
 _NEVER = float("inf")
 _M = TypeVar("_M", bound=Message)
-
-
-@dataclass(slots=True)
-class _PendingAdmin:
-    """An admin change applied by the leader, answered once a majority holds `cfg`."""
-
-    cfg: Cfg
-    rlf_seq: int
-    request_id: int
-    token: str
-    via: str | None  # the follower that forwarded it (None: asked here)
-    deadline: float
-    message: str
-    data: dict[str, Any]
 
 
 class _Refused(Exception):
@@ -185,19 +171,6 @@ class _WaitingClaim:
     token: str
     msg: ClientHeartbeat
     deadline: float
-
-
-@dataclass(slots=True)
-class _ClaimWait:
-    """A claim the leader honoured, credited to `target` once `cfg` is durable."""
-
-    cfg: Cfg
-    target: str
-    license: str
-    count: int
-    key: str
-    client_id: str
-    until: float  # the client's lease from the granting server has surely ended by then
 
 
 _SERIAL_BLOCK = 1024
@@ -248,7 +221,6 @@ class LicenseServer:
         self._grace_allowed: dict[str, int] = {}
         self.grace_until = -_NEVER
         self.started_at = now
-        self._now = now
         self._date_dirty = False
         self._bucket_for = self._bucket_at = -_NEVER
         self.leader_up: tuple[str, ...] = ()
@@ -271,31 +243,10 @@ class LicenseServer:
         self.elect_at = now + self.clocks.election_delay(self.rank)
         self.votes: set[str] = set()
         self.prevote = False
-        self.round_start = now
         self.leader_hints: dict[str, str] = {}
         self.borrow_wait: dict[str, float] = {}
         # leader state
-        self.ledger: Ledger | None = None
-        self.hb_seq = 0
-        self.hb_times: dict[int, float] = {}
-        self.next_hb = _NEVER
-        self.acked_seq: dict[str, int] = {}
-        self.last_ack_recv: dict[str, float] = {}
-        self.last_ack_ts: dict[str, float] = {}
-        self.last_ack_key: dict[str, tuple[int, float]] = {}
-        self.acked_cfg: dict[str, tuple[int, Cfg]] = {}
-        self.peer_rlf_seq: dict[str, int] = {}
-        self.last_sync_sent: dict[str, float] = {}
-        self.last_rlf_sent: dict[str, float] = {}
-        self.lease_end = -_NEVER
-        self.lease_q = 0
-        self.lease_granted: dict[str, float] = {}
-        self.claim_waits: list[_ClaimWait] = []
-        self.revoke_seq: dict[str, dict[str, int]] = {}  # peer -> claim key -> first hb seq
-        self.prev_heard = (0, 0, -_NEVER)
-        self.became_leader_at = -_NEVER
-        self.pending: list[_PendingAdmin] = []
-        self.short: set[str] = set()
+        self.leader: LeaderState | None = None  # exists only while leading
         self._boot: list[Effect] = [
             Send(p, self._msg(ServerUp, rlf_seq=self.rlf.sequence, **self._cfg_fields()))
             for p in self.peers
@@ -364,7 +315,8 @@ class LicenseServer:
             )
 
     def _state_json(self) -> dict[str, Any]:
-        allowed = self.ledger.allowances(self.id) if self.ledger is not None else dict(self.allowed)
+        ld = self.leader
+        allowed = ld.ledger.allowances(self.id) if ld is not None else dict(self.allowed)
         return {
             "format": STATE_FORMAT,
             "server_id": self.id,
@@ -406,7 +358,6 @@ class LicenseServer:
 
     def handle(self, now: float, sender: str, msg: Message) -> list[Effect]:
         """Take one message. `sender` is a peer server id or a connection token."""
-        self._now = now
         if type(msg) is ClientHeartbeat and not self._boot:
             fast = self._fast_renew(now, sender, msg)
             if fast is not None:
@@ -417,7 +368,6 @@ class LicenseServer:
 
     def tick(self, now: float) -> list[Effect]:
         """Run the timers (call at or after `next_deadline`; calling more often is fine)."""
-        self._now = now
         out: list[Effect] = self._take_boot()
         self._tick(now, out)
         return out
@@ -441,10 +391,11 @@ class LicenseServer:
             t = self._bucket_at
         if self.waiting:
             t = min(t, min(w.deadline for w in self.waiting.values()))
-        if self.role is Role.LEADER:
-            t = min(t, self.next_hb)
-            if self.pending:
-                t = min(t, min(p.deadline for p in self.pending))
+        ld = self.leader
+        if ld is not None:
+            t = min(t, ld.next_hb)
+            if ld.pending:
+                t = min(t, min(p.deadline for p in ld.pending))
         else:
             t = min(t, self.elect_at)
             if self.role is Role.FOLLOWER and not self.check_sent:
@@ -545,10 +496,12 @@ class LicenseServer:
             self.expecting = {k: v for k, v in self.expecting.items() if now < v[1]}
         if self.reclaimed:
             self.reclaimed = {k: v for k, v in self.reclaimed.items() if now < v[0]}
-        if self.role is Role.LEADER:
-            if now >= self.next_hb:
+        ld = self.leader
+        if ld is not None:
+            if now >= ld.next_hb:
                 self._leader_tick(now, out)
-            self._check_pending(now, out)
+            if self.leader is not None:  # the tick may have stepped down
+                self._check_pending(now, out)
             return
         if (
             self.role is Role.FOLLOWER
@@ -575,7 +528,6 @@ class LicenseServer:
         self.prevote = True
         self.votes = {self.id}
         self.leader_hints = {}
-        self.round_start = now
         self.elect_at = now + self.clocks.election_delay(self.rank)
         if len(self.votes) >= self.quorum:
             self._start_vote(now, out)
@@ -589,7 +541,6 @@ class LicenseServer:
         self.term += 1
         self.voted_for = self.id
         self.votes = {self.id}
-        self.round_start = now
         self.elect_at = now + self.clocks.election_delay(self.rank)
         out.append(self._persist())
         out.append(self._note(now, "election", f"{self.id} stands for term {self.term}"))
@@ -603,8 +554,8 @@ class LicenseServer:
 
     def _leader_alive(self, now: float) -> bool:
         """Leader stickiness: do I follow (or am I) a leader that is alive?"""
-        if self.role is Role.LEADER:
-            return now < self.lease_end or not self.rlf.majority_rule
+        if self.leader is not None:
+            return now < self.leader.lease_end or not self.rlf.majority_rule
         if self.role is Role.FOLLOWER:
             return now < max(self.last_contact + self.clocks.leader_timeout, self.lease_until)
         return False
@@ -687,74 +638,55 @@ class LicenseServer:
     # ================================================================ leader
 
     def _start_leading(self, now: float, out: list[Effect]) -> None:
-        self.became_leader_at = now
-        self.ledger = Ledger(self.id, self.servers)
+        ledger = Ledger(self.id, self.servers)
         # my own allowance is what I had as a follower (or before a restart)
         for lic in self.table.licenses:
-            a = self.ledger.get(self.id, lic)
+            a = ledger.get(self.id, lic)
             # My allowance is what a leader gave me as a follower. What I had before a
             # restart is held (I may have granted it unpersisted) but not mine to grant:
             # I may have been fenced since, and my seats handed to others.
             a.sent = a.peak = self.allowed.get(lic, 0)
             in_use = self.keys.in_use(lic)
             a.in_use = in_use + self._grace_held(now, lic, in_use)
-        self.hb_seq = 0
-        self.hb_times = {}
-        self.acked_seq = {}
-        self.last_ack_recv = {}
-        self.last_ack_ts = {}
-        self.last_ack_key = {}
-        self.acked_cfg = {}
-        self.last_sync_sent = {}
-        self.last_rlf_sent = {}
-        self.lease_end = -_NEVER
-        self.lease_q = 0
-        self.lease_granted = {}
-        self.claim_waits = []
-        self.revoke_seq = {}
-        self.prev_heard = self.heard
+        ld = self.leader = LeaderState(
+            ledger=ledger,
+            became_leader_at=now,
+            prev_heard=self.heard,
+            short=set(self.table.licenses),
+        )
         # tickets of terms before the previous leader's can no longer be honoured
         self.table.claims = {
-            k: c for k, c in self.table.claims.items() if c.term >= self.prev_heard[0]
+            k: c for k, c in self.table.claims.items() if c.term >= ld.prev_heard[0]
         }
-        self.short = set(self.table.licenses)
         self._bump_cfg()
         out.append(self._persist())
-        for lic in sorted(self.short):
-            self._rebalance(lic, out, send=False)
+        for lic in sorted(ld.short):
+            self._rebalance(now, lic, out)
         self._broadcast_sync(now, out)
         self._leader_tick(now, out)
 
     def _drop_leader_state(self, now: float, out: list[Effect]) -> None:
-        if self.ledger is not None:
-            self.allowed = self.ledger.allowances(self.id)
-        self.ledger = None
-        self.next_hb = _NEVER
-        self.lease_end = -_NEVER
-        self.claim_waits = []
-        for p in self.pending:
+        ld, self.leader = self._lead(), None
+        self.allowed = ld.ledger.allowances(self.id)
+        for p in ld.pending:
             self._answer_admin(p, False, "leader changed before the change was durable; retry", out)
-        self.pending = []
 
     def _up(self, now: float) -> list[str]:
         """Servers in contact with this leader (itself included)."""
+        ld = self._lead()
         lt = self.clocks.leader_timeout
-        return [
-            s
-            for s in self.servers
-            if s == self.id or now - self.last_ack_recv.get(s, -_NEVER) <= lt
-        ]
+        return [s for s in self.servers if s == self.id or now - ld.peer(s).last_ack_recv <= lt]
 
     def _leader_tick(self, now: float, out: list[Effect]) -> None:
-        assert self.ledger is not None
-        self.next_hb = now + self.clocks.heartbeat
+        ld = self._lead()
+        ld.next_hb = now + self.clocks.heartbeat
         if (
             not self._serving_lease(now)
-            and now >= max(self.lease_end, self.became_leader_at) + self.clocks.stale_lease
+            and now >= max(ld.lease_end, ld.became_leader_at) + self.clocks.stale_lease
         ):
             # cut off from the majority: say so and stand again, rather than call
             # myself leader of a pool that may well have elected another
-            ago = "never" if self.lease_end == -_NEVER else f"{now - self.lease_end:.1f}s ago"
+            ago = "never" if ld.lease_end == -_NEVER else f"{now - ld.lease_end:.1f}s ago"
             why = (
                 f"stepped down: no majority lease (lease ended {ago}, "
                 f"{len(self._up(now))}/{self.size} servers in contact)"
@@ -769,67 +701,69 @@ class LicenseServer:
         # only under a majority lease: without one, I am more likely the one cut off
         fenced_any = False
         for p in self.peers if self._serving_lease(now) else ():
-            if p in self.ledger.fenced:
+            if p in ld.ledger.fenced:
                 continue
-            since = max(self.last_ack_recv.get(p, -_NEVER), self.became_leader_at)
+            since = max(ld.peer(p).last_ack_recv, ld.became_leader_at)
             if now - since > self.clocks.fence:
-                self.ledger.fence(p)
+                ld.ledger.fence(p)
                 fenced_any = True
                 out.append(self._note(now, "fence", f"{p} fenced (out of contact)", server=p))
         if fenced_any:
-            self.short = set(self.table.licenses)
-        for lic in sorted(self.short):
-            self._rebalance(lic, out, send=False)
+            ld.short = set(self.table.licenses)
+        for lic in sorted(ld.short):
+            self._rebalance(now, lic, out)
         up = tuple(self._up(now))
         for p in self.peers:
             out.append(Send(p, self._heartbeat(now, p, up)))
         cutoff = now - self.clocks.history
-        if len(self.hb_times) > 64:
-            self.hb_times = {k: v for k, v in self.hb_times.items() if v >= cutoff}
+        if len(ld.hb_times) > 64:
+            ld.hb_times = {k: v for k, v in ld.hb_times.items() if v >= cutoff}
 
     def _heartbeat(self, now: float, peer: str, up: tuple[str, ...]) -> ServerHeartbeat:
-        assert self.ledger is not None
-        self.hb_seq += 1
-        self.hb_times[self.hb_seq] = now
+        ld = self._lead()
+        ld.hb_seq += 1
+        ld.hb_times[ld.hb_seq] = now
         granted = 0.0
-        echo = self.last_ack_ts.get(peer, 0.0)
+        pr = ld.peer(peer)
+        echo = pr.last_ack_ts
         if echo > 0 and self._serving_lease(now):
             if not self.rlf.majority_rule:
                 granted = self.clocks.server_lease
             else:
                 granted = max(
                     0.0,
-                    min(self.clocks.server_lease, self.lease_end - self.last_ack_recv[peer]),
+                    min(self.clocks.server_lease, ld.lease_end - pr.last_ack_recv),
                 )
             if granted > 0:
                 # the lease runs from the follower's ACK that reached me at
                 # last_ack_recv; a follower that stopped ACKing gains nothing from it
-                self.lease_granted[peer] = max(
-                    self.lease_granted.get(peer, -_NEVER),
-                    self.last_ack_recv.get(peer, now) + granted * (1 + 2 * self.clocks.drift),
+                ld.lease_granted[peer] = max(
+                    ld.lease_granted.get(peer, -_NEVER),
+                    pr.last_ack_recv + granted * (1 + 2 * self.clocks.drift),
                 )
         allowed: tuple[Allowance, ...] | None = None
-        if self.ledger.known.get(peer, False):
+        if ld.ledger.known.get(peer, False):
             allowed = tuple(
-                Allowance(license=lic, count=n) for lic, n in self.ledger.allowances(peer).items()
+                Allowance(license=lic, count=n) for lic, n in ld.ledger.allowances(peer).items()
             )
         return self._msg(
             ServerHeartbeat,
-            seq=self.hb_seq,
+            seq=ld.hb_seq,
             echo=echo,
             lease=granted,
             up=up,
             rlf_seq=self.rlf.sequence,
             allowed=allowed,
-            revoke=self._revocations(peer, self.hb_seq),
+            revoke=self._revocations(peer, ld.hb_seq),
             **self._cfg_fields(),
         )
 
     def _revocations(self, peer: str, seq: int) -> tuple[ClaimRecord, ...]:
         """The honoured claims on `peer`'s tickets, sent in heartbeat `seq`."""
+        ld = self._lead()
         prefix = peer + ":"
         out = tuple(c for k, c in self.table.claims.items() if k.startswith(prefix))
-        sent = self.revoke_seq.setdefault(peer, {})
+        sent = ld.revoke_seq.setdefault(peer, {})
         for c in out:
             sent.setdefault(c.key, seq)
         return out
@@ -840,7 +774,8 @@ class LicenseServer:
         """A follower's rows as they will be once it applies the claims on its tickets
         that its ACK of heartbeat `seq` does not reflect yet: its allowance lowers by
         their seats (its in-use count is left as reported: over-counting is safe)."""
-        sent = self.revoke_seq.get(peer, {})
+        ld = self._lead()
+        sent = ld.revoke_seq.get(peer, {})
         pending: dict[str, int] = {}
         prefix = peer + ":"
         for k, c in self.table.claims.items():
@@ -856,45 +791,48 @@ class LicenseServer:
         """What a leader without a majority lease lacks, in one line (names the gap
         between "in contact" and "lease": contact counts ACKs within leader_timeout, the
         lease needs a heartbeat a majority ACKed within the server lease)."""
+        ld = self._lead()
         up = len(self._up(now))
-        if self.lease_end == -_NEVER:
+        if ld.lease_end == -_NEVER:
             last = "no majority ACK yet in this term"
         else:
-            last = f"last majority ACK {now - self.lease_end + self.clocks.leader_lease:.1f}s ago"
+            last = f"last majority ACK {now - ld.lease_end + self.clocks.leader_lease:.1f}s ago"
         return f"no majority lease yet: {up}/{self.size} servers in contact, {last}"
 
-    def _ledger(self) -> Ledger:
-        if self.ledger is None:
-            raise EngineBug(f"{self.id} used the leader's ledger as {self.role.value}")
-        return self.ledger
+    def _lead(self) -> LeaderState:
+        """The leader state; an `EngineBug` when this server does not lead."""
+        if self.leader is None:
+            raise EngineBug(f"{self.id} used the leader's state as {self.role.value}")
+        return self.leader
 
     def _serving_lease(self, now: float) -> bool:
-        return not self.rlf.majority_rule or now < self.lease_end
+        """Leader: may I grant now (I hold a majority lease, or majority rule is off)?"""
+        return not self.rlf.majority_rule or now < self._lead().lease_end
 
     def _on_ack(self, now: float, sender: str, msg: ServerAck, out: list[Effect]) -> None:
         if msg.term > self.term:
             self._adopt_term(msg.term, now, out)
             out.append(self._persist())
             return
-        if self.role is not Role.LEADER or msg.term < self.term or not msg.ok:
+        ld = self.leader
+        if ld is None or msg.term < self.term or not msg.ok:
             return
-        assert self.ledger is not None
-        if msg.seq > self.hb_seq:
+        if msg.seq > ld.hb_seq:
             return  # not a heartbeat of this term
         key = (msg.seq, msg.ts)
-        if key < self.last_ack_key.get(sender, (0, -_NEVER)):
+        pr = ld.peer(sender)
+        if key < pr.last_ack_key:
             return  # older than an ACK already taken (reordered or replayed)
-        self.last_ack_key[sender] = key
-        self.last_ack_recv[sender] = now
-        if msg.ts > self.last_ack_ts.get(sender, 0.0):
-            self.last_ack_ts[sender] = msg.ts
-        if msg.seq > self.acked_seq.get(sender, 0):
-            self.acked_seq[sender] = msg.seq
-        self.acked_cfg[sender] = (msg.rlf_seq, (msg.cfg_term, msg.cfg_version))
-        self.peer_rlf_seq[sender] = msg.rlf_seq
-        was_known = self.ledger.known.get(sender, False)
+        pr.last_ack_key = key
+        pr.last_ack_recv = now
+        if msg.ts > pr.last_ack_ts:
+            pr.last_ack_ts = msg.ts
+        if msg.seq > pr.acked_seq:
+            pr.acked_seq = msg.seq
+        pr.acked_cfg = (msg.rlf_seq, (msg.cfg_term, msg.cfg_version))
+        was_known = ld.ledger.known.get(sender, False)
         rows = msg.rows if was_known else self._unrevoked(sender, msg.seq, msg.rows)
-        self.ledger.learn(sender, msg.seq, rows)
+        ld.ledger.learn(sender, msg.seq, rows)
         self._update_lease()
         # catch the follower up: RLF first, then the table
         if msg.rlf_seq < self.rlf.sequence:
@@ -902,80 +840,80 @@ class LicenseServer:
         elif msg.rlf_seq > self.rlf.sequence:
             out.append(Send(sender, self._msg(RlfAccept, rlf_seq=msg.rlf_seq)))
         if (msg.cfg_term, msg.cfg_version) < self.table.cfg and (
-            now - self.last_sync_sent.get(sender, -_NEVER) >= self.clocks.heartbeat
+            now - pr.last_sync_sent >= self.clocks.heartbeat
         ):
-            self.last_sync_sent[sender] = now
+            pr.last_sync_sent = now
             out.append(Send(sender, self._sync()))
         if not was_known:
-            self.short = set(self.table.licenses)
-        if self.short:
+            ld.short = set(self.table.licenses)
+        if ld.short:
             changed: dict[str, None] = {}  # ordered: the engine is deterministic
-            for lic in sorted(self.short):
-                changed.update(dict.fromkeys(self._rebalance(lic, out, send=False)))
+            for lic in sorted(ld.short):
+                changed.update(dict.fromkeys(self._rebalance(now, lic, out)))
             up = tuple(self._up(now))
             for p in changed:
                 if p != self.id:
                     out.append(Send(p, self._heartbeat(now, p, up)))
-        if self.pending:
+        if ld.pending:
             self._check_pending(now, out)
-        if self.claim_waits:
+        if ld.claim_waits:
             self._check_claims(now, out)
 
     def _update_lease(self) -> None:
-        seqs = sorted((self.acked_seq.get(p, 0) for p in self.peers), reverse=True)
+        ld = self._lead()
+        seqs = sorted((ld.peer(p).acked_seq for p in self.peers), reverse=True)
         need = self.quorum - 1  # the leader acks its own heartbeats
         if need <= 0:
-            q = self.hb_seq
+            q = ld.hb_seq
         elif len(seqs) >= need:
             q = seqs[need - 1]
         else:
             return
-        sent = self.hb_times.get(q)
-        if q > 0 and sent is not None and sent + self.clocks.leader_lease > self.lease_end:
-            self.lease_end = sent + self.clocks.leader_lease
-            self.lease_q = q
+        sent = ld.hb_times.get(q)
+        if q > 0 and sent is not None and sent + self.clocks.leader_lease > ld.lease_end:
+            ld.lease_end = sent + self.clocks.leader_lease
+            ld.lease_q = q
             self.lease_src = (self.term, q)
-            self.renew_until = max(self.renew_until, self.lease_end + self.clocks.renew_window)
+            self.renew_until = max(self.renew_until, ld.lease_end + self.clocks.renew_window)
 
-    def _rebalance(self, lic: str, out: list[Effect], *, send: bool) -> list[str]:
+    def _rebalance(self, now: float, lic: str, out: list[Effect]) -> list[str]:
         """Move allowances toward the table for one license; returns changed servers."""
-        assert self.ledger is not None
+        ld = self._lead()
         state = self.table.licenses.get(lic)
         if state is None:
-            self.short.discard(lic)
+            ld.short.discard(lic)
             return []
         in_use = self.keys.in_use(lic)
-        self.ledger.set_self_in_use(
+        ld.ledger.set_self_in_use(
             lic,
-            in_use
-            + self._grace_held(self._now, lic, in_use)
-            + self._spoken_for(self._now, lic, ""),
+            in_use + self._grace_held(now, lic, in_use) + self._spoken_for(now, lic, ""),
         )
-        before = self.ledger.get(self.id, lic).sent
+        before = ld.ledger.get(self.id, lic).sent
         # Raise allowances only under a majority lease: without one a newer leader may
         # exist, and the servers this one fenced may be serving under it (their seats
         # are not free). Decreases always apply; what stays short is retried each tick.
-        up = self._up(self._now) if self._serving_lease(self._now) else []
-        changed, short = self.ledger.rebalance(state, self.hb_seq + 1, up)
+        up = self._up(now) if self._serving_lease(now) else []
+        changed, short = ld.ledger.rebalance(state, ld.hb_seq + 1, up)
         if short:
-            self.short.add(lic)
+            ld.short.add(lic)
         else:
-            self.short.discard(lic)
-        if self.ledger.get(self.id, lic).sent > before:
+            ld.short.discard(lic)
+        if ld.ledger.get(self.id, lic).sent > before:
             out.append(self._persist())
         return changed
 
     def _check_pending(self, now: float, out: list[Effect]) -> None:
-        if not self.pending:
+        ld = self._lead()
+        if not ld.pending:
             return
-        keep: list[_PendingAdmin] = []
-        for p in self.pending:
+        keep: list[PendingAdmin] = []
+        for p in ld.pending:
             have = 1 + sum(
                 1
                 for s in self.peers
-                if s in self.acked_cfg
-                and self.acked_cfg[s][0] >= p.rlf_seq
-                and self.acked_cfg[s][1] >= p.cfg
+                if (acked := ld.peer(s).acked_cfg) is not None
+                and acked[0] >= p.rlf_seq
+                and acked[1] >= p.cfg
             )
             if have >= self.quorum:
                 data = dict(p.data, durable_on=have)
@@ -989,9 +927,9 @@ class LicenseServer:
                 )
             else:
                 keep.append(p)
-        self.pending = keep
+        ld.pending = keep
 
-    def _answer_admin(self, p: _PendingAdmin, ok: bool, message: str, out: list[Effect]) -> None:
+    def _answer_admin(self, p: PendingAdmin, ok: bool, message: str, out: list[Effect]) -> None:
         reply = self._msg(
             AdminReply, request_id=p.request_id, ok=ok, message=message, data=dict(p.data)
         )
@@ -1007,21 +945,24 @@ class LicenseServer:
 
     def _broadcast_sync(self, now: float, out: list[Effect]) -> None:
         """DISTRIBUTION_SYNC to every follower (down ones get it when they ACK again)."""
+        ld = self._lead()
         sync = self._sync()
         for p in self.peers:
-            self.last_sync_sent[p] = now
+            ld.peer(p).last_sync_sent = now
             out.append(Send(p, sync))
 
     def _send_rlf(self, now: float, peer: str, out: list[Effect]) -> None:
-        if now - self.last_rlf_sent.get(peer, -_NEVER) < self.clocks.leader_timeout:
+        pr = self._lead().peer(peer)
+        if now - pr.last_rlf_sent < self.clocks.leader_timeout:
             return
-        self.last_rlf_sent[peer] = now
+        pr.last_rlf_sent = now
         out.append(Send(peer, self._msg(RlfTransfer, rlf_text=self._rlf_text)))
 
     def _table_changed(
         self, now: float, out: list[Effect], lic: str | None = None, *, bump: bool = True
     ) -> None:
         """After the leader changed the table: bump, persist, sync, rebalance."""
+        ld = self._lead()
         self._prune_claims(now)
         if bump:
             self._bump_cfg()
@@ -1030,8 +971,8 @@ class LicenseServer:
         lics = [lic] if lic is not None else list(self.table.licenses)
         changed: dict[str, None] = {}  # ordered: the engine is deterministic
         for name in lics:
-            self.short.add(name)
-            changed.update(dict.fromkeys(self._rebalance(name, out, send=False)))
+            ld.short.add(name)
+            changed.update(dict.fromkeys(self._rebalance(now, name, out)))
         up = tuple(self._up(now))
         for p in changed:
             if p != self.id:
@@ -1043,7 +984,7 @@ class LicenseServer:
         self, now: float, lic: str, target: str, want: int, failover: bool, out: list[Effect]
     ) -> int:
         """Claims 5, 14, 15: find `want` seats of `lic` for `target`; returns seats moved."""
-        assert self.ledger is not None
+        ld = self._lead()
         state = self.table.licenses.get(lic)
         if state is None or want <= 0:
             return 0
@@ -1070,7 +1011,7 @@ class LicenseServer:
 
         def from_down() -> None:
             for s in reversed(self.servers):
-                if s != target and s in self.ledger.fenced:  # type: ignore[union-attr]
+                if s != target and s in ld.ledger.fenced:
                     take(s, state.rows.get(s, 0))
 
         if failover:
@@ -1079,9 +1020,9 @@ class LicenseServer:
             from_down()
             up = set(self._up(now))
             for s in reversed(self.servers):
-                if s in (target, self.id) or s not in up or s in self.ledger.fenced:
+                if s in (target, self.id) or s not in up or s in ld.ledger.fenced:
                     continue
-                a = self.ledger.get(s, lic)
+                a = ld.ledger.get(s, lic)
                 take(s, state.rows.get(s, 0) - max(a.in_use, 0))
         else:
             take(None, state.free)
@@ -1211,9 +1152,7 @@ class LicenseServer:
             if entry is not None:
                 self.keys.remove(entry.client_id, entry.license)
                 out.append(PersistKey(entry.client_id, entry.license, None))
-                out.append(
-                    LogUsage("moved", entry.client_id, entry.license, entry.count, rec.key)
-                )
+                out.append(LogUsage("moved", entry.client_id, entry.license, entry.count, rec.key))
         self.revoked = listed
 
     def _accept_leader(self, now: float, sender: str, term: int, out: list[Effect]) -> bool:
@@ -1318,13 +1257,14 @@ class LicenseServer:
                 ),
             )
         )
-        if self.role is Role.LEADER:
+        if self.leader is not None:
             # FIG. 11: a returning server gets a heartbeat and its distribution at once;
             # its old clock readings mean nothing now
-            self.last_ack_ts.pop(sender, None)
+            pr = self.leader.peer(sender)
+            pr.last_ack_ts = 0.0
             out.append(Send(sender, self._heartbeat(now, sender, tuple(self._up(now)))))
             out.append(Send(sender, self._sync()))
-            self.last_sync_sent[sender] = now
+            pr.last_sync_sent = now
             if msg.rlf_seq < self.rlf.sequence:
                 self._send_rlf(now, sender, out)
             elif msg.rlf_seq > self.rlf.sequence:
@@ -1382,16 +1322,16 @@ class LicenseServer:
         old_seq = self.rlf.sequence
         self._set_rlf(new, text)
         self.elect_at = min(self.elect_at, now + self.clocks.election_delay(self.rank) * 2)
-        if self.role is Role.LEADER:
-            assert self.ledger is not None
-            self.ledger.set_servers(self.servers)
+        ld = self.leader
+        if ld is not None:
+            ld.ledger.set_servers(self.servers)
             self.table = DistributionTable.from_rlf(
                 new, self.today, self.table.codes, self.table.cfg
             )
             self._bump_cfg()
             out.append(self._persist())
             for p in self.peers:  # the leader first (above), then every follower
-                self.last_rlf_sent[p] = now
+                ld.peer(p).last_rlf_sent = now
                 out.append(Send(p, self._msg(RlfTransfer, rlf_text=text)))
             self._table_changed(now, out, bump=False)
         else:
@@ -1450,8 +1390,8 @@ class LicenseServer:
         return ("no_majority", f"{self.id} is {self.role.value}: election in progress")
 
     def _limit(self, lic: str) -> int:
-        if self.ledger is not None:
-            return self.ledger.get(self.id, lic).sent
+        if self.leader is not None:
+            return self.leader.ledger.get(self.id, lic).sent
         return self.allowed.get(lic, 0)
 
     def _on_client(self, now: float, token: str, msg: Message, out: list[Effect]) -> None:
@@ -1637,6 +1577,11 @@ class LicenseServer:
             out.append(LogUsage("grant", entry.client_id, lic, entry.count, "re-adopted"))
         out.append(Reply(token, self._authorize(msg, entry)))
 
+    @property
+    def ledger(self) -> Ledger | None:
+        """The leader's ledger (None unless leading), for observers."""
+        return None if self.leader is None else self.leader.ledger
+
     def _fast_renew(self, now: float, token: str, msg: ClientHeartbeat) -> list[Effect] | None:
         """The hot path: a live client renews what it holds on a serving server.
         Anything unusual returns None and takes the general path."""
@@ -1801,12 +1746,19 @@ class LicenseServer:
                 out.append(LogUsage("deny", w.msg.sender, w.msg.license, w.msg.count, "no_seats"))
 
     def _claim(
-        self, now: float, target: str, client_id: str, lic: str, count: int, text: str,
+        self,
+        now: float,
+        target: str,
+        client_id: str,
+        lic: str,
+        count: int,
+        text: str,
         out: list[Effect],
     ) -> str:
         """Leader: honour a fail-over claim for `target`; "" if honoured (the seats reach
         `target` once the claim is durable on a majority), else why not (see `claims`)."""
-        ledger = self._ledger()
+        ld = self._lead()
+        ledger = ld.ledger
         try:
             t = claims.read(self.claim_key, text, client_id, lic)
         except claims.ClaimError as err:
@@ -1823,7 +1775,7 @@ class LicenseServer:
             return f"ticket {t.key} was used before"
         if t.server in ledger.fenced:
             return f"{t.server} is fenced: its seats moved already"
-        if now < self.lease_granted.get(t.server, -_NEVER):
+        if now < ld.lease_granted.get(t.server, -_NEVER):
             return f"{t.server} may still grant"
         if not self._serving_lease(now):
             return self._no_lease_why(now)
@@ -1857,8 +1809,8 @@ class LicenseServer:
             )
         )
         self._table_changed(now, out, lic)
-        self.claim_waits.append(
-            _ClaimWait(
+        ld.claim_waits.append(
+            ClaimWait(
                 cfg=self.table.cfg,
                 target=target,
                 license=lic,
@@ -1867,7 +1819,7 @@ class LicenseServer:
                 client_id=client_id,
                 # the client's lease from t.server ends by then, whatever ticket it
                 # showed: t.server renewed nothing after its renew window
-                until=max(self.lease_granted.get(t.server, -_NEVER), self.became_leader_at)
+                until=max(ld.lease_granted.get(t.server, -_NEVER), ld.became_leader_at)
                 + self.clocks.claim_window,
             )
         )
@@ -1877,13 +1829,14 @@ class LicenseServer:
     def _ticket_until(self, t: claims.Ticket) -> float | str:
         """When a ticket's claim window ends on my clock (by then the client's lease
         from the granting server has surely ended), or why it cannot be judged."""
+        ld = self._lead()
         c = self.clocks
         if t.term == self.term:
-            sent = self.hb_times.get(t.seq)
+            sent = ld.hb_times.get(t.seq)
             if sent is None:
                 return f"ticket of heartbeat {t.seq} is too old"
             return sent + c.claim_window
-        term, seq, echo = self.prev_heard
+        term, seq, echo = ld.prev_heard
         if t.term != term:
             return f"ticket of term {t.term}, not of the previous leader's term {term}"
         # heartbeat `seq` left the previous leader after my ACK stamped `echo`; before
@@ -1894,14 +1847,17 @@ class LicenseServer:
 
     def _check_claims(self, now: float, out: list[Effect]) -> None:
         """Leader: credit the claims a majority now holds durably."""
-        if not self.claim_waits:
+        ld = self._lead()
+        if not ld.claim_waits:
             return
-        ledger = self._ledger()
-        keep: list[_ClaimWait] = []
+        ledger = ld.ledger
+        keep: list[ClaimWait] = []
         up = tuple(self._up(now))
-        for w in self.claim_waits:
+        for w in ld.claim_waits:
             have = 1 + sum(
-                1 for s in self.peers if s in self.acked_cfg and self.acked_cfg[s][1] >= w.cfg
+                1
+                for s in self.peers
+                if (acked := ld.peer(s).acked_cfg) is not None and acked[1] >= w.cfg
             )
             if have < self.quorum:
                 keep.append(w)
@@ -1935,11 +1891,12 @@ class LicenseServer:
                     ),
                 )
             )
-        self.claim_waits = keep
+        ld.claim_waits = keep
 
     def _prune_claims(self, now: float) -> None:
         """Forget honoured claims whose tickets can no longer be presented."""
-        if not self.table.claims or now < self.became_leader_at + self.clocks.claim_window:
+        ld = self._lead()
+        if not self.table.claims or now < ld.became_leader_at + self.clocks.claim_window:
             return
         for k in [k for k, c in self.table.claims.items() if c.term < self.term]:
             del self.table.claims[k]
@@ -1970,8 +1927,8 @@ class LicenseServer:
         if entry is not None:
             out.append(PersistKey(msg.sender, msg.license, None))
             out.append(LogUsage("release", msg.sender, msg.license, entry.count))
-            if self.ledger is not None and self.short:
-                self._rebalance(msg.license, out, send=False)
+            if self.leader is not None and self.leader.short:
+                self._rebalance(now, msg.license, out)
         out.append(
             Reply(token, self._msg(Released, request_id=msg.request_id, license=msg.license))
         )
@@ -2047,7 +2004,8 @@ class LicenseServer:
             else:
                 out.append(Send(via, self._msg(ForwardedReply, token=token, reply=reply)))
 
-        if self.role is not Role.LEADER:
+        ld = self.leader
+        if ld is None:
             if via is not None:
                 refuse(f"{self.id} is not the leader")
                 return
@@ -2070,8 +2028,8 @@ class LicenseServer:
         except _Refused as err:
             refuse(str(err))
             return
-        self.pending.append(
-            _PendingAdmin(
+        ld.pending.append(
+            PendingAdmin(
                 cfg=self.table.cfg,
                 rlf_seq=self.rlf.sequence,
                 request_id=request_id,
@@ -2158,17 +2116,18 @@ class LicenseServer:
         Bounded by construction (`limits`): at most `STATUS_LICENSES_MAX` licenses,
         `STATUS_CLIENTS_MAX` key-table rows and `STATUS_EVENTS_MAX` events, every string
         in them bounded; `licenses_total` / `clients_total` say how many there are."""
-        leader = self.role is Role.LEADER
+        ld = self.leader
+        leader = ld is not None
         up = set(self._up(now)) if leader else set()
         why = self._not_serving(now)
         peers: dict[str, Any] = {}
         for p in self.peers:
-            if leader:
-                last = self.last_ack_recv.get(p)
+            if ld is not None:
+                pr = ld.peer(p)
                 peers[p] = {
                     "up": p in up,
-                    "last_heartbeat_age": None if last is None else round(now - last, 3),
-                    "fenced": self.ledger is not None and p in self.ledger.fenced,
+                    "last_heartbeat_age": round(now - pr.last_ack_recv, 3) if pr.acked else None,
+                    "fenced": p in ld.ledger.fenced,
                 }
             else:
                 age = round(now - self.last_contact, 3) if p == self.leader_id else None
@@ -2186,9 +2145,9 @@ class LicenseServer:
                 if sid == self.id:
                     in_use = self.keys.in_use(lic)
                     grace = self._grace_held(now, lic, in_use)
-                elif leader and self.ledger is not None:
-                    a = self.ledger.get(sid, lic)
-                    fenced = sid in self.ledger.fenced
+                elif ld is not None:
+                    a = ld.ledger.get(sid, lic)
+                    fenced = sid in ld.ledger.fenced
                     down = sid not in up
                     if down:
                         in_use = grace = 0
@@ -2208,7 +2167,7 @@ class LicenseServer:
                     "available": max(0, row - in_use),
                     "allowed": self._limit(lic)
                     if sid == self.id
-                    else (self.ledger.get(sid, lic).sent if self.ledger is not None else None),
+                    else (ld.ledger.get(sid, lic).sent if ld is not None else None),
                     "grace_held": grace,
                     "down": down,
                     "fenced": fenced,
