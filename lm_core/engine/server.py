@@ -67,7 +67,8 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from lm_core.engine import claims
-from lm_core.engine.codes import LicenseCode, parse_code, verify_code
+from lm_core.engine.admin import Refused, check_admin, check_code, check_rlf
+from lm_core.engine.borrowing import plan_borrow
 from lm_core.engine.effects import (
     Effect,
     Event,
@@ -78,15 +79,11 @@ from lm_core.engine.effects import (
     Reply,
     Send,
 )
-from lm_core.engine.keys import load_public
 from lm_core.engine.keytable import KeyEntry, KeyTable
 from lm_core.engine.leader import ClaimWait, LeaderState, PendingAdmin
 from lm_core.engine.leases import Clocks
 from lm_core.engine.limits import (
     EVENT_TEXT_MAX,
-    STATUS_CLIENTS_MAX,
-    STATUS_EVENTS_MAX,
-    STATUS_LICENSES_MAX,
     clip_text,
 )
 from lm_core.engine.messages import (
@@ -127,7 +124,8 @@ from lm_core.engine.messages import (
     VoteRequest,
 )
 from lm_core.engine.rlf import Rlf, parse_rlf, render_rlf, verify_rlf
-from lm_core.engine.status_types import ClientStatus, LicenseStatus, ServerStatus
+from lm_core.engine.status import server_status
+from lm_core.engine.status_types import ServerStatus
 from lm_core.engine.tables import DistributionTable, Ledger, threshold_want
 from lm_core.engine.vocab import CONFIG_CHANGES
 from lm_core.errors import LmError
@@ -154,10 +152,6 @@ TRANSITIONS: dict[Role, frozenset[Role]] = {
 STATE_FORMAT = 1
 _NEVER = float("inf")
 _M = TypeVar("_M", bound=Message)
-
-
-class _Refused(Exception):
-    """An admin operation is invalid: the message is the one-line reason."""
 
 
 class EngineBug(Exception):
@@ -266,7 +260,6 @@ class LicenseServer:
         self.size = len(self.servers)
         self.quorum = self.size // 2 + 1 if rlf.majority_rule else 1
         self._addresses = tuple(ServerAddress(id=s.id, address=s.address) for s in rlf.servers)
-        self._vendor_keys = {v.name: v.key for v in rlf.vendors}
 
     def _load(self, state: dict[str, Any], rlf: Rlf, now: float) -> None:
         try:
@@ -988,49 +981,26 @@ class LicenseServer:
         state = self.table.licenses.get(lic)
         if state is None or want <= 0:
             return 0
-        moved: list[tuple[str, int]] = []
-        left = want
-
-        def take(source: str | None, n: int) -> None:
-            nonlocal left
-            n = min(n, left)
-            if n <= 0:
-                return
-            self.table.move(lic, source, target, n)
-            moved.append((source or "free pool", n))
-            left -= n
-
-        def from_self() -> None:
-            if target == self.id:
-                return
-            row = state.rows.get(self.id, 0)
-            spare = row - self.keys.in_use(lic)
-            if not failover:
-                spare -= math.ceil(row * (1 - self.rlf.borrowing_threshold))
-            take(self.id, spare)
-
-        def from_down() -> None:
-            for s in reversed(self.servers):
-                if s != target and s in ld.ledger.fenced:
-                    take(s, state.rows.get(s, 0))
-
-        if failover:
-            from_self()
-            take(None, state.free)
-            from_down()
-            up = set(self._up(now))
-            for s in reversed(self.servers):
-                if s in (target, self.id) or s not in up or s in ld.ledger.fenced:
-                    continue
-                a = ld.ledger.get(s, lic)
-                take(s, state.rows.get(s, 0) - max(a.in_use, 0))
-        else:
-            take(None, state.free)
-            from_down()
-            from_self()
-        total = want - left
+        ledger = ld.ledger
+        moves = plan_borrow(
+            target=target,
+            want=want,
+            failover=failover,
+            leader=self.id,
+            order=self.servers,
+            rows=state.rows,
+            free=state.free,
+            leader_in_use=self.keys.in_use(lic),
+            threshold=self.rlf.borrowing_threshold,
+            fenced=ledger.fenced,
+            up=set(self._up(now)) if failover else set(),
+            in_use_of=lambda s: ledger.get(s, lic).in_use,
+        )
+        for m in moves:
+            self.table.move(lic, m.source, target, m.count)
+        total = sum(m.count for m in moves)
         if total:
-            where = ", ".join(f"{n} from {src}" for src, n in moved)
+            where = ", ".join(f"{m.count} from {m.source or 'free pool'}" for m in moves)
             out.append(
                 self._note(
                     now,
@@ -1294,29 +1264,11 @@ class LicenseServer:
         self, now: float, sender: str, msg: RlfTransfer, out: list[Effect]
     ) -> None:
         try:
-            new = self._check_rlf(msg.rlf_text)
-        except _Refused as err:
+            new = check_rlf(msg.rlf_text, self.rlf)
+        except Refused as err:
             out.append(self._note(now, "refused", f"RLF from {sender}: {err}"))
             return
         self._adopt_rlf(now, new, msg.rlf_text, out)
-
-    def _check_rlf(self, text: str) -> Rlf:
-        """Parse and verify a pushed RLF (S5); raises `_Refused` with the reason."""
-        try:
-            new = parse_rlf(text, file="pushed RLF")
-        except LmError as err:
-            raise _Refused(str(err)) from None
-        if new.pool != self.pool:
-            raise _Refused(f"RLF is for pool {new.pool!r}, not {self.pool!r}")
-        if new.sequence <= self.rlf.sequence:
-            raise _Refused(
-                f"RLF sequence {new.sequence} is not higher than the current {self.rlf.sequence}"
-            )
-        try:
-            verify_rlf(new, admin_key=load_public(self.rlf.admin_key))
-        except LmError as err:
-            raise _Refused(str(err)) from None
-        return new
 
     def _adopt_rlf(self, now: float, new: Rlf, text: str, out: list[Effect]) -> None:
         old_seq = self.rlf.sequence
@@ -2011,8 +1963,8 @@ class LicenseServer:
                 return
             # a cheap local check first, so an invalid op is refused here
             try:
-                self._validate_admin(msg)
-            except _Refused as err:
+                check_admin(msg, self.rlf, self.table, self.today)
+            except Refused as err:
                 refuse(str(err))
                 return
             if self.role is Role.FOLLOWER and self.leader_id:
@@ -2025,7 +1977,7 @@ class LicenseServer:
             return
         try:
             message, data = self._apply_admin(now, msg, out)
-        except _Refused as err:
+        except Refused as err:
             refuse(str(err))
             return
         ld.pending.append(
@@ -2042,50 +1994,10 @@ class LicenseServer:
         )
         self._check_pending(now, out)
 
-    def _parse_code(self, text: str) -> LicenseCode:
-        try:
-            code = parse_code(text)
-        except LmError as err:
-            raise _Refused(str(err)) from None
-        key = self._vendor_keys.get(code.vendor)
-        if key is None:
-            raise _Refused(f"code of unknown vendor {code.vendor!r}: not trusted by the RLF")
-        try:
-            verify_code(code, load_public(key))
-        except LmError as err:
-            raise _Refused(str(err)) from None
-        if code.expired(self.today):
-            raise _Refused(f"code {code.serial} of {code.license!r} expired on {code.expires}")
-        text = code.text()
-        if text in self.rlf.codes or text in self.table.codes:
-            raise _Refused(f"code {code.serial} of {code.license!r} is already in the pool")
-        return code
-
-    def _validate_admin(self, msg: Message) -> None:
-        if isinstance(msg, ChangeDistribution):
-            dist = dict(msg.distribution)
-            if len(dist) != len(msg.distribution):
-                raise _Refused("a server is listed twice")
-            why = self.table.check_change(msg.license, dist, self.servers)
-            if why:
-                raise _Refused(why)
-        elif isinstance(msg, AddAllocations):
-            code = self._parse_code(msg.code)
-            if code.kind != "add":
-                raise _Refused(f"code {code.serial} is a {code.kind} code, not an add-on code")
-            if code.license not in self.table.licenses:
-                raise _Refused(f"no license {code.license!r} in the pool to add allocations to")
-        elif isinstance(msg, AddLicenseCode):
-            code = self._parse_code(msg.code)
-            if code.kind == "add" and code.license not in self.table.licenses:
-                raise _Refused(f"add-on code for {code.license!r}, which has no base code")
-        elif isinstance(msg, UpdateRlf):
-            self._check_rlf(msg.rlf_text)
-
     def _apply_admin(
         self, now: float, msg: Message, out: list[Effect]
     ) -> tuple[str, dict[str, Any]]:
-        self._validate_admin(msg)
+        check_admin(msg, self.rlf, self.table, self.today)
         if isinstance(msg, ChangeDistribution):
             dist = dict(msg.distribution)
             self.table.set_distribution(msg.license, dist, self.servers)
@@ -2093,7 +2005,7 @@ class LicenseServer:
             self._table_changed(now, out, msg.license)
             return (f"distribution of {msg.license!r} changed", {})
         if isinstance(msg, (AddAllocations, AddLicenseCode)):
-            code = self._parse_code(msg.code)
+            code = check_code(msg.code, self.rlf, self.table, self.today)
             self.table.codes.append(code.text())
             self.table.add_code(code, self.servers)
             out.append(self._note(now, "admin", f"code added: {code.describe()}"))
@@ -2104,130 +2016,23 @@ class LicenseServer:
                 {"license": code.license, "hard_limit": state.hard_limit},
             )
         assert isinstance(msg, UpdateRlf)
-        new = self._check_rlf(msg.rlf_text)
+        new = check_rlf(msg.rlf_text, self.rlf)
         self._adopt_rlf(now, new, msg.rlf_text, out)
         return (f"RLF sequence {new.sequence} installed", {})
 
     # ================================================================ status
 
     def status(self, now: float) -> ServerStatus:
-        """This server's view, JSON-able (schema: docs/CONTRACTS.md "Per-server status").
-
-        Bounded by construction (`limits`): at most `STATUS_LICENSES_MAX` licenses,
-        `STATUS_CLIENTS_MAX` key-table rows and `STATUS_EVENTS_MAX` events, every string
-        in them bounded; `licenses_total` / `clients_total` say how many there are."""
-        ld = self.leader
-        leader = ld is not None
-        up = set(self._up(now)) if leader else set()
-        why = self._not_serving(now)
-        peers: dict[str, Any] = {}
-        for p in self.peers:
-            if ld is not None:
-                pr = ld.peer(p)
-                peers[p] = {
-                    "up": p in up,
-                    "last_heartbeat_age": round(now - pr.last_ack_recv, 3) if pr.acked else None,
-                    "fenced": p in ld.ledger.fenced,
-                }
-            else:
-                age = round(now - self.last_contact, 3) if p == self.leader_id else None
-                peers[p] = {"up": p in self.leader_up, "last_heartbeat_age": age}
-        licenses: list[LicenseStatus] = []
-        for n, (lic, state) in enumerate(self.table.licenses.items()):
-            if n >= STATUS_LICENSES_MAX:
-                break
-            servers: dict[str, Any] = {}
-            total_in_use = total_held = 0
-            for sid in self.servers:
-                row = state.rows.get(sid, 0)
-                held_back = 0  # a down server's seats that cannot be handed out yet
-                down = fenced = False
-                if sid == self.id:
-                    in_use = self.keys.in_use(lic)
-                    grace = self._grace_held(now, lic, in_use)
-                elif ld is not None:
-                    a = ld.ledger.get(sid, lic)
-                    fenced = sid in ld.ledger.fenced
-                    down = sid not in up
-                    if down:
-                        in_use = grace = 0
-                        if not fenced:
-                            held_back = a.hold(state.hard_limit) if a.known else a.sent
-                    else:
-                        grace = a.grace
-                        in_use = a.in_use - a.grace
-                else:
-                    servers[sid] = None
-                    continue
-                total_in_use += in_use
-                total_held += grace + held_back
-                servers[sid] = {
-                    "distribution": row,
-                    "in_use": in_use,
-                    "available": max(0, row - in_use),
-                    "allowed": self._limit(lic)
-                    if sid == self.id
-                    else (ld.ledger.get(sid, lic).sent if ld is not None else None),
-                    "grace_held": grace,
-                    "down": down,
-                    "fenced": fenced,
-                    "held_back": held_back,
-                }
-            pool_available = max(0, state.hard_limit - total_in_use - total_held)
-            licenses.append(
-                {
-                    "license": lic,
-                    "hard_limit": state.hard_limit,
-                    "expires": state.expires,
-                    "pool_available": pool_available if leader else None,
-                    "free_pool": state.free if leader else None,
-                    "in_use": total_in_use if leader else None,
-                    "held_back": total_held if leader else None,
-                    "servers": servers,
-                }
-            )
-        clients: list[ClientStatus] = []
-        clients_total = 0
-        for e in self.keys:
-            clients_total += 1
-            if clients_total > STATUS_CLIENTS_MAX:
-                continue
-            clients.append(
-                {
-                    "client_id": e.client_id,
-                    "license": e.license,
-                    "count": e.count,
-                    "lease_expires_in": round(e.expires - now, 3),
-                    "last_heartbeat_age": round(now - e.last_heartbeat, 3),
-                    "live": e.live,
-                }
-            )
-        events = list(self._events)[-STATUS_EVENTS_MAX:]
-        return {
-            "id": self.id,
-            "pool": self.pool,
-            "role": self.role.value,
-            "term": self.term,
-            "leader": self.leader_id,
-            "rlf_seq": self.rlf.sequence,
-            "config_version": self.table.cfg[1],
-            "config_term": self.table.cfg[0],
-            "serving": why is None,
-            "not_serving_reason": None if why is None else f"{why[0]}: {why[1]}",
-            "majority": {
-                "up": len(up) if leader else (len(self.leader_up) if why is None else 1),
-                "size": self.size,
-                "ok": why is None,
-            },
-            "peers": peers,
-            "licenses": licenses,
-            "licenses_total": len(self.table.licenses),
-            "clients": clients,
-            "clients_total": clients_total,
-            "events": [
-                {"age": round(now - t, 3), "kind": k, "text": text} for t, k, text in events
-            ],
-        }
+        """This server's view, JSON-able (built by `status.server_status`)."""
+        return server_status(
+            self,
+            now,
+            up=set(self._up(now)) if self.leader is not None else set(),
+            why=self._not_serving(now),
+            grace_held=lambda lic, in_use: self._grace_held(now, lic, in_use),
+            limit=self._limit,
+            events=list(self._events),
+        )
 
 
 # messages that only mean something in the sender's current term
