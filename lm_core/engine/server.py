@@ -378,7 +378,7 @@ class LicenseServer:
             t = _NEVER
         else:  # expire in buckets: a seat counted a little longer is still safe
             if expiry != self._bucket_for:
-                bucket = self.clocks.heartbeat / 2
+                bucket = self.clocks.expiry_bucket
                 self._bucket_for = expiry
                 self._bucket_at = max(expiry, math.ceil(expiry / bucket) * bucket)
             t = self._bucket_at
@@ -732,7 +732,7 @@ class LicenseServer:
                 # last_ack_recv; a follower that stopped ACKing gains nothing from it
                 ld.lease_granted[peer] = max(
                     ld.lease_granted.get(peer, -_NEVER),
-                    pr.last_ack_recv + granted * (1 + 2 * self.clocks.drift),
+                    pr.last_ack_recv + self.clocks.observed(granted),
                 )
         allowed: tuple[Allowance, ...] | None = None
         if ld.ledger.known.get(peer, False):
@@ -1273,7 +1273,7 @@ class LicenseServer:
     def _adopt_rlf(self, now: float, new: Rlf, text: str, out: list[Effect]) -> None:
         old_seq = self.rlf.sequence
         self._set_rlf(new, text)
-        self.elect_at = min(self.elect_at, now + self.clocks.election_delay(self.rank) * 2)
+        self.elect_at = min(self.elect_at, now + self.clocks.after_push_delay(self.rank))
         ld = self.leader
         if ld is not None:
             ld.ledger.set_servers(self.servers)
@@ -1791,11 +1791,8 @@ class LicenseServer:
         term, seq, echo = ld.prev_heard
         if t.term != term:
             return f"ticket of term {t.term}, not of the previous leader's term {term}"
-        # heartbeat `seq` left the previous leader after my ACK stamped `echo`; before
-        # it, that leader sent at least size-1 heartbeats per interval (pauses aside)
-        gap = max(0, seq - t.seq) * c.heartbeat / max(1, self.size - 1)
-        age = gap + c.leader_timeout + 2 * c.heartbeat
-        return echo + c.claim_window / (1 + c.drift) - age
+        # heartbeat `seq` left the previous leader after my ACK stamped `echo`
+        return c.ticket_until(echo, max(0, seq - t.seq), self.size - 1)
 
     def _check_claims(self, now: float, out: list[Effect]) -> None:
         """Leader: credit the claims a majority now holds durably."""
@@ -1824,7 +1821,7 @@ class LicenseServer:
                     f"{w.count} of {w.license} now {w.target}'s",
                 )
             )
-            hold = max(0.0, w.until - now) * (1 + 2 * self.clocks.drift)
+            hold = self.clocks.observed(max(0.0, w.until - now))
             if w.target == self.id:
                 self._claim_arrived(now, w.client_id, w.license, w.count, hold)
                 self._retry_waiting(now, out)
