@@ -50,6 +50,13 @@ Releases (S1). A RELEASE older (by request id) than the newest request its key-t
 entry was granted or renewed by is stale: the client sent it before a later REQUEST it
 now holds under, so it frees nothing (the id of a renewing REQUEST is persisted).
 
+Where the rest lives. Leader-only state (ledger, heartbeat and lease bookkeeping,
+pending admin changes, claim waits, one `Progress` per peer) is a `leader.LeaderState`
+that `_become(LEADER)` creates and a step-down drops; `_lead()` returns it or raises
+`EngineBug`. Where seats move when a server borrows: `borrowing.plan_borrow`; fail-over
+tickets: `claims`. Admin operations, license codes and pushed RLFs are checked in
+`admin`; the status is built in `status`; every duration comes from `leases.Clocks`.
+
 Restart (S4). A server that comes up with persisted state issues nothing new for one
 client keep-time, re-adopts clients that heartbeat back in, and reports to the leader
 at least the allowance it had before the crash as in use, so seats it may have granted
