@@ -50,12 +50,13 @@ Releases (S1). A RELEASE older (by request id) than the newest request its key-t
 entry was granted or renewed by is stale: the client sent it before a later REQUEST it
 now holds under, so it frees nothing (the id of a renewing REQUEST is persisted).
 
-Where the rest lives. Leader-only state (ledger, heartbeat and lease bookkeeping,
-pending admin changes, claim waits, one `Progress` per peer) is a `leader.LeaderState`
-that `_become(LEADER)` creates and a step-down drops; `_lead()` returns it or raises
-`EngineBug`. Where seats move when a server borrows: `borrowing.plan_borrow`; fail-over
-tickets: `claims`. Admin operations, license codes and pushed RLFs are checked in
-`admin`; the status is built in `status`; every duration comes from `leases.Clocks`.
+Where the rest lives. Whether to grant a vote: `elections.judge_vote`. Leader-only
+state (ledger, heartbeat and lease bookkeeping, pending admin changes, claim waits, one
+`Progress` per peer) is a `leader.LeaderState` that `_become(LEADER)` creates and a
+step-down drops; `_lead()` returns it or raises `EngineBug`. Where seats move when a
+server borrows: `borrowing.plan_borrow`; fail-over tickets: `claims`. Admin operations,
+license codes and pushed RLFs are checked in `admin`; the status is built in `status`;
+every duration comes from `leases.Clocks`.
 
 Restart (S4). A server that comes up with persisted state issues nothing new for one
 client keep-time, re-adopts clients that heartbeat back in, and reports to the leader
@@ -86,6 +87,7 @@ from lm_core.engine.effects import (
     Reply,
     Send,
 )
+from lm_core.engine.elections import Ballot, judge_vote
 from lm_core.engine.keytable import KeyEntry, KeyTable
 from lm_core.engine.leader import ClaimWait, LeaderState, PendingAdmin
 from lm_core.engine.leases import Clocks
@@ -580,26 +582,24 @@ class LicenseServer:
                 )
             )
 
-        if msg.term < self.term or (msg.pre and msg.term == self.term):
-            reply(False, f"stale term {msg.term} (mine {self.term})")
+        verdict = judge_vote(
+            my_term=self.term,
+            voted_for=self.voted_for,
+            candidate=sender,
+            term=msg.term,
+            pre=msg.pre,
+            leader_alive=self._leader_alive(now),
+            theirs=theirs,
+            mine=self._version(),
+        )
+        if verdict.ballot is Ballot.REFUSE:
+            reply(False, verdict.reason, (self.leader_id or "") if verdict.leader_alive else "")
             return
-        if not msg.pre and msg.term == self.term and self.voted_for == sender:
-            reply(True)  # a repeated request: same answer
-            return
-        if self._leader_alive(now):
-            reply(False, "a leader is alive", self.leader_id or "")
-            return
-        if theirs < self._version():
-            reply(False, f"candidate config {theirs} older than mine {self._version()}")
-            return
-        if msg.pre:
+        if verdict.ballot is not Ballot.VOTE:
             reply(True)
             return
         if msg.term > self.term:
             self._adopt_term(msg.term, now, out)
-        if self.voted_for not in (None, sender):
-            reply(False, f"already voted for {self.voted_for} in term {self.term}")
-            return
         self.voted_for = sender
         if self.role is Role.CANDIDATE:
             self._become(Role.FOLLOWER, now, out, f"voted for {sender}")
