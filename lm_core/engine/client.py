@@ -378,9 +378,7 @@ class ClientMachine:
 
     def _claiming(self, now: float) -> bool:
         """Still holding, or lapsed so recently that its ticket may still move its seats."""
-        return self.lease_expires is not None or (
-            bool(self.ticket) and now < self._ticket_until
-        )
+        return self.lease_expires is not None or (bool(self.ticket) and now < self._ticket_until)
 
     def _walk_exhausted(self, now: float) -> list[ClientEffect]:
         reason, detail = self._last_deny

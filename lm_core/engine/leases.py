@@ -60,6 +60,7 @@ class Clocks:
     claim_wait: float  # how long a server holds a fail-over client's answer for its claim
     stale_lease: float  # a leader without a majority lease this long steps down
     history: float  # how long a leader remembers its heartbeats' send times
+    expiry_bucket: float  # key-table expiries are rounded up to multiples of this
 
     @classmethod
     def from_timing(cls, t: Timing) -> Clocks:
@@ -85,6 +86,7 @@ class Clocks:
             claim_wait=min(t.heartbeat_interval, t.client_heartbeat / 4),
             stale_lease=t.leader_timeout,
             history=claim + t.heartbeat_interval,
+            expiry_bucket=t.heartbeat_interval / 2,
         )
 
     def follower_lease(self, granted: float) -> float:
@@ -94,3 +96,23 @@ class Clocks:
     def election_delay(self, rank: int) -> float:
         """How long after LEADER_CHECK (or start-up) a server of `rank` waits to stand."""
         return self.leader_timeout + rank * self.heartbeat
+
+    def observed(self, span: float) -> float:
+        """How long an observer waits for `span` seconds of another server's clock to
+        surely pass (stretched by the drift bound of both clocks)."""
+        return span * (1 + 2 * self.drift)
+
+    def after_push_delay(self, rank: int) -> float:
+        """The latest a server of `rank` stands after adopting a pushed RLF (the new
+        RLF may have changed who leads)."""
+        return self.election_delay(rank) * 2
+
+    def ticket_until(self, echo: float, behind: int, followers: int) -> float:
+        """When a ticket minted in the previous leader's term stops being claimable, on
+        the new leader's clock: `echo` is its own clock reading that the last heartbeat
+        it applied from that leader echoed, `behind` how many heartbeat seqs the ticket's
+        lease source is older than that heartbeat. Before it, that leader sent at least
+        `followers` heartbeats per interval (pauses aside)."""
+        gap = behind * self.heartbeat / max(1, followers)
+        age = gap + self.leader_timeout + 2 * self.heartbeat
+        return echo + self.claim_window / (1 + self.drift) - age

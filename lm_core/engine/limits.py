@@ -83,6 +83,7 @@ KEY_FILE_BYTES_MAX = 64 * 1024  # a key file (one key line plus comments)
 
 STATUS_CLIENTS_MAX = 2_000
 STATUS_LICENSES_MAX = CODES_MAX
+STATUS_CODES_MAX = CODES_MAX  # run-time codes listed in a status
 STATUS_EVENTS_MAX = 64
 STATUS_REPLY_BYTES_MAX = 4 * 1024 * 1024  # = framing.MAX_FRAME
 

@@ -50,6 +50,14 @@ Releases (S1). A RELEASE older (by request id) than the newest request its key-t
 entry was granted or renewed by is stale: the client sent it before a later REQUEST it
 now holds under, so it frees nothing (the id of a renewing REQUEST is persisted).
 
+Where the rest lives. Whether to grant a vote: `elections.judge_vote`. Leader-only
+state (ledger, heartbeat and lease bookkeeping, pending admin changes, claim waits, one
+`Progress` per peer) is a `leader.LeaderState` that `_become(LEADER)` creates and a
+step-down drops; `_lead()` returns it or raises `EngineBug`. Where seats move when a
+server borrows: `borrowing.plan_borrow`; fail-over tickets: `claims`. Admin operations,
+license codes and pushed RLFs are checked in `admin`; the status is built in `status`;
+every duration comes from `leases.Clocks`.
+
 Restart (S4). A server that comes up with persisted state issues nothing new for one
 client keep-time, re-adopts clients that heartbeat back in, and reports to the leader
 at least the allowance it had before the crash as in use, so seats it may have granted
@@ -67,7 +75,8 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from lm_core.engine import claims
-from lm_core.engine.codes import LicenseCode, parse_code, verify_code
+from lm_core.engine.admin import Refused, check_admin, check_code, check_rlf
+from lm_core.engine.borrowing import plan_borrow
 from lm_core.engine.effects import (
     Effect,
     Event,
@@ -78,14 +87,12 @@ from lm_core.engine.effects import (
     Reply,
     Send,
 )
-from lm_core.engine.keys import load_public
+from lm_core.engine.elections import Ballot, judge_vote
 from lm_core.engine.keytable import KeyEntry, KeyTable
+from lm_core.engine.leader import ClaimWait, LeaderState, PendingAdmin
 from lm_core.engine.leases import Clocks
 from lm_core.engine.limits import (
     EVENT_TEXT_MAX,
-    STATUS_CLIENTS_MAX,
-    STATUS_EVENTS_MAX,
-    STATUS_LICENSES_MAX,
     clip_text,
 )
 from lm_core.engine.messages import (
@@ -126,8 +133,9 @@ from lm_core.engine.messages import (
     VoteRequest,
 )
 from lm_core.engine.rlf import Rlf, parse_rlf, render_rlf, verify_rlf
-from lm_core.engine.status_types import ClientStatus, LicenseStatus, ServerStatus
-from lm_core.engine.tables import Cfg, DistributionTable, Ledger, threshold_want
+from lm_core.engine.status import server_status
+from lm_core.engine.status_types import ServerStatus
+from lm_core.engine.tables import DistributionTable, Ledger, threshold_want
 from lm_core.engine.vocab import CONFIG_CHANGES
 from lm_core.errors import LmError
 
@@ -150,28 +158,9 @@ TRANSITIONS: dict[Role, frozenset[Role]] = {
     Role.DISASSOCIATED: frozenset({Role.FOLLOWER, Role.CANDIDATE, Role.DISASSOCIATED}),
 }
 
-CLIENT_MSGS = (Request, ClientHeartbeat, Release)
 STATE_FORMAT = 1
 _NEVER = float("inf")
 _M = TypeVar("_M", bound=Message)
-
-
-@dataclass(slots=True)
-class _PendingAdmin:
-    """An admin change applied by the leader, answered once a majority holds `cfg`."""
-
-    cfg: Cfg
-    rlf_seq: int
-    request_id: int
-    token: str
-    via: str | None  # the follower that forwarded it (None: asked here)
-    deadline: float
-    message: str
-    data: dict[str, Any]
-
-
-class _Refused(Exception):
-    """An admin operation is invalid: the message is the one-line reason."""
 
 
 class EngineBug(Exception):
@@ -185,19 +174,6 @@ class _WaitingClaim:
     token: str
     msg: ClientHeartbeat
     deadline: float
-
-
-@dataclass(slots=True)
-class _ClaimWait:
-    """A claim the leader honoured, credited to `target` once `cfg` is durable."""
-
-    cfg: Cfg
-    target: str
-    license: str
-    count: int
-    key: str
-    client_id: str
-    until: float  # the client's lease from the granting server has surely ended by then
 
 
 _SERIAL_BLOCK = 1024
@@ -248,7 +224,6 @@ class LicenseServer:
         self._grace_allowed: dict[str, int] = {}
         self.grace_until = -_NEVER
         self.started_at = now
-        self._now = now
         self._date_dirty = False
         self._bucket_for = self._bucket_at = -_NEVER
         self.leader_up: tuple[str, ...] = ()
@@ -271,31 +246,10 @@ class LicenseServer:
         self.elect_at = now + self.clocks.election_delay(self.rank)
         self.votes: set[str] = set()
         self.prevote = False
-        self.round_start = now
         self.leader_hints: dict[str, str] = {}
         self.borrow_wait: dict[str, float] = {}
         # leader state
-        self.ledger: Ledger | None = None
-        self.hb_seq = 0
-        self.hb_times: dict[int, float] = {}
-        self.next_hb = _NEVER
-        self.acked_seq: dict[str, int] = {}
-        self.last_ack_recv: dict[str, float] = {}
-        self.last_ack_ts: dict[str, float] = {}
-        self.last_ack_key: dict[str, tuple[int, float]] = {}
-        self.acked_cfg: dict[str, tuple[int, Cfg]] = {}
-        self.peer_rlf_seq: dict[str, int] = {}
-        self.last_sync_sent: dict[str, float] = {}
-        self.last_rlf_sent: dict[str, float] = {}
-        self.lease_end = -_NEVER
-        self.lease_q = 0
-        self.lease_granted: dict[str, float] = {}
-        self.claim_waits: list[_ClaimWait] = []
-        self.revoke_seq: dict[str, dict[str, int]] = {}  # peer -> claim key -> first hb seq
-        self.prev_heard = (0, 0, -_NEVER)
-        self.became_leader_at = -_NEVER
-        self.pending: list[_PendingAdmin] = []
-        self.short: set[str] = set()
+        self.leader: LeaderState | None = None  # exists only while leading
         self._boot: list[Effect] = [
             Send(p, self._msg(ServerUp, rlf_seq=self.rlf.sequence, **self._cfg_fields()))
             for p in self.peers
@@ -315,7 +269,6 @@ class LicenseServer:
         self.size = len(self.servers)
         self.quorum = self.size // 2 + 1 if rlf.majority_rule else 1
         self._addresses = tuple(ServerAddress(id=s.id, address=s.address) for s in rlf.servers)
-        self._vendor_keys = {v.name: v.key for v in rlf.vendors}
 
     def _load(self, state: dict[str, Any], rlf: Rlf, now: float) -> None:
         try:
@@ -364,7 +317,8 @@ class LicenseServer:
             )
 
     def _state_json(self) -> dict[str, Any]:
-        allowed = self.ledger.allowances(self.id) if self.ledger is not None else dict(self.allowed)
+        ld = self.leader
+        allowed = ld.ledger.allowances(self.id) if ld is not None else dict(self.allowed)
         return {
             "format": STATE_FORMAT,
             "server_id": self.id,
@@ -406,7 +360,6 @@ class LicenseServer:
 
     def handle(self, now: float, sender: str, msg: Message) -> list[Effect]:
         """Take one message. `sender` is a peer server id or a connection token."""
-        self._now = now
         if type(msg) is ClientHeartbeat and not self._boot:
             fast = self._fast_renew(now, sender, msg)
             if fast is not None:
@@ -417,7 +370,6 @@ class LicenseServer:
 
     def tick(self, now: float) -> list[Effect]:
         """Run the timers (call at or after `next_deadline`; calling more often is fine)."""
-        self._now = now
         out: list[Effect] = self._take_boot()
         self._tick(now, out)
         return out
@@ -435,16 +387,17 @@ class LicenseServer:
             t = _NEVER
         else:  # expire in buckets: a seat counted a little longer is still safe
             if expiry != self._bucket_for:
-                bucket = self.clocks.heartbeat / 2
+                bucket = self.clocks.expiry_bucket
                 self._bucket_for = expiry
                 self._bucket_at = max(expiry, math.ceil(expiry / bucket) * bucket)
             t = self._bucket_at
         if self.waiting:
             t = min(t, min(w.deadline for w in self.waiting.values()))
-        if self.role is Role.LEADER:
-            t = min(t, self.next_hb)
-            if self.pending:
-                t = min(t, min(p.deadline for p in self.pending))
+        ld = self.leader
+        if ld is not None:
+            t = min(t, ld.next_hb)
+            if ld.pending:
+                t = min(t, min(p.deadline for p in ld.pending))
         else:
             t = min(t, self.elect_at)
             if self.role is Role.FOLLOWER and not self.check_sent:
@@ -545,10 +498,12 @@ class LicenseServer:
             self.expecting = {k: v for k, v in self.expecting.items() if now < v[1]}
         if self.reclaimed:
             self.reclaimed = {k: v for k, v in self.reclaimed.items() if now < v[0]}
-        if self.role is Role.LEADER:
-            if now >= self.next_hb:
+        ld = self.leader
+        if ld is not None:
+            if now >= ld.next_hb:
                 self._leader_tick(now, out)
-            self._check_pending(now, out)
+            if self.leader is not None:  # the tick may have stepped down
+                self._check_pending(now, out)
             return
         if (
             self.role is Role.FOLLOWER
@@ -575,7 +530,6 @@ class LicenseServer:
         self.prevote = True
         self.votes = {self.id}
         self.leader_hints = {}
-        self.round_start = now
         self.elect_at = now + self.clocks.election_delay(self.rank)
         if len(self.votes) >= self.quorum:
             self._start_vote(now, out)
@@ -589,7 +543,6 @@ class LicenseServer:
         self.term += 1
         self.voted_for = self.id
         self.votes = {self.id}
-        self.round_start = now
         self.elect_at = now + self.clocks.election_delay(self.rank)
         out.append(self._persist())
         out.append(self._note(now, "election", f"{self.id} stands for term {self.term}"))
@@ -603,8 +556,8 @@ class LicenseServer:
 
     def _leader_alive(self, now: float) -> bool:
         """Leader stickiness: do I follow (or am I) a leader that is alive?"""
-        if self.role is Role.LEADER:
-            return now < self.lease_end or not self.rlf.majority_rule
+        if self.leader is not None:
+            return now < self.leader.lease_end or not self.rlf.majority_rule
         if self.role is Role.FOLLOWER:
             return now < max(self.last_contact + self.clocks.leader_timeout, self.lease_until)
         return False
@@ -629,26 +582,24 @@ class LicenseServer:
                 )
             )
 
-        if msg.term < self.term or (msg.pre and msg.term == self.term):
-            reply(False, f"stale term {msg.term} (mine {self.term})")
+        verdict = judge_vote(
+            my_term=self.term,
+            voted_for=self.voted_for,
+            candidate=sender,
+            term=msg.term,
+            pre=msg.pre,
+            leader_alive=self._leader_alive(now),
+            theirs=theirs,
+            mine=self._version(),
+        )
+        if verdict.ballot is Ballot.REFUSE:
+            reply(False, verdict.reason, (self.leader_id or "") if verdict.leader_alive else "")
             return
-        if not msg.pre and msg.term == self.term and self.voted_for == sender:
-            reply(True)  # a repeated request: same answer
-            return
-        if self._leader_alive(now):
-            reply(False, "a leader is alive", self.leader_id or "")
-            return
-        if theirs < self._version():
-            reply(False, f"candidate config {theirs} older than mine {self._version()}")
-            return
-        if msg.pre:
+        if verdict.ballot is not Ballot.VOTE:
             reply(True)
             return
         if msg.term > self.term:
             self._adopt_term(msg.term, now, out)
-        if self.voted_for not in (None, sender):
-            reply(False, f"already voted for {self.voted_for} in term {self.term}")
-            return
         self.voted_for = sender
         if self.role is Role.CANDIDATE:
             self._become(Role.FOLLOWER, now, out, f"voted for {sender}")
@@ -687,74 +638,55 @@ class LicenseServer:
     # ================================================================ leader
 
     def _start_leading(self, now: float, out: list[Effect]) -> None:
-        self.became_leader_at = now
-        self.ledger = Ledger(self.id, self.servers)
+        ledger = Ledger(self.id, self.servers)
         # my own allowance is what I had as a follower (or before a restart)
         for lic in self.table.licenses:
-            a = self.ledger.get(self.id, lic)
+            a = ledger.get(self.id, lic)
             # My allowance is what a leader gave me as a follower. What I had before a
             # restart is held (I may have granted it unpersisted) but not mine to grant:
             # I may have been fenced since, and my seats handed to others.
             a.sent = a.peak = self.allowed.get(lic, 0)
             in_use = self.keys.in_use(lic)
             a.in_use = in_use + self._grace_held(now, lic, in_use)
-        self.hb_seq = 0
-        self.hb_times = {}
-        self.acked_seq = {}
-        self.last_ack_recv = {}
-        self.last_ack_ts = {}
-        self.last_ack_key = {}
-        self.acked_cfg = {}
-        self.last_sync_sent = {}
-        self.last_rlf_sent = {}
-        self.lease_end = -_NEVER
-        self.lease_q = 0
-        self.lease_granted = {}
-        self.claim_waits = []
-        self.revoke_seq = {}
-        self.prev_heard = self.heard
+        ld = self.leader = LeaderState(
+            ledger=ledger,
+            became_leader_at=now,
+            prev_heard=self.heard,
+            short=set(self.table.licenses),
+        )
         # tickets of terms before the previous leader's can no longer be honoured
         self.table.claims = {
-            k: c for k, c in self.table.claims.items() if c.term >= self.prev_heard[0]
+            k: c for k, c in self.table.claims.items() if c.term >= ld.prev_heard[0]
         }
-        self.short = set(self.table.licenses)
         self._bump_cfg()
         out.append(self._persist())
-        for lic in sorted(self.short):
-            self._rebalance(lic, out, send=False)
+        for lic in sorted(ld.short):
+            self._rebalance(now, lic, out)
         self._broadcast_sync(now, out)
         self._leader_tick(now, out)
 
     def _drop_leader_state(self, now: float, out: list[Effect]) -> None:
-        if self.ledger is not None:
-            self.allowed = self.ledger.allowances(self.id)
-        self.ledger = None
-        self.next_hb = _NEVER
-        self.lease_end = -_NEVER
-        self.claim_waits = []
-        for p in self.pending:
+        ld, self.leader = self._lead(), None
+        self.allowed = ld.ledger.allowances(self.id)
+        for p in ld.pending:
             self._answer_admin(p, False, "leader changed before the change was durable; retry", out)
-        self.pending = []
 
     def _up(self, now: float) -> list[str]:
         """Servers in contact with this leader (itself included)."""
+        ld = self._lead()
         lt = self.clocks.leader_timeout
-        return [
-            s
-            for s in self.servers
-            if s == self.id or now - self.last_ack_recv.get(s, -_NEVER) <= lt
-        ]
+        return [s for s in self.servers if s == self.id or now - ld.peer(s).last_ack_recv <= lt]
 
     def _leader_tick(self, now: float, out: list[Effect]) -> None:
-        assert self.ledger is not None
-        self.next_hb = now + self.clocks.heartbeat
+        ld = self._lead()
+        ld.next_hb = now + self.clocks.heartbeat
         if (
             not self._serving_lease(now)
-            and now >= max(self.lease_end, self.became_leader_at) + self.clocks.stale_lease
+            and now >= max(ld.lease_end, ld.became_leader_at) + self.clocks.stale_lease
         ):
             # cut off from the majority: say so and stand again, rather than call
             # myself leader of a pool that may well have elected another
-            ago = "never" if self.lease_end == -_NEVER else f"{now - self.lease_end:.1f}s ago"
+            ago = "never" if ld.lease_end == -_NEVER else f"{now - ld.lease_end:.1f}s ago"
             why = (
                 f"stepped down: no majority lease (lease ended {ago}, "
                 f"{len(self._up(now))}/{self.size} servers in contact)"
@@ -769,67 +701,69 @@ class LicenseServer:
         # only under a majority lease: without one, I am more likely the one cut off
         fenced_any = False
         for p in self.peers if self._serving_lease(now) else ():
-            if p in self.ledger.fenced:
+            if p in ld.ledger.fenced:
                 continue
-            since = max(self.last_ack_recv.get(p, -_NEVER), self.became_leader_at)
+            since = max(ld.peer(p).last_ack_recv, ld.became_leader_at)
             if now - since > self.clocks.fence:
-                self.ledger.fence(p)
+                ld.ledger.fence(p)
                 fenced_any = True
                 out.append(self._note(now, "fence", f"{p} fenced (out of contact)", server=p))
         if fenced_any:
-            self.short = set(self.table.licenses)
-        for lic in sorted(self.short):
-            self._rebalance(lic, out, send=False)
+            ld.short = set(self.table.licenses)
+        for lic in sorted(ld.short):
+            self._rebalance(now, lic, out)
         up = tuple(self._up(now))
         for p in self.peers:
             out.append(Send(p, self._heartbeat(now, p, up)))
         cutoff = now - self.clocks.history
-        if len(self.hb_times) > 64:
-            self.hb_times = {k: v for k, v in self.hb_times.items() if v >= cutoff}
+        if len(ld.hb_times) > 64:
+            ld.hb_times = {k: v for k, v in ld.hb_times.items() if v >= cutoff}
 
     def _heartbeat(self, now: float, peer: str, up: tuple[str, ...]) -> ServerHeartbeat:
-        assert self.ledger is not None
-        self.hb_seq += 1
-        self.hb_times[self.hb_seq] = now
+        ld = self._lead()
+        ld.hb_seq += 1
+        ld.hb_times[ld.hb_seq] = now
         granted = 0.0
-        echo = self.last_ack_ts.get(peer, 0.0)
+        pr = ld.peer(peer)
+        echo = pr.last_ack_ts
         if echo > 0 and self._serving_lease(now):
             if not self.rlf.majority_rule:
                 granted = self.clocks.server_lease
             else:
                 granted = max(
                     0.0,
-                    min(self.clocks.server_lease, self.lease_end - self.last_ack_recv[peer]),
+                    min(self.clocks.server_lease, ld.lease_end - pr.last_ack_recv),
                 )
             if granted > 0:
                 # the lease runs from the follower's ACK that reached me at
                 # last_ack_recv; a follower that stopped ACKing gains nothing from it
-                self.lease_granted[peer] = max(
-                    self.lease_granted.get(peer, -_NEVER),
-                    self.last_ack_recv.get(peer, now) + granted * (1 + 2 * self.clocks.drift),
+                ld.lease_granted[peer] = max(
+                    ld.lease_granted.get(peer, -_NEVER),
+                    pr.last_ack_recv + self.clocks.observed(granted),
                 )
         allowed: tuple[Allowance, ...] | None = None
-        if self.ledger.known.get(peer, False):
+        if ld.ledger.known.get(peer, False):
             allowed = tuple(
-                Allowance(license=lic, count=n) for lic, n in self.ledger.allowances(peer).items()
+                Allowance(license=lic, count=n) for lic, n in ld.ledger.allowances(peer).items()
             )
         return self._msg(
             ServerHeartbeat,
-            seq=self.hb_seq,
+            seq=ld.hb_seq,
             echo=echo,
             lease=granted,
             up=up,
             rlf_seq=self.rlf.sequence,
             allowed=allowed,
-            revoke=self._revocations(peer, self.hb_seq),
+            revoke=self._revocations(peer, ld.hb_seq),
             **self._cfg_fields(),
         )
 
     def _revocations(self, peer: str, seq: int) -> tuple[ClaimRecord, ...]:
         """The honoured claims on `peer`'s tickets, sent in heartbeat `seq`."""
+        ld = self._lead()
         prefix = peer + ":"
         out = tuple(c for k, c in self.table.claims.items() if k.startswith(prefix))
-        sent = self.revoke_seq.setdefault(peer, {})
+        sent = ld.revoke_seq.setdefault(peer, {})
         for c in out:
             sent.setdefault(c.key, seq)
         return out
@@ -840,7 +774,8 @@ class LicenseServer:
         """A follower's rows as they will be once it applies the claims on its tickets
         that its ACK of heartbeat `seq` does not reflect yet: its allowance lowers by
         their seats (its in-use count is left as reported: over-counting is safe)."""
-        sent = self.revoke_seq.get(peer, {})
+        ld = self._lead()
+        sent = ld.revoke_seq.get(peer, {})
         pending: dict[str, int] = {}
         prefix = peer + ":"
         for k, c in self.table.claims.items():
@@ -856,45 +791,48 @@ class LicenseServer:
         """What a leader without a majority lease lacks, in one line (names the gap
         between "in contact" and "lease": contact counts ACKs within leader_timeout, the
         lease needs a heartbeat a majority ACKed within the server lease)."""
+        ld = self._lead()
         up = len(self._up(now))
-        if self.lease_end == -_NEVER:
+        if ld.lease_end == -_NEVER:
             last = "no majority ACK yet in this term"
         else:
-            last = f"last majority ACK {now - self.lease_end + self.clocks.leader_lease:.1f}s ago"
+            last = f"last majority ACK {now - ld.lease_end + self.clocks.leader_lease:.1f}s ago"
         return f"no majority lease yet: {up}/{self.size} servers in contact, {last}"
 
-    def _ledger(self) -> Ledger:
-        if self.ledger is None:
-            raise EngineBug(f"{self.id} used the leader's ledger as {self.role.value}")
-        return self.ledger
+    def _lead(self) -> LeaderState:
+        """The leader state; an `EngineBug` when this server does not lead."""
+        if self.leader is None:
+            raise EngineBug(f"{self.id} used the leader's state as {self.role.value}")
+        return self.leader
 
     def _serving_lease(self, now: float) -> bool:
-        return not self.rlf.majority_rule or now < self.lease_end
+        """Leader: may I grant now (I hold a majority lease, or majority rule is off)?"""
+        return not self.rlf.majority_rule or now < self._lead().lease_end
 
     def _on_ack(self, now: float, sender: str, msg: ServerAck, out: list[Effect]) -> None:
         if msg.term > self.term:
             self._adopt_term(msg.term, now, out)
             out.append(self._persist())
             return
-        if self.role is not Role.LEADER or msg.term < self.term or not msg.ok:
+        ld = self.leader
+        if ld is None or msg.term < self.term or not msg.ok:
             return
-        assert self.ledger is not None
-        if msg.seq > self.hb_seq:
+        if msg.seq > ld.hb_seq:
             return  # not a heartbeat of this term
         key = (msg.seq, msg.ts)
-        if key < self.last_ack_key.get(sender, (0, -_NEVER)):
+        pr = ld.peer(sender)
+        if key < pr.last_ack_key:
             return  # older than an ACK already taken (reordered or replayed)
-        self.last_ack_key[sender] = key
-        self.last_ack_recv[sender] = now
-        if msg.ts > self.last_ack_ts.get(sender, 0.0):
-            self.last_ack_ts[sender] = msg.ts
-        if msg.seq > self.acked_seq.get(sender, 0):
-            self.acked_seq[sender] = msg.seq
-        self.acked_cfg[sender] = (msg.rlf_seq, (msg.cfg_term, msg.cfg_version))
-        self.peer_rlf_seq[sender] = msg.rlf_seq
-        was_known = self.ledger.known.get(sender, False)
+        pr.last_ack_key = key
+        pr.last_ack_recv = now
+        if msg.ts > pr.last_ack_ts:
+            pr.last_ack_ts = msg.ts
+        if msg.seq > pr.acked_seq:
+            pr.acked_seq = msg.seq
+        pr.acked_cfg = (msg.rlf_seq, (msg.cfg_term, msg.cfg_version))
+        was_known = ld.ledger.known.get(sender, False)
         rows = msg.rows if was_known else self._unrevoked(sender, msg.seq, msg.rows)
-        self.ledger.learn(sender, msg.seq, rows)
+        ld.ledger.learn(sender, msg.seq, rows)
         self._update_lease()
         # catch the follower up: RLF first, then the table
         if msg.rlf_seq < self.rlf.sequence:
@@ -902,80 +840,80 @@ class LicenseServer:
         elif msg.rlf_seq > self.rlf.sequence:
             out.append(Send(sender, self._msg(RlfAccept, rlf_seq=msg.rlf_seq)))
         if (msg.cfg_term, msg.cfg_version) < self.table.cfg and (
-            now - self.last_sync_sent.get(sender, -_NEVER) >= self.clocks.heartbeat
+            now - pr.last_sync_sent >= self.clocks.heartbeat
         ):
-            self.last_sync_sent[sender] = now
+            pr.last_sync_sent = now
             out.append(Send(sender, self._sync()))
         if not was_known:
-            self.short = set(self.table.licenses)
-        if self.short:
+            ld.short = set(self.table.licenses)
+        if ld.short:
             changed: dict[str, None] = {}  # ordered: the engine is deterministic
-            for lic in sorted(self.short):
-                changed.update(dict.fromkeys(self._rebalance(lic, out, send=False)))
+            for lic in sorted(ld.short):
+                changed.update(dict.fromkeys(self._rebalance(now, lic, out)))
             up = tuple(self._up(now))
             for p in changed:
                 if p != self.id:
                     out.append(Send(p, self._heartbeat(now, p, up)))
-        if self.pending:
+        if ld.pending:
             self._check_pending(now, out)
-        if self.claim_waits:
+        if ld.claim_waits:
             self._check_claims(now, out)
 
     def _update_lease(self) -> None:
-        seqs = sorted((self.acked_seq.get(p, 0) for p in self.peers), reverse=True)
+        ld = self._lead()
+        seqs = sorted((ld.peer(p).acked_seq for p in self.peers), reverse=True)
         need = self.quorum - 1  # the leader acks its own heartbeats
         if need <= 0:
-            q = self.hb_seq
+            q = ld.hb_seq
         elif len(seqs) >= need:
             q = seqs[need - 1]
         else:
             return
-        sent = self.hb_times.get(q)
-        if q > 0 and sent is not None and sent + self.clocks.leader_lease > self.lease_end:
-            self.lease_end = sent + self.clocks.leader_lease
-            self.lease_q = q
+        sent = ld.hb_times.get(q)
+        if q > 0 and sent is not None and sent + self.clocks.leader_lease > ld.lease_end:
+            ld.lease_end = sent + self.clocks.leader_lease
+            ld.lease_q = q
             self.lease_src = (self.term, q)
-            self.renew_until = max(self.renew_until, self.lease_end + self.clocks.renew_window)
+            self.renew_until = max(self.renew_until, ld.lease_end + self.clocks.renew_window)
 
-    def _rebalance(self, lic: str, out: list[Effect], *, send: bool) -> list[str]:
+    def _rebalance(self, now: float, lic: str, out: list[Effect]) -> list[str]:
         """Move allowances toward the table for one license; returns changed servers."""
-        assert self.ledger is not None
+        ld = self._lead()
         state = self.table.licenses.get(lic)
         if state is None:
-            self.short.discard(lic)
+            ld.short.discard(lic)
             return []
         in_use = self.keys.in_use(lic)
-        self.ledger.set_self_in_use(
+        ld.ledger.set_self_in_use(
             lic,
-            in_use
-            + self._grace_held(self._now, lic, in_use)
-            + self._spoken_for(self._now, lic, ""),
+            in_use + self._grace_held(now, lic, in_use) + self._spoken_for(now, lic, ""),
         )
-        before = self.ledger.get(self.id, lic).sent
+        before = ld.ledger.get(self.id, lic).sent
         # Raise allowances only under a majority lease: without one a newer leader may
         # exist, and the servers this one fenced may be serving under it (their seats
         # are not free). Decreases always apply; what stays short is retried each tick.
-        up = self._up(self._now) if self._serving_lease(self._now) else []
-        changed, short = self.ledger.rebalance(state, self.hb_seq + 1, up)
+        up = self._up(now) if self._serving_lease(now) else []
+        changed, short = ld.ledger.rebalance(state, ld.hb_seq + 1, up)
         if short:
-            self.short.add(lic)
+            ld.short.add(lic)
         else:
-            self.short.discard(lic)
-        if self.ledger.get(self.id, lic).sent > before:
+            ld.short.discard(lic)
+        if ld.ledger.get(self.id, lic).sent > before:
             out.append(self._persist())
         return changed
 
     def _check_pending(self, now: float, out: list[Effect]) -> None:
-        if not self.pending:
+        ld = self._lead()
+        if not ld.pending:
             return
-        keep: list[_PendingAdmin] = []
-        for p in self.pending:
+        keep: list[PendingAdmin] = []
+        for p in ld.pending:
             have = 1 + sum(
                 1
                 for s in self.peers
-                if s in self.acked_cfg
-                and self.acked_cfg[s][0] >= p.rlf_seq
-                and self.acked_cfg[s][1] >= p.cfg
+                if (acked := ld.peer(s).acked_cfg) is not None
+                and acked[0] >= p.rlf_seq
+                and acked[1] >= p.cfg
             )
             if have >= self.quorum:
                 data = dict(p.data, durable_on=have)
@@ -989,9 +927,9 @@ class LicenseServer:
                 )
             else:
                 keep.append(p)
-        self.pending = keep
+        ld.pending = keep
 
-    def _answer_admin(self, p: _PendingAdmin, ok: bool, message: str, out: list[Effect]) -> None:
+    def _answer_admin(self, p: PendingAdmin, ok: bool, message: str, out: list[Effect]) -> None:
         reply = self._msg(
             AdminReply, request_id=p.request_id, ok=ok, message=message, data=dict(p.data)
         )
@@ -1007,21 +945,24 @@ class LicenseServer:
 
     def _broadcast_sync(self, now: float, out: list[Effect]) -> None:
         """DISTRIBUTION_SYNC to every follower (down ones get it when they ACK again)."""
+        ld = self._lead()
         sync = self._sync()
         for p in self.peers:
-            self.last_sync_sent[p] = now
+            ld.peer(p).last_sync_sent = now
             out.append(Send(p, sync))
 
     def _send_rlf(self, now: float, peer: str, out: list[Effect]) -> None:
-        if now - self.last_rlf_sent.get(peer, -_NEVER) < self.clocks.leader_timeout:
+        pr = self._lead().peer(peer)
+        if now - pr.last_rlf_sent < self.clocks.leader_timeout:
             return
-        self.last_rlf_sent[peer] = now
+        pr.last_rlf_sent = now
         out.append(Send(peer, self._msg(RlfTransfer, rlf_text=self._rlf_text)))
 
     def _table_changed(
         self, now: float, out: list[Effect], lic: str | None = None, *, bump: bool = True
     ) -> None:
         """After the leader changed the table: bump, persist, sync, rebalance."""
+        ld = self._lead()
         self._prune_claims(now)
         if bump:
             self._bump_cfg()
@@ -1030,8 +971,8 @@ class LicenseServer:
         lics = [lic] if lic is not None else list(self.table.licenses)
         changed: dict[str, None] = {}  # ordered: the engine is deterministic
         for name in lics:
-            self.short.add(name)
-            changed.update(dict.fromkeys(self._rebalance(name, out, send=False)))
+            ld.short.add(name)
+            changed.update(dict.fromkeys(self._rebalance(now, name, out)))
         up = tuple(self._up(now))
         for p in changed:
             if p != self.id:
@@ -1043,53 +984,30 @@ class LicenseServer:
         self, now: float, lic: str, target: str, want: int, failover: bool, out: list[Effect]
     ) -> int:
         """Claims 5, 14, 15: find `want` seats of `lic` for `target`; returns seats moved."""
-        assert self.ledger is not None
+        ld = self._lead()
         state = self.table.licenses.get(lic)
         if state is None or want <= 0:
             return 0
-        moved: list[tuple[str, int]] = []
-        left = want
-
-        def take(source: str | None, n: int) -> None:
-            nonlocal left
-            n = min(n, left)
-            if n <= 0:
-                return
-            self.table.move(lic, source, target, n)
-            moved.append((source or "free pool", n))
-            left -= n
-
-        def from_self() -> None:
-            if target == self.id:
-                return
-            row = state.rows.get(self.id, 0)
-            spare = row - self.keys.in_use(lic)
-            if not failover:
-                spare -= math.ceil(row * (1 - self.rlf.borrowing_threshold))
-            take(self.id, spare)
-
-        def from_down() -> None:
-            for s in reversed(self.servers):
-                if s != target and s in self.ledger.fenced:  # type: ignore[union-attr]
-                    take(s, state.rows.get(s, 0))
-
-        if failover:
-            from_self()
-            take(None, state.free)
-            from_down()
-            up = set(self._up(now))
-            for s in reversed(self.servers):
-                if s in (target, self.id) or s not in up or s in self.ledger.fenced:
-                    continue
-                a = self.ledger.get(s, lic)
-                take(s, state.rows.get(s, 0) - max(a.in_use, 0))
-        else:
-            take(None, state.free)
-            from_down()
-            from_self()
-        total = want - left
+        ledger = ld.ledger
+        moves = plan_borrow(
+            target=target,
+            want=want,
+            failover=failover,
+            leader=self.id,
+            order=self.servers,
+            rows=state.rows,
+            free=state.free,
+            leader_in_use=self.keys.in_use(lic),
+            threshold=self.rlf.borrowing_threshold,
+            fenced=ledger.fenced,
+            up=set(self._up(now)) if failover else set(),
+            in_use_of=lambda s: ledger.get(s, lic).in_use,
+        )
+        for m in moves:
+            self.table.move(lic, m.source, target, m.count)
+        total = sum(m.count for m in moves)
         if total:
-            where = ", ".join(f"{n} from {src}" for src, n in moved)
+            where = ", ".join(f"{m.count} from {m.source or 'free pool'}" for m in moves)
             out.append(
                 self._note(
                     now,
@@ -1211,9 +1129,7 @@ class LicenseServer:
             if entry is not None:
                 self.keys.remove(entry.client_id, entry.license)
                 out.append(PersistKey(entry.client_id, entry.license, None))
-                out.append(
-                    LogUsage("moved", entry.client_id, entry.license, entry.count, rec.key)
-                )
+                out.append(LogUsage("moved", entry.client_id, entry.license, entry.count, rec.key))
         self.revoked = listed
 
     def _accept_leader(self, now: float, sender: str, term: int, out: list[Effect]) -> bool:
@@ -1318,13 +1234,14 @@ class LicenseServer:
                 ),
             )
         )
-        if self.role is Role.LEADER:
+        if self.leader is not None:
             # FIG. 11: a returning server gets a heartbeat and its distribution at once;
             # its old clock readings mean nothing now
-            self.last_ack_ts.pop(sender, None)
+            pr = self.leader.peer(sender)
+            pr.last_ack_ts = 0.0
             out.append(Send(sender, self._heartbeat(now, sender, tuple(self._up(now)))))
             out.append(Send(sender, self._sync()))
-            self.last_sync_sent[sender] = now
+            pr.last_sync_sent = now
             if msg.rlf_seq < self.rlf.sequence:
                 self._send_rlf(now, sender, out)
             elif msg.rlf_seq > self.rlf.sequence:
@@ -1354,44 +1271,26 @@ class LicenseServer:
         self, now: float, sender: str, msg: RlfTransfer, out: list[Effect]
     ) -> None:
         try:
-            new = self._check_rlf(msg.rlf_text)
-        except _Refused as err:
+            new = check_rlf(msg.rlf_text, self.rlf)
+        except Refused as err:
             out.append(self._note(now, "refused", f"RLF from {sender}: {err}"))
             return
         self._adopt_rlf(now, new, msg.rlf_text, out)
 
-    def _check_rlf(self, text: str) -> Rlf:
-        """Parse and verify a pushed RLF (S5); raises `_Refused` with the reason."""
-        try:
-            new = parse_rlf(text, file="pushed RLF")
-        except LmError as err:
-            raise _Refused(str(err)) from None
-        if new.pool != self.pool:
-            raise _Refused(f"RLF is for pool {new.pool!r}, not {self.pool!r}")
-        if new.sequence <= self.rlf.sequence:
-            raise _Refused(
-                f"RLF sequence {new.sequence} is not higher than the current {self.rlf.sequence}"
-            )
-        try:
-            verify_rlf(new, admin_key=load_public(self.rlf.admin_key))
-        except LmError as err:
-            raise _Refused(str(err)) from None
-        return new
-
     def _adopt_rlf(self, now: float, new: Rlf, text: str, out: list[Effect]) -> None:
         old_seq = self.rlf.sequence
         self._set_rlf(new, text)
-        self.elect_at = min(self.elect_at, now + self.clocks.election_delay(self.rank) * 2)
-        if self.role is Role.LEADER:
-            assert self.ledger is not None
-            self.ledger.set_servers(self.servers)
+        self.elect_at = min(self.elect_at, now + self.clocks.after_push_delay(self.rank))
+        ld = self.leader
+        if ld is not None:
+            ld.ledger.set_servers(self.servers)
             self.table = DistributionTable.from_rlf(
                 new, self.today, self.table.codes, self.table.cfg
             )
             self._bump_cfg()
             out.append(self._persist())
             for p in self.peers:  # the leader first (above), then every follower
-                self.last_rlf_sent[p] = now
+                ld.peer(p).last_rlf_sent = now
                 out.append(Send(p, self._msg(RlfTransfer, rlf_text=text)))
             self._table_changed(now, out, bump=False)
         else:
@@ -1450,8 +1349,8 @@ class LicenseServer:
         return ("no_majority", f"{self.id} is {self.role.value}: election in progress")
 
     def _limit(self, lic: str) -> int:
-        if self.ledger is not None:
-            return self.ledger.get(self.id, lic).sent
+        if self.leader is not None:
+            return self.leader.ledger.get(self.id, lic).sent
         return self.allowed.get(lic, 0)
 
     def _on_client(self, now: float, token: str, msg: Message, out: list[Effect]) -> None:
@@ -1637,6 +1536,11 @@ class LicenseServer:
             out.append(LogUsage("grant", entry.client_id, lic, entry.count, "re-adopted"))
         out.append(Reply(token, self._authorize(msg, entry)))
 
+    @property
+    def ledger(self) -> Ledger | None:
+        """The leader's ledger (None unless leading), for observers."""
+        return None if self.leader is None else self.leader.ledger
+
     def _fast_renew(self, now: float, token: str, msg: ClientHeartbeat) -> list[Effect] | None:
         """The hot path: a live client renews what it holds on a serving server.
         Anything unusual returns None and takes the general path."""
@@ -1801,12 +1705,19 @@ class LicenseServer:
                 out.append(LogUsage("deny", w.msg.sender, w.msg.license, w.msg.count, "no_seats"))
 
     def _claim(
-        self, now: float, target: str, client_id: str, lic: str, count: int, text: str,
+        self,
+        now: float,
+        target: str,
+        client_id: str,
+        lic: str,
+        count: int,
+        text: str,
         out: list[Effect],
     ) -> str:
         """Leader: honour a fail-over claim for `target`; "" if honoured (the seats reach
         `target` once the claim is durable on a majority), else why not (see `claims`)."""
-        ledger = self._ledger()
+        ld = self._lead()
+        ledger = ld.ledger
         try:
             t = claims.read(self.claim_key, text, client_id, lic)
         except claims.ClaimError as err:
@@ -1823,7 +1734,7 @@ class LicenseServer:
             return f"ticket {t.key} was used before"
         if t.server in ledger.fenced:
             return f"{t.server} is fenced: its seats moved already"
-        if now < self.lease_granted.get(t.server, -_NEVER):
+        if now < ld.lease_granted.get(t.server, -_NEVER):
             return f"{t.server} may still grant"
         if not self._serving_lease(now):
             return self._no_lease_why(now)
@@ -1857,8 +1768,8 @@ class LicenseServer:
             )
         )
         self._table_changed(now, out, lic)
-        self.claim_waits.append(
-            _ClaimWait(
+        ld.claim_waits.append(
+            ClaimWait(
                 cfg=self.table.cfg,
                 target=target,
                 license=lic,
@@ -1867,7 +1778,7 @@ class LicenseServer:
                 client_id=client_id,
                 # the client's lease from t.server ends by then, whatever ticket it
                 # showed: t.server renewed nothing after its renew window
-                until=max(self.lease_granted.get(t.server, -_NEVER), self.became_leader_at)
+                until=max(ld.lease_granted.get(t.server, -_NEVER), ld.became_leader_at)
                 + self.clocks.claim_window,
             )
         )
@@ -1877,31 +1788,32 @@ class LicenseServer:
     def _ticket_until(self, t: claims.Ticket) -> float | str:
         """When a ticket's claim window ends on my clock (by then the client's lease
         from the granting server has surely ended), or why it cannot be judged."""
+        ld = self._lead()
         c = self.clocks
         if t.term == self.term:
-            sent = self.hb_times.get(t.seq)
+            sent = ld.hb_times.get(t.seq)
             if sent is None:
                 return f"ticket of heartbeat {t.seq} is too old"
             return sent + c.claim_window
-        term, seq, echo = self.prev_heard
+        term, seq, echo = ld.prev_heard
         if t.term != term:
             return f"ticket of term {t.term}, not of the previous leader's term {term}"
-        # heartbeat `seq` left the previous leader after my ACK stamped `echo`; before
-        # it, that leader sent at least size-1 heartbeats per interval (pauses aside)
-        gap = max(0, seq - t.seq) * c.heartbeat / max(1, self.size - 1)
-        age = gap + c.leader_timeout + 2 * c.heartbeat
-        return echo + c.claim_window / (1 + c.drift) - age
+        # heartbeat `seq` left the previous leader after my ACK stamped `echo`
+        return c.ticket_until(echo, max(0, seq - t.seq), self.size - 1)
 
     def _check_claims(self, now: float, out: list[Effect]) -> None:
         """Leader: credit the claims a majority now holds durably."""
-        if not self.claim_waits:
+        ld = self._lead()
+        if not ld.claim_waits:
             return
-        ledger = self._ledger()
-        keep: list[_ClaimWait] = []
+        ledger = ld.ledger
+        keep: list[ClaimWait] = []
         up = tuple(self._up(now))
-        for w in self.claim_waits:
+        for w in ld.claim_waits:
             have = 1 + sum(
-                1 for s in self.peers if s in self.acked_cfg and self.acked_cfg[s][1] >= w.cfg
+                1
+                for s in self.peers
+                if (acked := ld.peer(s).acked_cfg) is not None and acked[1] >= w.cfg
             )
             if have < self.quorum:
                 keep.append(w)
@@ -1916,7 +1828,7 @@ class LicenseServer:
                     f"{w.count} of {w.license} now {w.target}'s",
                 )
             )
-            hold = max(0.0, w.until - now) * (1 + 2 * self.clocks.drift)
+            hold = self.clocks.observed(max(0.0, w.until - now))
             if w.target == self.id:
                 self._claim_arrived(now, w.client_id, w.license, w.count, hold)
                 self._retry_waiting(now, out)
@@ -1935,11 +1847,12 @@ class LicenseServer:
                     ),
                 )
             )
-        self.claim_waits = keep
+        ld.claim_waits = keep
 
     def _prune_claims(self, now: float) -> None:
         """Forget honoured claims whose tickets can no longer be presented."""
-        if not self.table.claims or now < self.became_leader_at + self.clocks.claim_window:
+        ld = self._lead()
+        if not self.table.claims or now < ld.became_leader_at + self.clocks.claim_window:
             return
         for k in [k for k, c in self.table.claims.items() if c.term < self.term]:
             del self.table.claims[k]
@@ -1970,8 +1883,8 @@ class LicenseServer:
         if entry is not None:
             out.append(PersistKey(msg.sender, msg.license, None))
             out.append(LogUsage("release", msg.sender, msg.license, entry.count))
-            if self.ledger is not None and self.short:
-                self._rebalance(msg.license, out, send=False)
+            if self.leader is not None and self.leader.short:
+                self._rebalance(now, msg.license, out)
         out.append(
             Reply(token, self._msg(Released, request_id=msg.request_id, license=msg.license))
         )
@@ -2047,14 +1960,15 @@ class LicenseServer:
             else:
                 out.append(Send(via, self._msg(ForwardedReply, token=token, reply=reply)))
 
-        if self.role is not Role.LEADER:
+        ld = self.leader
+        if ld is None:
             if via is not None:
                 refuse(f"{self.id} is not the leader")
                 return
             # a cheap local check first, so an invalid op is refused here
             try:
-                self._validate_admin(msg)
-            except _Refused as err:
+                check_admin(msg, self.rlf, self.table, self.today)
+            except Refused as err:
                 refuse(str(err))
                 return
             if self.role is Role.FOLLOWER and self.leader_id:
@@ -2067,11 +1981,11 @@ class LicenseServer:
             return
         try:
             message, data = self._apply_admin(now, msg, out)
-        except _Refused as err:
+        except Refused as err:
             refuse(str(err))
             return
-        self.pending.append(
-            _PendingAdmin(
+        ld.pending.append(
+            PendingAdmin(
                 cfg=self.table.cfg,
                 rlf_seq=self.rlf.sequence,
                 request_id=request_id,
@@ -2084,50 +1998,10 @@ class LicenseServer:
         )
         self._check_pending(now, out)
 
-    def _parse_code(self, text: str) -> LicenseCode:
-        try:
-            code = parse_code(text)
-        except LmError as err:
-            raise _Refused(str(err)) from None
-        key = self._vendor_keys.get(code.vendor)
-        if key is None:
-            raise _Refused(f"code of unknown vendor {code.vendor!r}: not trusted by the RLF")
-        try:
-            verify_code(code, load_public(key))
-        except LmError as err:
-            raise _Refused(str(err)) from None
-        if code.expired(self.today):
-            raise _Refused(f"code {code.serial} of {code.license!r} expired on {code.expires}")
-        text = code.text()
-        if text in self.rlf.codes or text in self.table.codes:
-            raise _Refused(f"code {code.serial} of {code.license!r} is already in the pool")
-        return code
-
-    def _validate_admin(self, msg: Message) -> None:
-        if isinstance(msg, ChangeDistribution):
-            dist = dict(msg.distribution)
-            if len(dist) != len(msg.distribution):
-                raise _Refused("a server is listed twice")
-            why = self.table.check_change(msg.license, dist, self.servers)
-            if why:
-                raise _Refused(why)
-        elif isinstance(msg, AddAllocations):
-            code = self._parse_code(msg.code)
-            if code.kind != "add":
-                raise _Refused(f"code {code.serial} is a {code.kind} code, not an add-on code")
-            if code.license not in self.table.licenses:
-                raise _Refused(f"no license {code.license!r} in the pool to add allocations to")
-        elif isinstance(msg, AddLicenseCode):
-            code = self._parse_code(msg.code)
-            if code.kind == "add" and code.license not in self.table.licenses:
-                raise _Refused(f"add-on code for {code.license!r}, which has no base code")
-        elif isinstance(msg, UpdateRlf):
-            self._check_rlf(msg.rlf_text)
-
     def _apply_admin(
         self, now: float, msg: Message, out: list[Effect]
     ) -> tuple[str, dict[str, Any]]:
-        self._validate_admin(msg)
+        check_admin(msg, self.rlf, self.table, self.today)
         if isinstance(msg, ChangeDistribution):
             dist = dict(msg.distribution)
             self.table.set_distribution(msg.license, dist, self.servers)
@@ -2135,7 +2009,7 @@ class LicenseServer:
             self._table_changed(now, out, msg.license)
             return (f"distribution of {msg.license!r} changed", {})
         if isinstance(msg, (AddAllocations, AddLicenseCode)):
-            code = self._parse_code(msg.code)
+            code = check_code(msg.code, self.rlf, self.table, self.today)
             self.table.codes.append(code.text())
             self.table.add_code(code, self.servers)
             out.append(self._note(now, "admin", f"code added: {code.describe()}"))
@@ -2146,130 +2020,23 @@ class LicenseServer:
                 {"license": code.license, "hard_limit": state.hard_limit},
             )
         assert isinstance(msg, UpdateRlf)
-        new = self._check_rlf(msg.rlf_text)
+        new = check_rlf(msg.rlf_text, self.rlf)
         self._adopt_rlf(now, new, msg.rlf_text, out)
         return (f"RLF sequence {new.sequence} installed", {})
 
     # ================================================================ status
 
     def status(self, now: float) -> ServerStatus:
-        """This server's view, JSON-able (schema: docs/CONTRACTS.md "Per-server status").
-
-        Bounded by construction (`limits`): at most `STATUS_LICENSES_MAX` licenses,
-        `STATUS_CLIENTS_MAX` key-table rows and `STATUS_EVENTS_MAX` events, every string
-        in them bounded; `licenses_total` / `clients_total` say how many there are."""
-        leader = self.role is Role.LEADER
-        up = set(self._up(now)) if leader else set()
-        why = self._not_serving(now)
-        peers: dict[str, Any] = {}
-        for p in self.peers:
-            if leader:
-                last = self.last_ack_recv.get(p)
-                peers[p] = {
-                    "up": p in up,
-                    "last_heartbeat_age": None if last is None else round(now - last, 3),
-                    "fenced": self.ledger is not None and p in self.ledger.fenced,
-                }
-            else:
-                age = round(now - self.last_contact, 3) if p == self.leader_id else None
-                peers[p] = {"up": p in self.leader_up, "last_heartbeat_age": age}
-        licenses: list[LicenseStatus] = []
-        for n, (lic, state) in enumerate(self.table.licenses.items()):
-            if n >= STATUS_LICENSES_MAX:
-                break
-            servers: dict[str, Any] = {}
-            total_in_use = total_held = 0
-            for sid in self.servers:
-                row = state.rows.get(sid, 0)
-                held_back = 0  # a down server's seats that cannot be handed out yet
-                down = fenced = False
-                if sid == self.id:
-                    in_use = self.keys.in_use(lic)
-                    grace = self._grace_held(now, lic, in_use)
-                elif leader and self.ledger is not None:
-                    a = self.ledger.get(sid, lic)
-                    fenced = sid in self.ledger.fenced
-                    down = sid not in up
-                    if down:
-                        in_use = grace = 0
-                        if not fenced:
-                            held_back = a.hold(state.hard_limit) if a.known else a.sent
-                    else:
-                        grace = a.grace
-                        in_use = a.in_use - a.grace
-                else:
-                    servers[sid] = None
-                    continue
-                total_in_use += in_use
-                total_held += grace + held_back
-                servers[sid] = {
-                    "distribution": row,
-                    "in_use": in_use,
-                    "available": max(0, row - in_use),
-                    "allowed": self._limit(lic)
-                    if sid == self.id
-                    else (self.ledger.get(sid, lic).sent if self.ledger is not None else None),
-                    "grace_held": grace,
-                    "down": down,
-                    "fenced": fenced,
-                    "held_back": held_back,
-                }
-            pool_available = max(0, state.hard_limit - total_in_use - total_held)
-            licenses.append(
-                {
-                    "license": lic,
-                    "hard_limit": state.hard_limit,
-                    "expires": state.expires,
-                    "pool_available": pool_available if leader else None,
-                    "free_pool": state.free if leader else None,
-                    "in_use": total_in_use if leader else None,
-                    "held_back": total_held if leader else None,
-                    "servers": servers,
-                }
-            )
-        clients: list[ClientStatus] = []
-        clients_total = 0
-        for e in self.keys:
-            clients_total += 1
-            if clients_total > STATUS_CLIENTS_MAX:
-                continue
-            clients.append(
-                {
-                    "client_id": e.client_id,
-                    "license": e.license,
-                    "count": e.count,
-                    "lease_expires_in": round(e.expires - now, 3),
-                    "last_heartbeat_age": round(now - e.last_heartbeat, 3),
-                    "live": e.live,
-                }
-            )
-        events = list(self._events)[-STATUS_EVENTS_MAX:]
-        return {
-            "id": self.id,
-            "pool": self.pool,
-            "role": self.role.value,
-            "term": self.term,
-            "leader": self.leader_id,
-            "rlf_seq": self.rlf.sequence,
-            "config_version": self.table.cfg[1],
-            "config_term": self.table.cfg[0],
-            "codes": list(self.table.codes),  # added at run time, on top of the RLF's
-            "serving": why is None,
-            "not_serving_reason": None if why is None else f"{why[0]}: {why[1]}",
-            "majority": {
-                "up": len(up) if leader else (len(self.leader_up) if why is None else 1),
-                "size": self.size,
-                "ok": why is None,
-            },
-            "peers": peers,
-            "licenses": licenses,
-            "licenses_total": len(self.table.licenses),
-            "clients": clients,
-            "clients_total": clients_total,
-            "events": [
-                {"age": round(now - t, 3), "kind": k, "text": text} for t, k, text in events
-            ],
-        }
+        """This server's view, JSON-able (built by `status.server_status`)."""
+        return server_status(
+            self,
+            now,
+            up=set(self._up(now)) if self.leader is not None else set(),
+            why=self._not_serving(now),
+            grace_held=lambda lic, in_use: self._grace_held(now, lic, in_use),
+            limit=self._limit,
+            events=list(self._events),
+        )
 
 
 # messages that only mean something in the sender's current term
