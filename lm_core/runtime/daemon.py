@@ -153,7 +153,6 @@ class Client:
     peer_log: PeerLog
     queue: asyncio.Queue[m.Message | None] = field(default_factory=lambda: asyncio.Queue(OUT_QUEUE))
     in_flight: int = 0  # its messages in the inbox, not yet stepped
-    dialled_by: str = ""  # the peer server that opened this connection (once it spoke)
     room: asyncio.Event = field(default_factory=asyncio.Event)  # set: below IN_FLIGHT
 
     def put(self, msg: m.Message) -> None:
@@ -453,6 +452,9 @@ class Daemon:
         self._from_peer(peer_id, msg)
 
     def _from_peer(self, peer_id: str, msg: m.Message) -> None:
+        if isinstance(msg, m.ServerUp):
+            # the peer (re)started: the link we hold to it may lead to its old process
+            self.peers.restarted(peer_id)
         self.peers.heard_from(peer_id)
         self.peer_inbox.append((peer_id, msg))
         self._wake()
@@ -546,11 +548,6 @@ class Daemon:
                         "dropped %s from %s: %s", type(msg).__name__, msg.sender, why,
                     )  # fmt: skip
                     continue
-                if not client.dialled_by:
-                    # a peer dialled us afresh: it restarted, or heard nothing from us;
-                    # either way the link we hold to it may be dead without our knowing
-                    client.dialled_by = msg.sender
-                    self.peers.dialled_in(msg.sender)
                 self._from_peer(msg.sender, msg)
 
     async def _check_rlf(self, msg: m.Message) -> str | None:

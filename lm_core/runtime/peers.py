@@ -73,6 +73,7 @@ class PeerLink:
         self._conn: Connection | None = None
         self._connected_at = 0.0
         self._redial = asyncio.Event()
+        self._dialled = False
         self._task: asyncio.Task[None] | None = None
         self.connected = False
         self.dropped = 0
@@ -96,14 +97,12 @@ class PeerLink:
         self.deadline.heard(self._clock())
 
     def redial(self) -> None:
-        """The peer dialled us afresh (it restarted, or heard nothing from us): the
-        connection we hold may lead to its old process -- a graceful exit over TLS is not
-        always seen here as EOF -- so, unless ours is itself new, drop it and dial again
-        (what was queued for it goes too). Two fresh links never chase each other: a link
-        younger than the silence limit is kept."""
+        """The peer restarted (it sent SERVER_UP): the connection we hold may lead to its
+        old process -- a graceful exit over TLS is not always seen here as EOF -- so,
+        unless ours is itself newer than the silence limit, drop it and dial again."""
         conn = self._conn
         if conn is not None and self._clock() - self._connected_at > self.deadline.limit:
-            log.info("peer %s: dialled us afresh; dialling it again", self.peer_id)
+            log.info("peer %s: restarted; dialling it again", self.peer_id)
             self._redial.set()
 
     async def aclose(self) -> None:
@@ -134,7 +133,9 @@ class PeerLink:
             self._conn = conn
             self._connected_at = self._clock()
             self._redial.clear()
-            self._drain_queue()
+            if self._dialled:  # what was queued while the link was down is stale ...
+                self._drain_queue()
+            self._dialled = True  # ... but not on the first dial (SERVER_UP waits there)
             self.deadline.reset()
             self.connected = True
             log.debug("peer %s: connected to %s", self.peer_id, self.address)
@@ -265,8 +266,8 @@ class Peers:
         if link is not None:
             link.heard()
 
-    def dialled_in(self, peer_id: str) -> None:
-        """`peer_id` opened a new connection to us: see `PeerLink.redial`."""
+    def restarted(self, peer_id: str) -> None:
+        """`peer_id` announced a (re)start: see `PeerLink.redial`."""
         link = self.links.get(peer_id)
         if link is not None:
             link.redial()
