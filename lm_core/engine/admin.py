@@ -16,6 +16,7 @@ from lm_core.engine.messages import (
     AddAllocations,
     AddLicenseCode,
     ChangeDistribution,
+    DrainServer,
     Message,
     UpdateRlf,
 )
@@ -90,3 +91,15 @@ def check_admin(msg: Message, rlf: Rlf, table: DistributionTable, today: datetim
             raise Refused(f"add-on code for {code.license!r}, which has no base code")
     elif isinstance(msg, UpdateRlf):
         check_rlf(msg.rlf_text, rlf)
+    elif isinstance(msg, DrainServer):
+        check_drain(msg, rlf, table)
+
+
+def check_drain(msg: DrainServer, rlf: Rlf, table: DistributionTable) -> None:
+    """A drain (or resume) of a pool member that is not drained (or is)."""
+    if msg.server not in rlf.server_ids:
+        raise Refused(f"no server {msg.server!r} in pool {rlf.pool!r}")
+    if msg.drain and msg.server in table.drained:
+        raise Refused(f"{msg.server} is drained already")
+    if not msg.drain and msg.server not in table.drained:
+        raise Refused(f"{msg.server} is not drained")

@@ -195,6 +195,18 @@ class Reclaim(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DrainServer(Message):
+    """An operator drains server `server` for maintenance (`drain` True: it grants and
+    renews nothing, its clients move to other servers with their seats) or puts it
+    back in service (`drain` False). A configuration change, replicated like the
+    distribution table (see `drain`)."""
+
+    request_id: Counter
+    server: Sender
+    drain: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AdminReply(Message):
     """Answer to an admin operation. `ok` False means refused; `message` says why in
     one line. `data` may carry details (e.g. {"config_version": 7, "rlf_seq": 3})."""
@@ -370,6 +382,9 @@ class BorrowRequest(Message):
     count: Seats
     failover: bool = False
     claim: TicketText = ""  # a fail-over client's ticket: move exactly its seats here (L2)
+    # the whole count of a request the borrower must deny otherwise (0: not one): the
+    # leader gathers seats from every source for it (`borrowing.plan_borrow`)
+    gather: Counter = 0
     client_id: Sender = ""  # the client that presented `claim`
 
 
@@ -399,6 +414,16 @@ class DistributionSync(Message):
     licenses: tuple[LicenseDistribution, ...] = ()
     codes: tuple[CodeText, ...] = ()
     claims: tuple[ClaimRecord, ...] = ()
+    drained: tuple[DrainedServer, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DrainedServer:
+    """A drained server and the config version its drain took effect in (see `drain`)."""
+
+    id: Sender
+    cfg_term: Counter
+    cfg_version: Counter
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -74,7 +74,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from lm_core.engine import claims
+from lm_core.engine import claims, drain
 from lm_core.engine.admin import Refused, check_admin, check_code, check_rlf
 from lm_core.engine.borrowing import plan_borrow
 from lm_core.engine.effects import (
@@ -109,6 +109,7 @@ from lm_core.engine.messages import (
     ClientHeartbeat,
     Deny,
     DistributionSync,
+    DrainServer,
     ForwardedAdmin,
     ForwardedReply,
     LeaderCheck,
@@ -981,7 +982,14 @@ class LicenseServer:
     # ---------------------------------------------------------------- borrowing
 
     def _allocate(
-        self, now: float, lic: str, target: str, want: int, failover: bool, out: list[Effect]
+        self,
+        now: float,
+        lic: str,
+        target: str,
+        want: int,
+        failover: bool,
+        out: list[Effect],
+        gather: int = 0,
     ) -> int:
         """Claims 5, 14, 15: find `want` seats of `lic` for `target`; returns seats moved."""
         ld = self._lead()
@@ -1000,8 +1008,10 @@ class LicenseServer:
             leader_in_use=self.keys.in_use(lic),
             threshold=self.rlf.borrowing_threshold,
             fenced=ledger.fenced,
-            up=set(self._up(now)) if failover else set(),
+            up=set(self._up(now)) if failover or gather > 0 else set(),
             in_use_of=lambda s: ledger.get(s, lic).in_use,
+            drained=self.table.drained,
+            gather=gather,
         )
         for m in moves:
             self.table.move(lic, m.source, target, m.count)
@@ -1033,7 +1043,9 @@ class LicenseServer:
             if not why:
                 return  # the BorrowGrant goes out once the claim is durable
             out.append(self._note(now, "claim", f"claim of {msg.client_id} refused: {why}"))
-        got = self._allocate(now, msg.license, sender, msg.count, msg.failover, out)
+        got = self._allocate(
+            now, msg.license, sender, msg.count, msg.failover, out, gather=msg.gather
+        )
         out.append(
             Send(
                 sender,
@@ -1047,11 +1059,19 @@ class LicenseServer:
             )
         )
 
-    def _borrow(self, now: float, lic: str, want: int, failover: bool, out: list[Effect]) -> None:
+    def _borrow(
+        self,
+        now: float,
+        lic: str,
+        want: int,
+        failover: bool,
+        out: list[Effect],
+        gather: int = 0,
+    ) -> None:
         if self._limit(lic) < self.table.row(lic, self.id):
             return  # seats already moved here are on their way (or held): do not ask again
         if self.role is Role.LEADER:
-            self._allocate(now, lic, self.id, want, failover, out)
+            self._allocate(now, lic, self.id, want, failover, out, gather)
             return
         if self.role is not Role.FOLLOWER or not self.leader_id:
             return
@@ -1061,7 +1081,9 @@ class LicenseServer:
         out.append(
             Send(
                 self.leader_id,
-                self._msg(BorrowRequest, license=lic, count=want, failover=failover),
+                self._msg(
+                    BorrowRequest, license=lic, count=want, failover=failover, gather=gather
+                ),
             )
         )
 
@@ -1284,9 +1306,11 @@ class LicenseServer:
         ld = self.leader
         if ld is not None:
             ld.ledger.set_servers(self.servers)
+            drained = self.table.drained
             self.table = DistributionTable.from_rlf(
                 new, self.today, self.table.codes, self.table.cfg
             )
+            self.table.drained = {k: v for k, v in drained.items() if k in self.servers}
             self._bump_cfg()
             out.append(self._persist())
             for p in self.peers:  # the leader first (above), then every follower
@@ -1396,6 +1420,9 @@ class LicenseServer:
             out.append(PersistKey(client, lic, None))
             out.append(LogUsage("moved", client, lic, entry.count, "moved on"))
             entry = None
+        if drain.is_drained(self.table, self.id):
+            deny("drained", f"{self.id} is drained for maintenance: ask another server")
+            return
         why = self._not_serving(now)
         if why is not None:
             if (
@@ -1436,7 +1463,7 @@ class LicenseServer:
             return
         in_use = self.keys.in_use(lic) + self._spoken_for(now, lic, client)
         if in_use + count > limit:
-            self._borrow(now, lic, in_use + count - limit, failover, out)
+            self._borrow(now, lic, in_use + count - limit, failover, out, gather=count)
             limit = self._limit(lic)
         if in_use + count > limit:
             deny(
@@ -1550,7 +1577,7 @@ class LicenseServer:
                 return None
         elif role is not Role.LEADER or not self._serving_lease(now):
             return None
-        if self.reclaimed or msg.failover:
+        if self.reclaimed or msg.failover or self.table.drained:
             return None
         entry = self.keys.get(msg.sender, msg.license)
         if (
@@ -1659,6 +1686,8 @@ class LicenseServer:
         """Answer the fail-over clients whose seats have arrived."""
         if not self.waiting or self._not_serving(now) is not None:
             return
+        if drain.is_drained(self.table, self.id):
+            return  # a drained server adopts nothing: the waiting clients walk on
         for key, w in list(self.waiting.items()):
             lic, count = w.msg.license, w.msg.count
             if self.keys.get(w.msg.sender, lic) is not None:
@@ -1734,7 +1763,9 @@ class LicenseServer:
             return f"ticket {t.key} was used before"
         if t.server in ledger.fenced:
             return f"{t.server} is fenced: its seats moved already"
-        if now < ld.lease_granted.get(t.server, -_NEVER):
+        if now < ld.lease_granted.get(t.server, -_NEVER) and not drain.settled(
+            self.table, t.server, self._acked_table(t.server)
+        ):
             return f"{t.server} may still grant"
         if not self._serving_lease(now):
             return self._no_lease_why(now)
@@ -1784,6 +1815,11 @@ class LicenseServer:
         )
         self._check_claims(now, out)
         return ""
+
+    def _acked_table(self, peer: str) -> tuple[int, int] | None:
+        """The config version `peer` last ACKed to this leader."""
+        acked = self._lead().peer(peer).acked_cfg
+        return None if acked is None else acked[1]
 
     def _ticket_until(self, t: claims.Ticket) -> float | str:
         """When a ticket's claim window ends on my clock (by then the client's lease
@@ -2019,10 +2055,38 @@ class LicenseServer:
                 f"{code.seats} seats of {code.license!r} added (hard limit {state.hard_limit})",
                 {"license": code.license, "hard_limit": state.hard_limit},
             )
+        if isinstance(msg, DrainServer):
+            return self._drain(now, msg, out)
         assert isinstance(msg, UpdateRlf)
         new = check_rlf(msg.rlf_text, self.rlf)
         self._adopt_rlf(now, new, msg.rlf_text, out)
         return (f"RLF sequence {new.sequence} installed", {})
+
+    def _drain(self, now: float, msg: DrainServer, out: list[Effect]) -> tuple[str, dict[str, Any]]:
+        """Drain a server or put it back in service (see `drain`)."""
+        ld = self._lead()
+        if msg.drain and msg.server == self.id:
+            raise Refused(
+                f"{self.id} leads the pool and cannot be drained: drain the followers, "
+                "or stop it (its clients fail over) and drain it once another server leads"
+            )
+        if not msg.drain and msg.server != self.id:
+            left = drain.unapplied(
+                self.table,
+                msg.server,
+                ld.revoke_seq.get(msg.server, {}),
+                ld.peer(msg.server).acked_seq,
+            )
+            if left:
+                raise Refused(
+                    f"{msg.server} has not yet applied {len(left)} move(s) of its clients; "
+                    "retry in a moment"
+                )
+        drain.apply(self.table, msg.server, msg.drain, (self.term, self.table.cfg[1] + 1))
+        word = "drained" if msg.drain else "back in service"
+        out.append(self._note(now, "admin", f"{msg.server} {word}", server=msg.server))
+        self._table_changed(now, out)
+        return (f"{msg.server} {word}", {"server": msg.server, "drained": msg.drain})
 
     # ================================================================ status
 
@@ -2056,6 +2120,7 @@ _HANDLERS: dict[type, tuple[_Handler, bool]] = {
     AddAllocations: (LicenseServer._on_admin, False),
     AddLicenseCode: (LicenseServer._on_admin, False),
     UpdateRlf: (LicenseServer._on_admin, False),
+    DrainServer: (LicenseServer._on_admin, False),
     ServerHeartbeat: (LicenseServer._on_heartbeat, True),
     ServerAck: (LicenseServer._on_ack, True),
     LeaderCheck: (LicenseServer._on_leader_check, True),

@@ -152,6 +152,7 @@ def server_status(
         # codes added at run time, on top of the RLF's (`lm rlf pull`); at most as many
         # as an RLF may hold, so the status still fits its frame
         "codes": list(srv.table.codes)[:STATUS_CODES_MAX],
+        "drained": sorted(srv.table.drained),
         "clients": clients,
         "clients_total": clients_total,
         "events": [{"age": round(now - t, 3), "kind": k, "text": text} for t, k, text in events],

@@ -79,6 +79,7 @@ class ServerStatus(TypedDict):
     # Codes added at run time, on top of the RLF's (`lm rlf pull` writes them down); absent
     # from an older lm-daemon.
     codes: NotRequired[list[str]]
+    drained: NotRequired[list[str]]  # servers drained for maintenance (the replicated table)
     serving: bool
     not_serving_reason: str | None  # "<DenyReason>: <why>"
     majority: Majority

@@ -41,6 +41,7 @@ from lm_core.engine.codes import LicenseCode, parse_code
 from lm_core.engine.messages import (
     ClaimRecord,
     DistributionSync,
+    DrainedServer,
     LicenseDistribution,
     LicenseRow,
     ServerCount,
@@ -90,6 +91,8 @@ class DistributionTable:
     # honoured fail-over claims by ticket key (see `claims`); replicated so that a later
     # leader refuses a ticket used before and tells its server about the move
     claims: dict[str, ClaimRecord] = field(default_factory=dict)
+    # drained servers and the config version each drain took effect in (see `drain`)
+    drained: dict[str, Cfg] = field(default_factory=dict)
 
     # ------------------------------------------------------------ building
 
@@ -238,6 +241,10 @@ class DistributionTable:
             ),
             codes=tuple(self.codes),
             claims=tuple(self.claims.values()),
+            drained=tuple(
+                DrainedServer(id=k, cfg_term=v[0], cfg_version=v[1])
+                for k, v in sorted(self.drained.items())
+            ),
         )
 
     @staticmethod
@@ -246,6 +253,11 @@ class DistributionTable:
         rows may name (None: any)."""
         if len({c.key for c in msg.claims}) != len(msg.claims):
             return "a claim twice"
+        drained = [d.id for d in msg.drained]
+        if len(set(drained)) != len(drained):
+            return "a drained server twice"
+        if servers is not None and not set(drained) <= set(servers):
+            return "an unknown server drained"
         names: set[str] = set()
         for d in msg.licenses:
             if d.license in names:
@@ -282,6 +294,7 @@ class DistributionTable:
             codes=list(msg.codes),
             cfg=(msg.cfg_term, msg.cfg_version),
             claims={c.key: c for c in msg.claims},
+            drained={d.id: (d.cfg_term, d.cfg_version) for d in msg.drained},
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -290,6 +303,7 @@ class DistributionTable:
             "codes": list(self.codes),
             "licenses": [s.as_json() for s in self.licenses.values()],
             "claims": [[c.key, c.term, c.license, c.count] for c in self.claims.values()],
+            "drained": {k: list(v) for k, v in sorted(self.drained.items())},
         }
 
     @classmethod
@@ -306,6 +320,9 @@ class DistributionTable:
                     key=str(c[0]), term=int(c[1]), license=str(c[2]), count=int(c[3])
                 )
                 for c in data.get("claims", [])
+            },
+            drained={
+                str(k): (int(v[0]), int(v[1])) for k, v in dict(data.get("drained", {})).items()
             },
         )
 

@@ -26,6 +26,9 @@ class DenyReason(enum.StrEnum):
     DISASSOCIATED = "disassociated"  # this server is out of the pool
     RECLAIMED = "reclaimed"  # an operator reclaimed this authorization
     BAD_REQUEST = "bad_request"  # count out of range, wrong pool or similar
+    # an operator drained this server for maintenance: the client walks on to the next
+    # server (its seats follow it there with its ticket), as for a server that is down
+    DRAINED = "drained"
     # No server sends this one: the client library's word for a server it cannot reach,
     # handed to the client machine as a Deny so that it walks on to the next server.
     UNREACHABLE = "unreachable"
@@ -71,6 +74,7 @@ class AdminOp(enum.StrEnum):
     CHANGE_DISTRIBUTION = "set_distribution"
     UPDATE_RLF = "push_rlf"
     RECLAIM = "reclaim"
+    DRAIN_SERVER = "drain_server"
 
 
 ADMIN_MESSAGES: dict[AdminOp, type[m.Message]] = {
@@ -79,6 +83,7 @@ ADMIN_MESSAGES: dict[AdminOp, type[m.Message]] = {
     AdminOp.CHANGE_DISTRIBUTION: m.ChangeDistribution,
     AdminOp.UPDATE_RLF: m.UpdateRlf,
     AdminOp.RECLAIM: m.Reclaim,
+    AdminOp.DRAIN_SERVER: m.DrainServer,
 }
 
 # Every admin operation (a daemon takes them only from an admin certificate).

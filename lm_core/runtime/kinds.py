@@ -14,7 +14,7 @@ CLIENT         Request, ClientHeartbeat, Release              a client      8 Ki
 CLIENT_REPLY   Authorize, Deny, Released                      a server      64 KiB
 STATUS         StatusRequest                                  admin/monitor 4 KiB
 ADMIN          ChangeDistribution, AddAllocations,            an admin      64 KiB
-               AddLicenseCode, Reclaim
+               AddLicenseCode, Reclaim, DrainServer
 ADMIN_RLF      UpdateRlf                                      an admin      4 MiB
 ADMIN_REPLY    StatusReply, AdminReply                        a server      4 MiB
 SERVER         every other server <-> server message          a server      256 KiB
@@ -74,6 +74,7 @@ _EXPLICIT: dict[type[m.Message], Kind] = {
     m.AddAllocations: Kind.ADMIN,
     m.AddLicenseCode: Kind.ADMIN,
     m.Reclaim: Kind.ADMIN,
+    m.DrainServer: Kind.ADMIN,
     m.UpdateRlf: Kind.ADMIN_RLF,
     m.StatusReply: Kind.ADMIN_REPLY,
     m.AdminReply: Kind.ADMIN_REPLY,

@@ -1,0 +1,132 @@
+"""`lm server drain` / `resume` in the engine: a drained server grants nothing, its
+clients walk on and their seats move with them (claims on a settled drain), it keeps
+counting in the majority, the drain is replicated (a new leader keeps it), and resume
+serves again."""
+
+from __future__ import annotations
+
+from lm_core.engine.harness import Pool, make_kit
+from lm_core.engine.messages import (
+    AdminReply,
+    Authorize,
+    ClientHeartbeat,
+    Deny,
+    DrainServer,
+    Message,
+    Request,
+)
+from lm_core.engine.vocab import DenyReason
+
+LIC = "Application 1.0"
+
+
+def req(client: str, rid: int = 1) -> Request:
+    return Request(pool="eng", sender=client, request_id=rid, license=LIC)
+
+
+def hb(client: str, rid: int, *, ticket: str = "", failover: bool = False) -> ClientHeartbeat:
+    return ClientHeartbeat(
+        pool="eng", sender=client, request_id=rid, license=LIC, failover=failover, ticket=ticket
+    )
+
+
+def drain(server: str, *, on: bool = True, rid: int = 1) -> DrainServer:
+    return DrainServer(pool="eng", sender="admin", request_id=rid, server=server, drain=on)
+
+
+def answer(pool: Pool, sid: str, msg: Message, token: str) -> Message:
+    """The one answer to `msg`, at once or (after majority durability) a little later."""
+    now = pool.ask(sid, msg, token=token)
+    pool.run(pool.now + 1.0)
+    got = now + pool.replies.pop(token, [])
+    assert len(got) == 1, got
+    return got[0]
+
+
+def full_pool() -> tuple[Pool, dict[str, str]]:
+    """A:4 B:3 C:3 of a hard limit of 10, every seat held; returns each client's ticket."""
+    pool = make_kit({"A": 4, "B": 3, "C": 3}, borrowing_threshold=1.0, seats=10).pool()
+    for sid in "ABC":
+        pool.start(sid)
+    pool.run(4.0)
+    assert pool.leader() == "A"
+    tickets: dict[str, str] = {}
+    for sid, n in (("A", 4), ("B", 3), ("C", 3)):
+        for i in range(n):
+            [ans] = pool.ask(sid, req(f"{sid}{i}"), token=f"t-{sid}{i}")
+            assert isinstance(ans, Authorize), ans
+            tickets[f"{sid}{i}"] = ans.ticket
+    pool.run(pool.now + 1.0)
+    return pool, tickets
+
+
+def held(pool: Pool) -> int:
+    return sum(s.keys.in_use(LIC) for s in pool.servers.values())
+
+
+def test_drained_follower_denies_and_its_clients_move_with_their_seats() -> None:
+    pool, tickets = full_pool()
+    reply = answer(pool, "B", drain("B"), "op")  # reaches a follower: forwarded
+    assert isinstance(reply, AdminReply)
+    assert reply.ok, reply
+    assert all(s.table.drained.keys() == {"B"} for s in pool.servers.values())
+    # B renews nothing and grants nothing: the client is told to walk on
+    [ans] = pool.ask("B", hb("B0", 2), token="t-B0")
+    assert isinstance(ans, Deny)
+    assert ans.reason == DenyReason.DRAINED
+    [ans] = pool.ask("B", req("new"), token="new")
+    assert isinstance(ans, Deny)
+    assert ans.reason == DenyReason.DRAINED
+    # the full pool has no free seat: each client's own seats move to C with it
+    for i in range(3):
+        ans = answer(pool, "C", hb(f"B{i}", 3, ticket=tickets[f"B{i}"], failover=True), f"f{i}")
+        assert isinstance(ans, Authorize), (i, ans)
+    pool.run(pool.now + 1.0)
+    assert pool.servers["B"].keys.in_use(LIC) == 0  # B dropped the moved entries
+    assert pool.servers["C"].keys.in_use(LIC) == 6
+    assert held(pool) == 10
+    assert pool.servers["A"].table.licenses[LIC].rows["B"] == 0
+    assert all(s.table.conserved() for s in pool.servers.values())
+    # B still counts in the majority: with C stopped, A and B keep the pool serving
+    pool.crash("C")
+    pool.run(pool.now + 3.0)
+    assert pool.leader() == "A"
+    assert isinstance(pool.ask("A", hb("A0", 2), token="t-A0")[0], Authorize)
+
+
+def test_the_drain_survives_a_change_of_leader_and_resume_serves_again() -> None:
+    pool, _ = full_pool()
+    assert isinstance(answer(pool, "A", drain("C"), "op"), AdminReply)
+    pool.crash("A")
+    pool.run(pool.now + 4.0)
+    assert pool.leader() == "B"
+    assert pool.servers["B"].table.drained.keys() == {"C"}
+    assert pool.status("B")["drained"] == ["C"]
+    [ans] = pool.ask("C", hb("C0", 2), token="t-C0")
+    assert isinstance(ans, Deny)
+    assert ans.reason == DenyReason.DRAINED
+    # resume: C serves again (its clients, had they stayed, renew there)
+    reply = answer(pool, "B", drain("C", on=False, rid=2), "op2")
+    assert isinstance(reply, AdminReply)
+    assert reply.ok, reply
+    pool.run(pool.now + 1.0)
+    assert not pool.servers["C"].table.drained
+    pool.run(pool.now + 8.0)  # the clients C had before its drain are long gone
+    assert isinstance(answer(pool, "C", req("again", 5), "again"), Authorize)
+
+
+def test_refused_drains_say_why() -> None:
+    pool, _ = full_pool()
+    for op, why in (
+        (drain("Z"), "no server 'Z'"),
+        (drain("A"), "leads the pool"),
+        (drain("B", on=False), "is not drained"),
+    ):
+        reply = answer(pool, "A", op, "op")
+        assert isinstance(reply, AdminReply)
+        assert not reply.ok
+        assert why in reply.message, reply.message
+    assert isinstance(answer(pool, "A", drain("B"), "op"), AdminReply)
+    reply = answer(pool, "A", drain("B", rid=3), "op")
+    assert isinstance(reply, AdminReply)
+    assert "drained already" in reply.message
