@@ -17,6 +17,7 @@ from lm_cli import (
     key_cmd,
     pki_cmd,
     rlf_cmd,
+    server_cmd,
     sim_cmd,
     status_cmd,
     vendor_cmd,
@@ -65,6 +66,7 @@ for _module in (
     alloc_cmd,
     dist_cmd,
     key_cmd,
+    server_cmd,
     sim_cmd,
     demo_cmd,
 ):

@@ -50,7 +50,7 @@ def render(pool: PoolStatus) -> None:
             s["id"],
             s["address"],
             "up" if s["up"] else "DOWN",
-            _fmt(s.get("role")),
+            _fmt(s.get("role")) + (" (drained)" if s.get("drained") else ""),
             _fmt(s.get("term")),
             _fmt(s.get("rlf_seq")),
             _fmt(s.get("last_heartbeat_age")),

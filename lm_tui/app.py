@@ -417,7 +417,12 @@ class LmTuiApp(App[int]):
                     [
                         Text(r.id, style="bold"),
                         r.address,
-                        Text(r.role, style="bold magenta" if r.role == "leader" else ""),
+                        Text(
+                            r.role,
+                            style="bold magenta"
+                            if r.role == "leader"
+                            else ("bold yellow" if r.role.endswith("(drained)") else ""),
+                        ),
                         r.term,
                         Text(
                             r.rlf_seq + (" behind" if r.behind else ""),

@@ -169,7 +169,8 @@ def server_rows(status: PoolStatus) -> list[ServerRow]:
                 key=str(s["id"]),
                 id=str(s["id"]),
                 address=str(s.get("address", "")),
-                role=str(s.get("role") or ("down" if not up else "?")),
+                role=str(s.get("role") or ("down" if not up else "?"))
+                + (" (drained)" if s.get("drained") else ""),
                 term="—" if s.get("term") is None else str(s["term"]),
                 rlf_seq="—" if seq is None else str(seq),
                 behind=isinstance(seq, int) and newest is not None and seq < newest,
@@ -441,7 +442,6 @@ class EventRow:
 
     def cells(self, now: float) -> tuple[str, ...]:
         return (_fmt_age(max(0.0, now - self.at)), self.server, self.kind, self.text)
-
 
 
 @dataclass

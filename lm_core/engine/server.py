@@ -1081,9 +1081,7 @@ class LicenseServer:
         out.append(
             Send(
                 self.leader_id,
-                self._msg(
-                    BorrowRequest, license=lic, count=want, failover=failover, gather=gather
-                ),
+                self._msg(BorrowRequest, license=lic, count=want, failover=failover, gather=gather),
             )
         )
 

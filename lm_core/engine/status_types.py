@@ -111,6 +111,7 @@ class PoolServer(TypedDict):
     leader: str | None  # whom that server follows
     last_heartbeat_age: float | None
     clients_total: int | None  # key-table rows that server holds (None: unreachable)
+    drained: NotRequired[bool]  # drained for maintenance (`lm server drain`)
     error: NotRequired[str | None]  # why it is unreachable (added by the admin client)
     tls_error: NotRequired[str | None]  # that failure named as a TLS one (runtime.tlsdiag)
 
@@ -162,6 +163,7 @@ class PoolStatus(TypedDict):
     collected_at: str  # ISO 8601, UTC
     majority: Majority
     servers: list[PoolServer]
+    drained: NotRequired[list[str]]  # servers drained for maintenance, in RLF order
     licenses: list[PoolLicense]
     clients: list[PoolClient]
     clients_total: int  # key-table rows the reachable servers hold (`clients` may list fewer)

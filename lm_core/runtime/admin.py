@@ -100,7 +100,10 @@ TRANSIENT_PREFIXES = (
 )
 # Not retried: "leader changed before the change was durable" -- the old leader applied
 # it and a majority may still hold it, so a second send could be refused as a duplicate.
-TRANSIENT_SUFFIXES = (" is not the leader",)  # forwarded to a server that stopped leading
+TRANSIENT_SUFFIXES = (
+    " is not the leader",  # forwarded to a server that stopped leading
+    "retry in a moment",  # a resume before the drained server applied its clients' moves
+)
 
 
 def transient_refusal(reply: m.AdminReply) -> bool:
@@ -372,6 +375,17 @@ class AdminClient:
         return await self._operation(
             lambda **b: m.ChangeDistribution(license=license, distribution=pairs, **b)
         )
+
+    async def drain_server(self, server: str, *, drain: bool = True) -> AdminResult:
+        """Drain `server` for maintenance (it grants nothing; its clients move to other
+        servers with their seats) or, with `drain=False`, put it back in service.
+        Raises `InputError` for a server that is not in the pool."""
+        if server not in self.rlf.server_ids:
+            raise InputError(
+                f"unknown server {server!r} (servers: {', '.join(self.rlf.server_ids)})",
+                field="server",
+            )
+        return await self._operation(lambda **b: m.DrainServer(server=server, drain=drain, **b))
 
     async def reclaim(self, client_id: str, license: str, reason: str) -> AdminResult:
         """Take back a stale authorization (logged with the reason) on the server whose key

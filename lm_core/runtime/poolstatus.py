@@ -72,7 +72,16 @@ def merge_status(
     answered = {sid: st for sid in ids if (st := per_server.get(sid)) is not None}
     leader, lead = find_leader({sid: per_server.get(sid) for sid in ids})
 
-    servers = [_server_row(s.id, s.address, answered.get(s.id), leader, lead) for s in rlf.servers]
+    # drained servers: the leader's replicated table says; without a leader, any answer
+    drained = set(
+        lead.get("drained") or []
+        if lead is not None
+        else [d for st in answered.values() for d in st.get("drained") or []]
+    )
+    servers = [
+        _server_row(s.id, s.address, answered.get(s.id), leader, lead, s.id in drained)
+        for s in rlf.servers
+    ]
     up = sum(1 for row in servers if row["up"])
     majority: Majority
     if lead is not None and isinstance(lead.get("majority"), Mapping):
@@ -96,6 +105,7 @@ def merge_status(
         "collected_at": collected_at,
         "majority": majority,
         "servers": servers,
+        "drained": [sid for sid in ids if sid in drained],
         "licenses": _licenses(ids, answered, lead),
         "clients": _clients(ids, answered),
         "clients_total": sum(_clients_total(st) for st in answered.values()),
@@ -112,7 +122,12 @@ def _clients_total(st: Status) -> int:
 
 
 def _server_row(
-    sid: str, address: str, st: Status | None, leader: str | None, lead: Status | None
+    sid: str,
+    address: str,
+    st: Status | None,
+    leader: str | None,
+    lead: Status | None,
+    drained: bool,
 ) -> PoolServer:
     reachable = st is not None
     age: float | None
@@ -139,6 +154,7 @@ def _server_row(
         "leader": st.get("leader") if st else None,
         "last_heartbeat_age": age,
         "clients_total": _clients_total(st) if st is not None else None,
+        "drained": drained,
     }
 
 

@@ -272,3 +272,13 @@ def test_rlf_diff_leaves_out_comments() -> None:
         "-sequence = 2",
         "+sequence = 3",
     ]
+
+
+def test_a_drained_server_says_so() -> None:
+    status = fixture("busy_pool")
+    status["servers"] = [
+        {**s, "drained": s["id"] == "B"}  # type: ignore[typeddict-item]
+        for s in status["servers"]
+    ]
+    roles = {r.id: r.role for r in vm.server_rows(status)}
+    assert roles == {"A": "leader", "B": "follower (drained)", "C": "follower"}
