@@ -60,8 +60,9 @@ class Pool:
     # ------------------------------------------------------------ life cycle
 
     def start(self, sid: str, rlf: Rlf | None = None, *, fresh: bool = False) -> LicenseServer:
-        """Start (or restart) `sid` with what its disk holds (nothing if `fresh`)."""
-        disk = self.disks[sid]
+        """Start (or restart) `sid` with what its disk holds (nothing if `fresh`); a
+        server of a newer RLF (`rlf`) gets a disk of its own."""
+        disk = self.disks.setdefault(sid, _Disk())
         persisted = None
         if not fresh and (disk.state is not None or disk.keys):
             persisted = Persisted(disk.state, list(disk.keys.values()))

@@ -937,6 +937,18 @@ def with_server(rlf: Rlf, server: ServerEntry, *, position: int | None = None) -
     return _edited(rlf, servers=tuple(servers))
 
 
+def without_server(rlf: Rlf, server_id: str) -> Rlf:
+    """Remove a server; its share of every initial distribution goes to the free pool."""
+    return _edited(
+        rlf,
+        servers=tuple(s for s in rlf.servers if s.id != server_id),
+        distribution={
+            lic: {sid: n for sid, n in per.items() if sid != server_id}
+            for lic, per in rlf.distribution.items()
+        },
+    )
+
+
 def with_vendor(rlf: Rlf, name: str, key: str) -> Rlf:
     """Trust a vendor (or replace its key)."""
     vendors = [v for v in rlf.vendors if v.name != name]

@@ -74,7 +74,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from lm_core.engine import claims, drain
+from lm_core.engine import claims, drain, membership
 from lm_core.engine.admin import Refused, check_admin, check_code, check_rlf
 from lm_core.engine.borrowing import plan_borrow
 from lm_core.engine.effects import (
@@ -212,6 +212,8 @@ class LicenseServer:
         self.revoked: dict[str, None] = {}  # claim keys of my tickets already applied
         self.expecting: dict[tuple[str, str], tuple[int, float]] = {}  # see _spoken_for
         self.stepped_down = ""  # why this server left the leader role, until it follows
+        self.removed = ""  # why this server is no longer a member (a newer RLF dropped it)
+        self.heard_peers: set[str] = set()  # peers that sent me anything since I started
         self.reclaimed: dict[tuple[str, str], tuple[float, str]] = {}
         self.today = today
         self._today_iso = today.isoformat()
@@ -383,6 +385,8 @@ class LicenseServer:
 
     @property
     def next_deadline(self) -> float:
+        if self.removed:
+            return _NEVER  # a server out of the pool has no timers
         expiry = self.keys.next_expiry
         if expiry is None:
             t = _NEVER
@@ -420,6 +424,11 @@ class LicenseServer:
             out.append(self._note(now, "refused", f"unexpected {type(msg).__name__} from {sender}"))
             return
         server_msg = handler[1]
+        if server_msg and sender not in self.peers and isinstance(msg, RlfTransfer):
+            self._on_outsider_rlf(now, sender, msg, out)
+            return
+        if server_msg and self.removed:
+            return  # not a member any more: nothing of the pool's concerns me
         if server_msg and sender not in self.peers:
             out.append(
                 self._note(now, "refused", f"{type(msg).__name__} from non-member {sender!r}")
@@ -437,6 +446,8 @@ class LicenseServer:
                 )
             )
             return
+        if server_msg:
+            self.heard_peers.add(sender)
         handler[0](self, now, sender, msg, out)
 
     # ================================================================ roles
@@ -487,6 +498,8 @@ class LicenseServer:
     # ================================================================ timers
 
     def _tick(self, now: float, out: list[Effect]) -> None:
+        if self.removed:
+            return
         if self._date_dirty:
             self._date_dirty = False
             self._on_new_day(now, out)
@@ -538,6 +551,10 @@ class LicenseServer:
         ask = self._msg(VoteRequest, pre=True, rlf_seq=self.rlf.sequence, **self._cfg_fields())
         ask = replace(ask, term=self.term + 1)
         out.extend(Send(p, ask) for p in self.peers)
+        # Peers that never answered me may run an older RLF that does not list me: offer
+        # mine (they adopt it only if it is newer and validly signed; see membership)
+        offer = self._msg(RlfTransfer, rlf_text=self._rlf_text)
+        out.extend(Send(p, offer) for p in self.peers if p not in self.heard_peers)
 
     def _start_vote(self, now: float, out: list[Effect]) -> None:
         self.prevote = False
@@ -1299,7 +1316,11 @@ class LicenseServer:
 
     def _adopt_rlf(self, now: float, new: Rlf, text: str, out: list[Effect]) -> None:
         old_seq = self.rlf.sequence
+        gone = membership.removed_peers(self.peers, new, self.id)
         self._set_rlf(new, text)
+        if self.id not in new.server_ids:
+            self._leave_pool(now, new, out)
+            return
         self.elect_at = min(self.elect_at, now + self.clocks.after_push_delay(self.rank))
         ld = self.leader
         if ld is not None:
@@ -1314,6 +1335,8 @@ class LicenseServer:
             for p in self.peers:  # the leader first (above), then every follower
                 ld.peer(p).last_rlf_sent = now
                 out.append(Send(p, self._msg(RlfTransfer, rlf_text=text)))
+            for p in gone:  # a server the RLF removed is told so (it stops serving)
+                out.append(Send(p, self._msg(RlfTransfer, rlf_text=text)))
             self._table_changed(now, out, bump=False)
         else:
             out.append(self._persist())
@@ -1322,6 +1345,29 @@ class LicenseServer:
                 now, "push", f"{self.id}: RLF seq {old_seq} -> {new.sequence}", rlf_seq=new.sequence
             )
         )
+
+    def _on_outsider_rlf(
+        self, now: float, sender: str, msg: RlfTransfer, out: list[Effect]
+    ) -> None:
+        """A server that is not in my RLF offers its own: it joins if that RLF is newer,
+        validly signed and lists it (see `membership`)."""
+        try:
+            new = membership.check_offer(msg.rlf_text, self.rlf, sender)
+        except Refused as err:
+            out.append(self._note(now, "refused", f"RLF offered by non-member {sender!r}: {err}"))
+            return
+        out.append(self._note(now, "push", f"{sender} joins: it offered RLF seq {new.sequence}"))
+        self._adopt_rlf(now, new, msg.rlf_text, out)
+
+    def _leave_pool(self, now: float, new: Rlf, out: list[Effect]) -> None:
+        """A newer RLF does not list me: I serve nothing from now on (stop me)."""
+        self.removed = membership.removed_text(self.id, new)
+        self.lease_until = self.renew_until = -_NEVER
+        if self.role is Role.LEADER:
+            self._become(Role.FOLLOWER, now, out, "removed from the pool")
+        self.leader_id = None
+        out.append(self._persist())
+        out.append(self._note(now, "push", self.removed, rlf_seq=new.sequence))
 
     def _on_new_day(self, now: float, out: list[Effect]) -> None:
         if self.role is not Role.LEADER:
@@ -1356,6 +1402,8 @@ class LicenseServer:
         )
 
     def _not_serving(self, now: float) -> tuple[str, str] | None:
+        if self.removed:
+            return ("disassociated", self.removed)
         if self.role is Role.DISASSOCIATED:
             return ("disassociated", f"{self.id} cannot reach leader {self.leader_id}")
         if self.role is Role.LEADER:
@@ -2057,6 +2105,11 @@ class LicenseServer:
             return self._drain(now, msg, out)
         assert isinstance(msg, UpdateRlf)
         new = check_rlf(msg.rlf_text, self.rlf)
+        if self.id not in new.server_ids:
+            raise Refused(
+                f"RLF seq {new.sequence} removes the leader {self.id}: stop {self.id}, "
+                "then push it once another server leads"
+            )
         self._adopt_rlf(now, new, msg.rlf_text, out)
         return (f"RLF sequence {new.sequence} installed", {})
 
