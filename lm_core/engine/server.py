@@ -548,13 +548,15 @@ class LicenseServer:
         if len(self.votes) >= self.quorum:
             self._start_vote(now, out)
             return
+        if now >= self.started_at + 2 * self.clocks.leader_timeout:
+            # Peers that never answered me may run an older RLF that does not list me:
+            # offer mine, before anything they would refuse from a non-member (they adopt
+            # it only if it is newer, validly signed and lists me; see `membership`)
+            offer = self._msg(RlfTransfer, rlf_text=self._rlf_text)
+            out.extend(Send(p, offer) for p in self.peers if p not in self.heard_peers)
         ask = self._msg(VoteRequest, pre=True, rlf_seq=self.rlf.sequence, **self._cfg_fields())
         ask = replace(ask, term=self.term + 1)
         out.extend(Send(p, ask) for p in self.peers)
-        # Peers that never answered me may run an older RLF that does not list me: offer
-        # mine (they adopt it only if it is newer and validly signed; see membership)
-        offer = self._msg(RlfTransfer, rlf_text=self._rlf_text)
-        out.extend(Send(p, offer) for p in self.peers if p not in self.heard_peers)
 
     def _start_vote(self, now: float, out: list[Effect]) -> None:
         self.prevote = False

@@ -535,9 +535,14 @@ class Daemon:
                 else:
                     await self._enqueue(client, msg)
             else:  # a server message, on a connection a peer dialled (or plaintext)
+                # A server of a newer RLF that lists it may offer that RLF before it is a
+                # member (engine `membership`); anything else comes from members only.
+                members = self.rlf.server_ids
+                if isinstance(msg, m.RlfTransfer) and msg.sender not in members:
+                    members = (*members, msg.sender)
                 sender = admit_server_sender(
                     conn.peer, msg.sender, msg.pool, tls=tls, pool=self.rlf.pool,
-                    server_ids=self.rlf.server_ids, own_id=self.server_id,
+                    server_ids=members, own_id=self.server_id,
                 )  # fmt: skip
                 if sender.verdict is not Verdict.ACCEPT:
                     raise ProtocolError(f"{type(msg).__name__}: {sender.reason}")

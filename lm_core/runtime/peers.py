@@ -40,6 +40,7 @@ from lm_core.runtime.liveness import Deadline, kill, peer_deadline, tcp_liveness
 log = logging.getLogger("lm.peers")
 
 QUEUE_LIMIT = 1024
+LEAVING_GRACE = 5.0  # seconds a link to a server a new RLF dropped stays, to tell it so
 MIN_BACKOFF = 0.05
 DEFAULT_DEADLINE = peer_deadline(0.5)  # the RLF's default heartbeat interval
 
@@ -228,6 +229,9 @@ class Peers:
         self._max_backoff = max_backoff
         self._deadline = deadline
         self.links: dict[str, PeerLink] = {}
+        # links to servers a new RLF dropped: kept for `LEAVING_GRACE` so that the RLF
+        # that removed them still reaches them (they stop serving when they get it)
+        self.leaving: dict[str, PeerLink] = {}
         self._started = False
         self._pending = addresses
 
@@ -244,7 +248,11 @@ class Peers:
         for sid, link in list(self.links.items()):
             if addresses.get(sid) != link.address:
                 del self.links[sid]
-                asyncio.create_task(link.aclose())  # noqa: RUF006 -- fire and forget
+                if sid in addresses:  # moved: the old address is nobody now
+                    asyncio.create_task(link.aclose())  # noqa: RUF006 -- fire and forget
+                else:
+                    self.leaving[sid] = link
+                    asyncio.get_running_loop().call_later(LEAVING_GRACE, self._gone, sid, link)
         for sid, address in addresses.items():
             if sid == self.own_id or sid in self.links:
                 continue
@@ -260,6 +268,11 @@ class Peers:
             self.links[sid] = link
             link.start()
 
+    def _gone(self, sid: str, link: PeerLink) -> None:
+        if self.leaving.get(sid) is link:
+            del self.leaving[sid]
+        asyncio.create_task(link.aclose())  # noqa: RUF006 -- fire and forget
+
     def heard_from(self, peer_id: str) -> None:
         """The daemon got a frame from `peer_id` (on any connection): its link is alive."""
         link = self.links.get(peer_id)
@@ -273,12 +286,13 @@ class Peers:
             link.redial()
 
     def send(self, to: str, msg: Message) -> None:
-        link = self.links.get(to)
+        link = self.links.get(to) or self.leaving.get(to)
         if link is not None:
             link.send(msg)
         else:
             log.debug("send to unknown server %r dropped", to)
 
     async def aclose(self) -> None:
-        links, self.links = list(self.links.values()), {}
+        links, self.links = [*self.links.values(), *self.leaving.values()], {}
+        self.leaving = {}
         await asyncio.gather(*(link.aclose() for link in links))
