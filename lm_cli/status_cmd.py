@@ -91,12 +91,19 @@ def render(pool: PoolStatus) -> None:
 
 
 def not_all_up(pool: PoolStatus) -> str | None:
-    """Which servers are not back in the pool (None when every one is up, answering, and
-    a leader or a follower): what a rolling restart waits for before the next server."""
+    """Which servers are not back in the pool (None when every one is up, answering, a
+    leader or a follower, and past its restart grace): what a rolling restart waits for
+    before the next server. (A server in restart grace grants nothing new, so the clients
+    of the next server stopped could not fail over to it.)"""
     behind = [
         f"{s['id']} ({'down' if not s['reachable'] else s.get('role')})"
         for s in pool["servers"]
         if not (s["up"] and s["reachable"] and s.get("role") in ("leader", "follower"))
+    ]
+    behind += [
+        f"{s['id']} (restart grace, {grace:.1f} s left)"
+        for s in pool["servers"]
+        if s["reachable"] and (grace := s.get("restart_grace") or 0.0) > 0
     ]
     return f"not every server is back: {', '.join(behind)}" if behind else None
 
@@ -138,7 +145,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--all-up",
                 help="Exit 0 only if, besides serving, every server is up as leader or "
-                "follower (a rolling restart waits for this before the next server).",
+                "follower and past its restart grace (a rolling restart waits for this "
+                "before the next server).",
             ),
         ] = False,
     ) -> None:

@@ -548,10 +548,11 @@ class LicenseServer:
         if len(self.votes) >= self.quorum:
             self._start_vote(now, out)
             return
-        if now >= self.started_at + 2 * self.clocks.leader_timeout:
-            # Peers that never answered me may run an older RLF that does not list me:
-            # offer mine, before anything they would refuse from a non-member (they adopt
-            # it only if it is newer, validly signed and lists me; see `membership`)
+        if self.heard[0] == 0 and now >= self.started_at + 2 * self.clocks.leader_timeout:
+            # I have followed nobody since I started, and peers that never answered me
+            # may run an older RLF that does not list me: offer mine, before anything
+            # they would refuse from a non-member (they adopt it only if it is newer,
+            # validly signed and lists me; see `membership`)
             offer = self._msg(RlfTransfer, rlf_text=self._rlf_text)
             out.extend(Send(p, offer) for p in self.peers if p not in self.heard_peers)
         ask = self._msg(VoteRequest, pre=True, rlf_seq=self.rlf.sequence, **self._cfg_fields())

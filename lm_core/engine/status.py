@@ -140,6 +140,8 @@ def server_status(
         "config_version": srv.table.cfg[1],
         "config_term": srv.table.cfg[0],
         "serving": why is None,
+        # S4: seconds until this restarted server grants anything new again
+        "restart_grace": round(max(0.0, srv.grace_until - now), 3),
         "not_serving_reason": None if why is None else f"{why[0]}: {why[1]}",
         "majority": {
             "up": len(up) if leader else (len(srv.leader_up) if why is None else 1),

@@ -82,6 +82,7 @@ class ServerStatus(TypedDict):
     drained: NotRequired[list[str]]  # servers drained for maintenance (the replicated table)
     serving: bool
     not_serving_reason: str | None  # "<DenyReason>: <why>"
+    restart_grace: NotRequired[float]  # seconds left of its restart grace (S4), 0 if none
     majority: Majority
     peers: dict[str, PeerStatus]
     licenses: list[LicenseStatus]
@@ -112,6 +113,7 @@ class PoolServer(TypedDict):
     last_heartbeat_age: float | None
     clients_total: int | None  # key-table rows that server holds (None: unreachable)
     drained: NotRequired[bool]  # drained for maintenance (`lm server drain`)
+    restart_grace: NotRequired[float | None]  # seconds left of its restart grace (S4)
     error: NotRequired[str | None]  # why it is unreachable (added by the admin client)
     tls_error: NotRequired[str | None]  # that failure named as a TLS one (runtime.tlsdiag)
 

@@ -155,6 +155,7 @@ def _server_row(
         "last_heartbeat_age": age,
         "clients_total": _clients_total(st) if st is not None else None,
         "drained": drained,
+        "restart_grace": st.get("restart_grace") if st else None,
     }
 
 
