@@ -91,6 +91,8 @@ def admit_frame(
         return ACCEPT
     if who is not None and who.pool and who.pool != pool:
         why = f"certificate of pool {who.pool!r}"
+    elif kind in (Kind.SERVER, Kind.SERVER_BULK) and who is None:
+        why = "missing certificate: server message without a server certificate (none presented)"
     elif kind in (Kind.SERVER, Kind.SERVER_BULK):
         why = f"server message without a server certificate ({describe(who)})"
     elif kind is Kind.STATUS:

@@ -57,6 +57,7 @@ from lm_core.runtime.framing import (
 from lm_core.runtime.kinds import Kind, MiB, kind_of
 from lm_core.runtime.logsafe import Limiter, PeerLog, escape
 from lm_core.runtime.tlsconfig import PeerIdentity, peer_identity
+from lm_core.runtime.tlsdiag import explain_inbound
 
 log = logging.getLogger("lm.wire")
 
@@ -451,6 +452,8 @@ async def serve(
                 await writer.start_tls(ctx, ssl_handshake_timeout=b.handshake_timeout + 1)
             return True
         except Exception as exc:  # any failure ends this connection, with one line
+            why = handshake_failure(exc)
+            named = explain_inbound(why)  # wrong CA, expired, missing: said in words
             plog.log(
                 log,
                 logging.WARNING,
@@ -458,7 +461,7 @@ async def serve(
                 source,
                 "wire: TLS handshake from %s failed: %s",
                 remote,
-                handshake_failure(exc),
+                f"{named} ({why})" if named else why,
             )
             writer.transport.abort()
             return False

@@ -60,7 +60,7 @@ from lm_core.engine import messages as m
 from lm_core.engine.rlf import Rlf, parse_rlf, render_rlf, verify_rlf
 from lm_core.engine.status_types import ServerStatus
 from lm_core.errors import InputError, LmError
-from lm_core.runtime import tlsconfig
+from lm_core.runtime import tlsconfig, tlsdiag
 from lm_core.runtime.admission import (
     Verdict,
     admit_frame,
@@ -230,6 +230,7 @@ class Daemon:
             connect_timeout=max(0.5, rlf.timing.heartbeat_interval * 2),
             max_backoff=max(0.2, rlf.timing.heartbeat_interval),
             deadline=peer_deadline(rlf.timing.heartbeat_interval),
+            tls_paths=tls,
         )
 
     @property
@@ -263,6 +264,10 @@ class Daemon:
             batch.set_rlf(self.rlf.sequence, render_rlf(self.rlf))
             await asyncio.to_thread(self.store.commit, batch)
             self._stored_seq = self.rlf.sequence
+        if self.tls is not None:
+            problem = tlsdiag.local_problem(self.tls, role=f"server {self.server_id}")
+            if problem is not None:  # peers will refuse us (or we them): say why, once
+                log.error("TLS: %s", problem)
         self.peers.start()
         self.started.set()
 

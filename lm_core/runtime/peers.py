@@ -36,6 +36,8 @@ from lm_core.engine.messages import Message
 from lm_core.runtime.codec import ProtocolError
 from lm_core.runtime.connection import ConnectError, Connection, TransportError
 from lm_core.runtime.liveness import Deadline, kill, peer_deadline, tcp_liveness
+from lm_core.runtime.tlsconfig import TlsPaths
+from lm_core.runtime.tlsdiag import explain
 
 log = logging.getLogger("lm.peers")
 
@@ -61,8 +63,10 @@ class PeerLink:
         max_backoff: float,
         deadline: float = DEFAULT_DEADLINE,
         clock: Callable[[], float] = time.monotonic,
+        tls_paths: TlsPaths | None = None,
     ) -> None:
         self.peer_id = peer_id
+        self._tls_paths = tls_paths
         self.address = address
         self._ssl = ssl_ctx
         self._on_message = on_message
@@ -123,8 +127,9 @@ class PeerLink:
                 )
             except ConnectError as exc:
                 if str(exc) != self._last_error:
-                    log.debug("peer %s: %s", self.peer_id, exc)
                     self._last_error = str(exc)
+                    if not self._tls_failure(str(exc)):
+                        log.debug("peer %s: %s", self.peer_id, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
@@ -184,7 +189,19 @@ class PeerLink:
                 self.heard()
                 self._on_message(self.peer_id, msg, conn)
         except (ProtocolError, TransportError) as exc:
-            log.info("peer %s: link closed: %s", self.peer_id, exc)
+            if not self._tls_failure(str(exc)):
+                log.info("peer %s: link closed: %s", self.peer_id, exc)
+
+    def _tls_failure(self, error: str) -> bool:
+        """Log a TLS failure of this link as one line naming it (wrong CA, expired or
+        refused certificate: `tlsdiag.explain`); False if `error` is not one."""
+        if self._ssl is None:
+            return False
+        named = explain(error, self._tls_paths)
+        if named is None:
+            return False
+        log.warning("peer %s: TLS: %s (%s)", self.peer_id, named, self.address)
+        return True
 
     async def _watch(self) -> None:
         """Return (ending the connection) once the peer has been silent too long."""
@@ -221,8 +238,10 @@ class Peers:
         connect_timeout: float = 1.0,
         max_backoff: float = 1.0,
         deadline: float = DEFAULT_DEADLINE,
+        tls_paths: TlsPaths | None = None,
     ) -> None:
         self.own_id = own_id
+        self._tls_paths = tls_paths
         self._ssl = ssl_ctx
         self._on_message = on_message
         self._connect_timeout = connect_timeout
@@ -264,6 +283,7 @@ class Peers:
                 connect_timeout=self._connect_timeout,
                 max_backoff=self._max_backoff,
                 deadline=self._deadline,
+                tls_paths=self._tls_paths,
             )
             self.links[sid] = link
             link.start()

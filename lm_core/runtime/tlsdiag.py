@@ -107,6 +107,25 @@ def explain(error: str, paths: TlsPaths | None) -> str | None:
     return None
 
 
+def explain_inbound(failure: str) -> str | None:
+    """A named TLS failure of a handshake that a connecting peer started with us (the
+    text of `connection.handshake_failure`), or None when it is not one of these."""
+    text = failure.lower()
+    if "alert certificate expired" in text:
+        return "expired certificate: the connecting peer says our certificate has expired"
+    if "alert unknown ca" in text or "alert bad certificate" in text:
+        return "wrong CA: the connecting peer refused our certificate (not issued by its CA)"
+    if "certificate has expired" in text:
+        return "expired certificate: the connecting peer's certificate has expired"
+    if "not yet valid" in text:
+        return "certificate not yet valid: the connecting peer's (check the clocks)"
+    if "unable to get local issuer" in text or "self-signed" in text or "unknown ca" in text:
+        return "wrong CA: the connecting peer's certificate is not issued by our pool CA"
+    if "did not return a certificate" in text or "certificate required" in text:
+        return "missing certificate: the connecting peer presented none"
+    return None
+
+
 def _not_listening(error: str) -> bool:
     text = error.lower()
     return any(
