@@ -43,6 +43,8 @@ class KeyEntry:
     # when the client last skipped request ids here: it spoke to other servers in
     # between, so a fail-over claim of this entry may be in flight (see server `_renew`)
     skipped: float = float("-inf")
+    # when the client last came back to this entry from a fail-over walk
+    walked: float = float("-inf")
     # until then a ticket of this entry may be claimed: its seats stay counted
     claim_hold: float = float("-inf")
     held: bool = False  # its client's lease is over; counted only for `claim_hold`
@@ -175,13 +177,17 @@ class KeyTable:
             if not entry.held:
                 ended.append(entry)
                 if entry.claim_hold > now:
-                    self._hold(entry)
+                    self.hold(entry)
                     continue
             self.remove(client_id, license)
             gone.append(entry)
         return ended, gone
 
-    def _hold(self, entry: KeyEntry) -> None:
+    def hold(self, entry: KeyEntry) -> None:
+        """No client holds `entry` any more; keep its seats counted until its
+        `claim_hold` (stale: only its own client may re-adopt it)."""
+        if entry.held:
+            return
         entry.held = True
         self._held[entry.license] = self._held.get(entry.license, 0) + entry.count
         if entry.live:

@@ -1541,6 +1541,8 @@ class LicenseServer:
                 self.keys.resize(entry, count)
                 persist = True
         was_live = entry.live
+        if isinstance(msg, ClientHeartbeat) and msg.failover:
+            entry.walked = now  # it presented my ticket elsewhere on the way back
         self.keys.renew(
             entry, now=now, expires=now + self.clocks.client_keep, request_id=msg.request_id
         )
@@ -1641,6 +1643,9 @@ class LicenseServer:
         seat here and answer once it arrives. True if the client is answered (now or
         later)."""
         lic, count = msg.license, msg.count
+        if self._claimed_here(now, lic, msg.sender, count):
+            self._grant(now, token, msg, out)  # its seats arrived before it came back
+            return True
         if self._room(now, lic, msg.sender, count):
             return False
         try:
@@ -1684,9 +1689,18 @@ class LicenseServer:
             if self.keys.get(w.msg.sender, lic) is not None:
                 del self.waiting[key]
                 continue
-            if self._room(now, lic, w.msg.sender, count):
+            if self._claimed_here(now, lic, w.msg.sender, count) or self._room(
+                now, lic, w.msg.sender, count
+            ):
                 del self.waiting[key]
                 self._grant(now, w.token, w.msg, out)
+
+    def _claimed_here(self, now: float, lic: str, client: str, count: int) -> bool:
+        """Have the seats of `client`'s claim arrived here? They are its own, whatever my
+        allowance and in-use count say: the leader counted them on top of my hold (they
+        may have landed on an allowance below my in-use count, after a decrease)."""
+        kept = self.expecting.get((client, lic))
+        return kept is not None and kept[0] >= count and now < kept[1]
 
     def _room(self, now: float, lic: str, client: str, count: int) -> bool:
         """Can `client` get `count` seats here now, seats kept for others aside?"""
@@ -1902,6 +1916,15 @@ class LicenseServer:
                     f"holds under #{entry.request_id}",
                 )
             )
+            entry = None
+        elif entry is not None and (
+            now - entry.walked < self.clocks.claim_window and now < entry.claim_hold
+        ):
+            # The client came back from a fail-over walk lately: a claim of this entry
+            # it made on the way may still be in flight, and would move this seat. Keep
+            # it counted until that claim can no longer be honoured (the claim hold).
+            self.keys.hold(entry)
+            out.append(LogUsage("release", msg.sender, msg.license, entry.count))
             entry = None
         elif entry is not None:
             self.keys.remove(msg.sender, msg.license)
