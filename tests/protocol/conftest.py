@@ -207,7 +207,7 @@ class ProtocolPool:
     async def status(self) -> dict[str, Any]:
         tls = load_tls_dir(self.tls_dir, "admin") if self.tls_dir else None
         async with AdminClient(self.pool.rlf, tls=tls, timeout=1.0) as c:
-            return await c.status()
+            return dict(await c.status())
 
     def wait(
         self, cond: Callable[[dict[str, Any]], bool], what: str, timeout: float = 30.0

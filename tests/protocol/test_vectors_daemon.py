@@ -9,6 +9,7 @@ and after the vectors no vector's client holds a seat.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -59,7 +60,7 @@ class Wire:
             except (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
                 chunk = b""
             if not chunk:
-                return None if not buf else buf
+                return buf if buf else None
             buf += chunk
         return buf
 
@@ -71,7 +72,8 @@ class Wire:
         assert len(head) == HEADER.size, f"a truncated header {head!r}"
         kind, n = HEADER.unpack(head)
         body = self._exact(n)
-        assert body is not None and len(body) == n, "a truncated body"
+        assert body is not None, "no body"
+        assert len(body) == n, "a truncated body"
         value: dict[str, Any] = json.loads(body.decode("utf-8"))
         return kind, value
 
@@ -91,10 +93,9 @@ def _replay(pp: ProtocolPool, sid: str, vec: dict[str, Any]) -> str:
             if step.get("connection") == "new":
                 wire.close()
                 wire = Wire(pp, sid)
-            try:
+            # the server may close before it took every byte; read() says
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 wire.send(step_frame(step, values))
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the server may close before it took every byte; read() says
             got = wire.read()
             if step["expect"].get("closed"):
                 assert got is None, f"{where}: expected the connection closed, got {got}"
@@ -133,12 +134,14 @@ def test_a_grant_is_counted_until_released(protocol_pool: ProtocolPool) -> None:
     try:
         wire.send(step_frame(vec["steps"][0], values))
         got = wire.read()
-        assert got is not None and mismatches(vec["steps"][0]["expect"], got[1], values) == []
+        assert got is not None
+        assert mismatches(vec["steps"][0]["expect"], got[1], values) == []
         st = pp.wait(lambda s: bool(clients_of(s, client)), "the vector's client listed")
         assert [(c["server"], c["count"]) for c in clients_of(st, client)] == [("B", 1)]
         wire.send(step_frame(vec["steps"][2], values))  # Release #3
         got = wire.read()
-        assert got is not None and got[1]["type"] == "Released"
+        assert got is not None
+        assert got[1]["type"] == "Released"
         pp.wait(lambda s: not clients_of(s, client), "the vector's client released")
     finally:
         wire.close()
