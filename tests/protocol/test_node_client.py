@@ -54,8 +54,9 @@ def test_node_client_holds_fails_over_and_releases(protocol_pool: ProtocolPool) 
     home = next(sid for sid in reversed(order) if sid != st["leader"])
     expected_next = next(sid for sid in order if sid != home)
     client_id = "node-client-1"
+    ca = str(pp.tls_dir / "ca.pem")
     args = [NODE, str(CLIENT_JS), "--pool", pp.name, "--license", APP,
-            "--client-id", client_id, "--prefer", home, "--ca", str(pp.tls_dir / "ca.pem")]  # fmt: skip
+            "--client-id", client_id, "--prefer", home, "--ca", ca]  # fmt: skip
     for s in pp.pool.rlf.servers:
         args += ["--server", f"{s.id}={s.address}"]
     out = pp.root / "node-client.log"
