@@ -223,8 +223,7 @@ def run(
 
     Signals sent to lm run are passed to COMMAND.
 
-    Exit codes before COMMAND starts: 1 denied by the pool, 2 bad input, 126 COMMAND not
-    executable, 127 COMMAND not found.
+    Before COMMAND starts: exit 1 if denied, 2 on bad input, 126/127 if it cannot run.
 
     Example: lm run --pool pool.rlf --license "Application 1.0" -- cad-tool model.dwg
     """  # fmt: skip
