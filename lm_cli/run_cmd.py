@@ -19,6 +19,7 @@ nothing on stdout, and on stderr only what goes wrong.
   license expired or unknown -- prints one warning and applies ``--on-loss``: ``warn``
   (the default: COMMAND runs on), ``term`` (SIGTERM, then SIGKILL after `KILL_AFTER`
   seconds), ``kill`` (SIGKILL).
+* ``--wait``: a refusal while no seat is free prints one line and lm run keeps asking.
 * Before COMMAND starts: a refusal from the pool is one line on stderr, exit 1 (as every
   lm command the pool refuses); bad input (no such RLF, a bad option) exit 2; COMMAND
   not found 127, not executable 126 (as a shell). A signal while waiting for a seat
@@ -94,15 +95,21 @@ class _Run:
         self.started = False  # the first grant arrived
         self.lapsed = False  # the lease ran out; the client is trying again
         self.gone = False  # lost for good
+        self.waiting_said = False
         self._killer: asyncio.TimerHandle | None = None
 
     # -- the lease's events (called on the loop)
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
-        if not self.started or self.gone:
-            return
         reason = str(event.get("reason", ""))
+        if not self.started:
+            if kind == "denied" and not event.get("final") and not self.waiting_said:
+                self.waiting_said = True  # only with --wait: else the start fails
+                _say(f"no seat of {self.license} yet ({reason}); waiting for one")
+            return
+        if self.gone:
+            return
         if (kind == "lost" and reason in FINAL_REASONS) or (
             kind == "denied" and event.get("final")
         ):

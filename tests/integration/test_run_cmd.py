@@ -157,20 +157,39 @@ def test_run_denied_at_start_is_one_line(pool_factory: Callable[..., Pool]) -> N
     assert "unknown_license" in lines[0]
 
 
-def test_run_reclaimed_on_loss_term_stops_the_command(pool: Pool) -> None:
+@pytest.mark.parametrize(("on_loss", "sig"), [("term", signal.SIGTERM), ("kill", signal.SIGKILL)])
+def test_run_reclaimed_on_loss_stops_the_command(pool: Pool, on_loss: str, sig: int) -> None:
+    cid = f"run-r-{on_loss}"
     proc, err = _start(
-        pool, "--license", APP, "--client-id", "run-r", "--on-loss", "term", "--", "sleep", "600"
+        pool, "--license", APP, "--client-id", cid, "--on-loss", on_loss, "--", "sleep", "600"
     )
-    pool.wait(lambda st: _rows(st, "run-r") != [], "run-r holds")
-    out = pool.lm(
-        "key", "release", "--client-id", "run-r", "--license", APP, "--reason", "test reclaim"
-    )
+    pool.wait(lambda st: _rows(st, cid) != [], f"{cid} holds")
+    out = pool.lm("key", "release", "--client-id", cid, "--license", APP, "--reason", "test")
     assert out.returncode == 0, out.stderr
-    assert proc.wait(timeout=30) == 128 + signal.SIGTERM, err.read_text()
+    assert proc.wait(timeout=30) == 128 + sig, err.read_text()
     text = err.read_text()
     assert "lost for good (reclaimed" in text, text
-    assert "--on-loss term" in text, text
-    pool.wait(lambda st: _rows(st, "run-r") == [], "run-r holds nothing")
+    assert f"--on-loss {on_loss}" in text, text
+    pool.wait(lambda st: _rows(st, cid) == [], f"{cid} holds nothing")
+
+
+def test_run_signal_while_waiting_for_a_seat(pool: Pool) -> None:
+    """--wait with more seats than the pool has: a SIGTERM ends the wait, the command
+    never runs, nothing is held."""
+    proc, err = _start(
+        pool, "--license", APP, "--client-id", "run-wait", "--count", "101", "--wait",
+        "--", "sh", "-c", "echo ran",
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while "waiting for one" not in err.read_text():
+        assert proc.poll() is None, err.read_text()
+        assert time.monotonic() < deadline, "lm run never said it waits"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM, err.read_text()
+    assert proc.stdout is not None
+    assert proc.stdout.read() == ""
+    assert held_total(pool.status()) == 0
 
 
 def test_run_reclaimed_on_loss_warn_lets_the_command_finish(pool: Pool, tmp_path: Path) -> None:
