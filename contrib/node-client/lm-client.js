@@ -200,7 +200,7 @@ class Client {
   at(name, when, fn) {
     clearTimeout(this.timers[name]);
     this.timers[name] = setTimeout(() => { delete this.timers[name]; fn(); },
-      Math.max(0, (when - now()) * 1000));
+      Math.max(0, Math.ceil((when - now()) * 1000)));
   }
 
   cancel(name) {
@@ -284,6 +284,7 @@ class Client {
     this.server = sid;
     const failover = this.walkFailover;
     const rid = this.send(sid, (id) => (failover ? this.heartbeat(id, true) : this.request(id)));
+    emit({ event: 'ask', server: sid, request_id: rid, failover, ticket: failover && this.ticket !== '' });
     this.ask(sid, rid, this.opts.answerTimeout);
   }
 
@@ -412,7 +413,11 @@ class Client {
   }
 
   leaseRanOut() {
-    if (this.leaseEnd === null || now() < this.leaseEnd) return;
+    if (this.leaseEnd === null) return;
+    if (now() < this.leaseEnd) { // a timer may fire a fraction of a millisecond early
+      this.at('lease', this.leaseEnd, () => this.leaseRanOut());
+      return;
+    }
     this.leaseEnd = null;
     emit({ event: 'lost', reason: 'lease expired' });
     if (this.state === 'holding') this.enterFailover('lease expired');
