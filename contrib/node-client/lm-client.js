@@ -153,6 +153,12 @@ class Link {
     }
   }
 
+  destroy() {
+    this.dead = true;
+    this.sock.end();
+    this.sock.destroy();
+  }
+
   close(why) {
     if (!this.dead) {
       this.sock.destroy();
@@ -170,8 +176,18 @@ class Link {
 
 // The client's rules (PROTOCOL.md 4).
 class Client {
-  constructor(opts) {
+  // `io` replaces the clock, the output, the connections and the exit (a test's replay):
+  // { now(), emit(event), connect(client, sid, address) -> { send(msg), dead, destroy() },
+  //   finish(code) }; timers go through at() / cancel(), which a replay may replace too.
+  constructor(opts, io = {}) {
     this.opts = opts;
+    this.now = io.now || now;
+    this.emit = io.emit || emit;
+    this.connect = io.connect || ((client, sid, address) => new Link(client, sid, address));
+    this.exit = io.finish || ((code) => {
+      process.exitCode = code;
+      setImmediate(() => process.exit(code));
+    });
     this.servers = opts.servers.slice(); // leader-priority order; replaced by each Authorize
     this.home = opts.prefer || this.servers[0].id;
     this.state = 'idle'; // idle | requesting | holding | failover | waiting
@@ -200,7 +216,7 @@ class Client {
   at(name, when, fn) {
     clearTimeout(this.timers[name]);
     this.timers[name] = setTimeout(() => { delete this.timers[name]; fn(); },
-      Math.max(0, Math.ceil((when - now()) * 1000)));
+      Math.max(0, Math.ceil((when - this.now()) * 1000)));
   }
 
   cancel(name) {
@@ -213,7 +229,7 @@ class Client {
     let link = this.links.get(sid);
     if (link && !link.dead) return link;
     const entry = this.servers.find((s) => s.id === sid);
-    link = new Link(this, sid, entry.address);
+    link = this.connect(this, sid, entry.address);
     this.links.set(sid, link);
     return link;
   }
@@ -225,7 +241,7 @@ class Client {
   send(sid, build) {
     const rid = this.nextId++;
     const msg = build(rid);
-    this.pending.set(rid, { sentAt: now(), sid });
+    this.pending.set(rid, { sentAt: this.now(), sid });
     if (this.pending.size > PENDING_MAX) this.pending.delete(Math.min(...this.pending.keys()));
     try {
       this.link(sid).send(msg);
@@ -238,7 +254,7 @@ class Client {
 
   ask(sid, rid, timeout) {
     this.waitingId = rid;
-    this.at('answer', now() + timeout, () => this.noAnswer(sid, rid, 'no answer in time'));
+    this.at('answer', this.now() + timeout, () => this.noAnswer(sid, rid, 'no answer in time'));
   }
 
   request(rid) {
@@ -284,19 +300,19 @@ class Client {
     this.server = sid;
     const failover = this.walkFailover;
     const rid = this.send(sid, (id) => (failover ? this.heartbeat(id, true) : this.request(id)));
-    emit({ event: 'ask', server: sid, request_id: rid, failover, ticket: failover && this.ticket !== '' });
+    this.emit({ event: 'ask', server: sid, request_id: rid, failover, ticket: failover && this.ticket !== '' });
     this.ask(sid, rid, this.opts.answerTimeout);
   }
 
   claiming() {
-    return this.leaseEnd !== null || (this.ticket !== '' && now() < this.ticketUntil);
+    return this.leaseEnd !== null || (this.ticket !== '' && this.now() < this.ticketUntil);
   }
 
   walkExhausted() {
     this.waitingId = null;
     this.cancel('answer');
     const deny = this.lastDeny || { reason: 'no_seats', detail: '' };
-    emit({ event: 'denied', reason: deny.reason, detail: deny.detail, final: false });
+    this.emit({ event: 'denied', reason: deny.reason, detail: deny.detail, final: false });
     this.state = 'waiting';
     let delay;
     if (this.claiming()) {
@@ -304,7 +320,7 @@ class Client {
     } else {
       delay = Math.max(this.retryHint, BACKOFF);
     }
-    this.at('retry', now() + delay, () => {
+    this.at('retry', this.now() + delay, () => {
       const failover = this.claiming();
       this.state = failover ? 'failover' : 'requesting';
       this.beginWalk(failover);
@@ -313,7 +329,7 @@ class Client {
   }
 
   enterFailover(why) {
-    emit({ event: 'failover', from: this.server, why });
+    this.emit({ event: 'failover', from: this.server, why });
     this.state = 'failover';
     this.cancel('heartbeat');
     this.failed = this.server;
@@ -328,7 +344,7 @@ class Client {
     const sid = this.server;
     const rid = this.send(sid, (id) => this.heartbeat(id, false));
     this.ask(sid, rid, Math.min(this.opts.answerTimeout, this.hbInterval));
-    this.at('heartbeat', now() + this.hbInterval, () => this.sendHeartbeat());
+    this.at('heartbeat', this.now() + this.hbInterval, () => this.sendHeartbeat());
   }
 
   noAnswer(sid, rid, why) {
@@ -338,8 +354,7 @@ class Client {
     const link = this.links.get(sid);
     if (link) { // 4.5: a connection whose ask went unanswered is dialled afresh next time
       this.links.delete(sid);
-      link.dead = true;
-      link.sock.destroy();
+      link.destroy();
     }
     if (this.state === 'holding') {
       this.enterFailover(`${sid}: ${why}`);
@@ -375,7 +390,7 @@ class Client {
       this.send(sid, (id) => ({ ...this.base('Release'), request_id: id, license: this.opts.license }));
       return;
     }
-    const t = now();
+    const t = this.now();
     const expires = sent.sentAt + msg.lease; // 4.3: from the send time
     if (expires <= t) return;
     if (this.leaseEnd === null || expires > this.leaseEnd) this.leaseEnd = expires;
@@ -403,7 +418,7 @@ class Client {
       this.at('heartbeat', sent.sentAt + this.hbInterval, () => this.sendHeartbeat());
     }
     this.at('lease', this.leaseEnd, () => this.leaseRanOut());
-    emit({
+    this.emit({
       event: renewed ? 'renewed' : 'authorized',
       server: sid,
       count: msg.count,
@@ -414,12 +429,12 @@ class Client {
 
   leaseRanOut() {
     if (this.leaseEnd === null) return;
-    if (now() < this.leaseEnd) { // a timer may fire a fraction of a millisecond early
+    if (this.now() < this.leaseEnd) { // a timer may fire a fraction of a millisecond early
       this.at('lease', this.leaseEnd, () => this.leaseRanOut());
       return;
     }
     this.leaseEnd = null;
-    emit({ event: 'lost', reason: 'lease expired' });
+    this.emit({ event: 'lost', reason: 'lease expired' });
     if (this.state === 'holding') this.enterFailover('lease expired');
   }
 
@@ -429,19 +444,19 @@ class Client {
     this.cancel('answer');
     this.lastDeny = { reason: msg.reason, detail: msg.detail };
     this.retryHint = Math.max(this.retryHint, msg.retry_after || 0);
-    emit({ event: 'deny', server: sid, reason: msg.reason, detail: msg.detail });
+    this.emit({ event: 'deny', server: sid, reason: msg.reason, detail: msg.detail });
     if (FINAL.has(msg.reason)) {
       const held = this.leaseEnd !== null;
       this.stopAll();
-      if (held) emit({ event: 'lost', reason: msg.reason });
-      emit({ event: 'denied', server: sid, reason: msg.reason, detail: msg.detail, final: true });
+      if (held) this.emit({ event: 'lost', reason: msg.reason });
+      this.emit({ event: 'denied', server: sid, reason: msg.reason, detail: msg.detail, final: true });
       this.finish(1);
       return;
     }
     if (this.state === 'holding') {
       if (TRANSIENT.has(msg.reason) && this.leaseEnd !== null) {
         const latest = this.leaseEnd - (this.hbInterval + this.opts.answerTimeout);
-        const t = now();
+        const t = this.now();
         if (latest >= t + RETRY_FLOOR) {
           const again = Math.min(t + Math.max(msg.retry_after || 0, RETRY_FLOOR), latest);
           this.at('heartbeat', again, () => this.sendHeartbeat());
@@ -472,23 +487,18 @@ class Client {
     }
     const rid = this.send(sid, (id) => ({ ...this.base('Release'), request_id: id, license: this.opts.license }));
     const done = () => {
-      emit({ event: 'released', server: sid, request_id: rid, answered: this.releasedIds.has(rid) });
+      this.emit({ event: 'released', server: sid, request_id: rid, answered: this.releasedIds.has(rid) });
       this.finish(0);
     };
     this.onReleased = () => { if (this.releasedIds.has(rid)) done(); };
-    this.at('release', now() + 1.0, done);
+    this.at('release', this.now() + 1.0, done);
   }
 
   finish(code) {
     for (const name of Object.keys(this.timers)) this.cancel(name);
-    for (const link of this.links.values()) {
-      link.dead = true;
-      link.sock.end();
-      link.sock.destroy();
-    }
+    for (const link of this.links.values()) link.destroy();
     this.links.clear();
-    process.exitCode = code;
-    setImmediate(() => process.exit(code));
+    this.exit(code);
   }
 }
 
@@ -508,4 +518,5 @@ function main() {
   client.start();
 }
 
-main();
+if (require.main === module) main();
+module.exports = { Client, parseArgs };

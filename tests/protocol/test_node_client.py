@@ -168,3 +168,19 @@ def _run_node(pp: ProtocolPool, home: str, expected_next: str, client_id: str) -
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.mark.skipif(NODE is None, reason="node (Node.js) is not installed on this machine")
+def test_node_client_follows_the_client_rules_vector() -> None:
+    """The Node client's decisions on a virtual clock, against the same client-rules
+    vector as the Python client machine (tests/protocol/test_vectors.py)."""
+    assert NODE is not None
+    here = Path(__file__).resolve().parent
+    out = subprocess.run(
+        [NODE, str(here / "node_client_rules.js"), str(here / "vectors" / "client_rules.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout == "ok\n"
