@@ -9,6 +9,7 @@ import typer
 
 from lm_cli import (
     admin_cmd,
+    agent_cmd,
     alloc_cmd,
     client_cmd,
     code_cmd,
@@ -67,6 +68,7 @@ for _module in (
     key_cmd,
     sim_cmd,
     demo_cmd,
+    agent_cmd,
 ):
     _module.register(app)
 
