@@ -372,6 +372,11 @@ async def held_in_pool(pool: LivePool) -> int:
     return 0
 
 
+def _ours(frame: str) -> bool:
+    files = ("codec.py", "framing.py", "connection.py", "daemon.py", "server.py", "claims.py")
+    return frame.endswith(files) or frame.endswith(("tables.py", "ssl.py", "leases.py"))
+
+
 async def profile(pid: int, seconds: float) -> str:
     """py-spy on `pid` for `seconds`: the top functions by own and total samples."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -392,25 +397,27 @@ async def profile(pid: int, seconds: float) -> str:
     for line in out.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         n = int(count)
+        # "func (path/file.py:line)" -> "func file.py": one entry per function
         frames = [
-            f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].rstrip(")") for f in stack.split(";")
+            f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].split(":")[0].rstrip(")")
+            for f in stack.split(";")
         ]
         samples += n
         own[frames[-1]] += n
         for f in set(frames):
             total[f] += n
     shutil.rmtree(out.parent, ignore_errors=True)
+    if not samples:
+        return "(py-spy took no samples)"
     lines = [
         f"py-spy on the leader (pid {pid}): {samples} samples of the thread holding the GIL "
-        f"over {seconds:g} s (% of those: time the loop was busy)"
+        f"over {seconds:g} s (% of those: time the loop was busy)",
+        "  own %   function",
     ]
-    lines.append("  own %   function (file:line)")
-    for f, n in own.most_common(15):
-        lines.append(f"  {100 * n / samples:5.1f}   {f}")
-    lines.append("  total %  function")
-    interesting = [(f, n) for f, n in total.most_common(60) if "lm_core" in f or "codec" in f]
-    for f, n in interesting[:15]:
-        lines.append(f"  {100 * n / samples:5.1f}   {f}")
+    lines += [f"  {100 * n / samples:5.1f}   {f}" for f, n in own.most_common(12)]
+    lines.append("  total % function (lm_core and ssl only)")
+    ours = [(f, n) for f, n in total.most_common() if ".py" in f and _ours(f)]
+    lines += [f"  {100 * n / samples:5.1f}   {f}" for f, n in ours[:18]]
     return "\n".join(lines)
 
 
