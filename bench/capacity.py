@@ -317,11 +317,16 @@ async def ask_all(gens: list[GenProc], cmds: list[dict[str, Any]]) -> list[dict[
     return list(await asyncio.gather(*(g.answer() for g in gens)))
 
 
-def proc_cpu(pid: int) -> float:
-    """utime + stime of `pid`, seconds."""
+def proc_times(pid: int) -> tuple[float, float]:
+    """(utime, stime) of `pid`, seconds."""
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rfind(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def proc_cpu(pid: int) -> float:
+    """utime + stime of `pid`, seconds."""
+    return sum(proc_times(pid))
 
 
 def rss_kib(pid: int) -> int:
@@ -357,6 +362,7 @@ class Step:
     reasons: dict[str, int]  # denial reason -> count (seating and the window)
     us_per_hb: float  # the three daemons' CPU per answered heartbeat, microseconds
     load: float  # the machine's 1-minute load average at the end of the window
+    kernel: float  # % of the daemons' CPU spent in the kernel (TLS records, syscalls)
 
     @property
     def ok(self) -> bool:
@@ -452,6 +458,7 @@ async def run_row(args: argparse.Namespace, heartbeat: float, steps: list[int]) 
             await asyncio.sleep(heartbeat)  # every new client heartbeats once
             await ask_all(gens, [{"cmd": "reset"}] * len(gens))
             cpu0 = {sid: proc_cpu(pid) for sid, pid in pids.items()}
+            sys0 = sum(proc_times(pid)[1] for pid in pids.values())
             t0 = time.monotonic()
             spy = ""
             if args.profile and n == steps[-1]:
@@ -462,6 +469,7 @@ async def run_row(args: argparse.Namespace, heartbeat: float, steps: list[int]) 
             stats = await ask_all(gens, [{"cmd": "stats"}] * len(gens))
             wall = time.monotonic() - t0
             cpu = {sid: 100 * (proc_cpu(pid) - cpu0[sid]) / wall for sid, pid in pids.items()}
+            kernel = sum(proc_times(pid)[1] for pid in pids.values()) - sys0
             rss = sum(rss_kib(pid) - rss0[sid] for sid, pid in pids.items())
             held = await held_in_pool(pool)
             rtts = [r for s in stats for r in s["rtts"]]
@@ -482,6 +490,7 @@ async def run_row(args: argparse.Namespace, heartbeat: float, steps: list[int]) 
                 * sum(proc_cpu(p) - cpu0[sid] for sid, p in pids.items())
                 / max(1, sum(len(s["rtts"]) for s in stats)),
                 load=os.getloadavg()[0],
+                kernel=100 * kernel / max(1e-9, sum(cpu.values()) * wall / 100),
                 cpu=cpu,
                 gen_cpu=max(100 * s["cpu"] / s["wall"] for s in stats),
                 rss_per_seat=1024 * rss / max(1, held),
@@ -491,7 +500,8 @@ async def run_row(args: argparse.Namespace, heartbeat: float, steps: list[int]) 
                 f"  hb {heartbeat:g} s, {n} clients (seated in {t_seat:.1f} s): held {held}, "
                 f"{step.hb_per_s:.0f} hb/s, p50 {1000 * step.p50:.1f} ms, p99 "
                 f"{1000 * step.p99:.1f} ms, lapsed {step.lapsed}, denied {step.denied} "
-                f"{step.reasons or ''}, {step.us_per_hb:.0f} us CPU/hb, load {step.load:.1f}, CPU "
+                f"{step.reasons or ''}, {step.us_per_hb:.0f} us CPU/hb ({step.kernel:.0f}% kernel), "
+                f"load {step.load:.1f}, CPU "
                 + " ".join(f"{k} {v:.0f}%" for k, v in cpu.items())
                 + f", generator {step.gen_cpu:.0f}%",
                 flush=True,
