@@ -96,7 +96,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 async def take(request: web.Request) -> web.Response:
     license, count, wait, pid = parse_take(await request.read())
-    holding = await request.app[HOLDINGS].take(license, count, wait=wait, pid=pid)
+    holdings = request.app[HOLDINGS]
+    holding = await holdings.take(license, count, wait=wait, pid=pid)
+    if request.transport is None or request.transport.is_closing():
+        # the caller hung up while we waited: nobody knows this lease's id
+        await holdings.release(holding.id)
     return web.json_response(holding.to_json(), status=201)
 
 

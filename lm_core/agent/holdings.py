@@ -33,10 +33,13 @@ from typing import Any
 
 from lm_core.agent.errors import AgentError, AgentReason
 from lm_core.agent.pids import ProcessRef
+from lm_core.engine.client import ClientState
 from lm_core.engine.vocab import DenyReason
 from lm_core.runtime.client import Lease, LicenseClient, LicenseDenied
 
 log = logging.getLogger("lm.agent")
+
+IDLE = ClientState.IDLE  # a machine that stopped trying (a final refusal)
 
 WAIT_MAX = 3600.0  # seconds a take may wait for a seat
 
@@ -70,7 +73,7 @@ class Holding:
             self.lost = str(ev.get("reason"))
         elif kind == "denied":
             self.last_denial = ev
-            if ev.get("final") and self.lost is None and self.lease.machine.state.value == "idle":
+            if ev.get("final") and self.lost is None and self.lease.machine.state is IDLE:
                 self.lost = str(ev.get("reason"))
 
     def to_json(self) -> dict[str, Any]:

@@ -335,3 +335,12 @@ def test_the_openapi_description_lists_every_route() -> None:
     assert routes == described
     assert set(DenyReason) <= set(REASONS)
     assert all(400 <= s < 600 for s in STATUS.values())
+
+
+def test_a_non_loopback_host_needs_a_token(pool_factory: Callable[..., Pool]) -> None:
+    pool = pool_factory()
+    out = pool.lm("agent", "--host", "0.0.0.0", "--port", "0")
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert "--host" in out.stderr
+    assert "token" in out.stderr
