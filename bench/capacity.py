@@ -16,15 +16,23 @@ server in each of `--generators` load-generator processes, so the generators sta
 a heartbeat frame is a pre-encoded template with the request id spliced in, an answer
 is one `json.loads`.
 
-The count ramps through `--steps` (capped by `--max`). At each step the new clients are
-seated, the pool settles for one interval, then a window of `--window` intervals is
-measured: heartbeat round trips (send to answer, per heartbeat), answers later than the
+The count ramps through `--steps` (capped by `--max`), scaled for a slower heartbeat by
+heartbeat / 2 s (the same heartbeats per second at each step; `--no-scale` keeps them).
+At each step the new clients are seated (asking again after a refusal, as the library's
+wait=True does), the pool settles for one interval, then a window of `--window`
+intervals is measured: heartbeat round trips (send to answer), answers later than the
 client's answer timeout (1 s: the library would fail over), refusals, leases that lapsed
 (a client whose last authorized send time + lease passed before its renewal arrived),
-each daemon's CPU (utime + stime from /proc over the window, % of one core) and RSS,
-and each generator's CPU (% of one core: a generator near 100 % would be the bottleneck,
-not the pool). The ramp stops at the first step with a lapse or a heartbeat p99 above
-250 ms; the knee is the last step before it.
+each daemon's CPU (utime + stime from /proc over the window, % of one core; the kernel's
+share of it), the daemons' CPU per answered heartbeat (µs, all three together: a figure
+that does not depend on what else runs on the machine), RSS, the machine's load average,
+and each generator's CPU (% of one core). The ramp stops at the first step with a lapse,
+a client left without a seat, or a heartbeat p99 above 250 ms; the knee is the last step
+before it.
+
+Is the generator the bottleneck? Its CPU is printed per step (the busiest generator):
+far below 100 % of a core means it keeps up; `--generators 1` against the default 2
+should give the same knee.
 
 Ratios are against the first step of the first heartbeat row (measured in the same run):
 p99 / base and CPU per held seat / base. RSS per held seat is the growth of the three
@@ -500,8 +508,8 @@ async def run_row(args: argparse.Namespace, heartbeat: float, steps: list[int]) 
                 f"  hb {heartbeat:g} s, {n} clients (seated in {t_seat:.1f} s): held {held}, "
                 f"{step.hb_per_s:.0f} hb/s, p50 {1000 * step.p50:.1f} ms, p99 "
                 f"{1000 * step.p99:.1f} ms, lapsed {step.lapsed}, denied {step.denied} "
-                f"{step.reasons or ''}, {step.us_per_hb:.0f} us CPU/hb ({step.kernel:.0f}% kernel), "
-                f"load {step.load:.1f}, CPU "
+                f"{step.reasons or ''}, {step.us_per_hb:.0f} us CPU/hb "
+                f"({step.kernel:.0f}% kernel), load {step.load:.1f}, CPU "
                 + " ".join(f"{k} {v:.0f}%" for k, v in cpu.items())
                 + f", generator {step.gen_cpu:.0f}%",
                 flush=True,
@@ -574,8 +582,8 @@ def main() -> None:
         asyncio.run(generator_main(json.loads(sys.argv[2])))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--max", type=int, default=20_000, help="most clients (cap of the ramp)")
-    ap.add_argument("--steps", default="1000,5000,10000,15000,20000,25000,30000")
+    ap.add_argument("--max", type=int, default=25_000, help="most clients at the default heartbeat")
+    ap.add_argument("--steps", default="1000,5000,10000,15000,20000,25000")
     ap.add_argument("--heartbeats", default="2,10", help="client heartbeats (s), one row each")
     ap.add_argument("--generators", type=int, default=2)
     ap.add_argument("--conns", type=int, default=4, help="connections per server per generator")
@@ -583,6 +591,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="short windows, fewer steps")
     ap.add_argument("--profile", action="store_true", help="py-spy on the leader at the top")
     ap.add_argument("--plaintext", action="store_true", help="no TLS (loopback)")
+    ap.add_argument(
+        "--no-scale",
+        dest="scale",
+        action="store_false",
+        help="the same steps for every heartbeat (default: steps x heartbeat / 2 s, so each "
+        "row ramps through the same heartbeat rates)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.window = min(args.window, 1.5)
@@ -591,8 +606,11 @@ def main() -> None:
         steps = sorted({steps[0], steps[len(steps) // 2], steps[-1]})
     exit_on_sigterm()
     rows: list[Step] = []
+    default = Timing().client_heartbeat
     for hb in (float(h) for h in args.heartbeats.split(",")):
-        rows += asyncio.run(run_row(args, hb, steps))
+        # the same heartbeat rate per step: a slower heartbeat carries more clients
+        scaled = [round(n * hb / default) for n in steps] if args.scale else steps
+        rows += asyncio.run(run_row(args, hb, scaled))
     print()
     print(render(rows))
     print()
