@@ -9,12 +9,13 @@ For each client heartbeat (the RLF's ``client_heartbeat``; its ``client_lease`` 
 times that, as in the default timing 2 s / 6 s) a fresh pool of three `lm-daemon`s (TLS,
 one "Application 1.0" code with seats for every client, distributed evenly, led by A) is
 loaded by simulated clients: distinct client ids, each homed on one server, asking for
-one seat with a Request and then heartbeating every interval the grant names, exactly
-as the client library would (next heartbeat = send time of the last + interval; the
-lease runs from the send time). They are multiplexed over `--conns` TLS connections per
-server in each of `--generators` load-generator processes, so the generators stay cheap:
-a heartbeat frame is a pre-encoded template with the request id spliced in, an answer
-is one `json.loads`.
+one seat with a Request and then heartbeating every interval the grant names, exactly as
+the client library would (next heartbeat = send time of the last + interval; the lease
+runs from the send time). A client's first heartbeat comes at a random phase of its
+interval (as if the clients had started at random times), not all in one burst. They are
+multiplexed over `--conns` TLS connections per server in each of `--generators` load-
+generator processes, so the generators stay cheap: a heartbeat frame is a pre-encoded
+template with the request id spliced in, an answer is one `json.loads`.
 
 The count ramps through `--steps` (capped by `--max`), scaled for a slower heartbeat by
 heartbeat / 2 s (the same heartbeats per second at each step; `--no-scale` keeps them).
@@ -51,7 +52,9 @@ import contextlib
 import heapq
 import json
 import os
+import random
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -113,6 +116,7 @@ class Generator:
         self.out: dict[tuple[int, int], list[bytes]] = collections.defaultdict(list)
         self.wake = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        self.rng = random.Random(cfg["index"])
         self.reset()
 
     def reset(self) -> None:
@@ -184,7 +188,10 @@ class Generator:
                 else:
                     self.lease = msg["lease"]
                     self.interval[i] = msg["heartbeat_interval"]
-                    heapq.heappush(self.heap, (sent + self.interval[i], i))
+                    # clients that started at random times: the first heartbeat at a
+                    # random phase of the interval (never later than the library's)
+                    phase = self.interval[i] * self.rng.uniform(0.05, 1.0)
+                    heapq.heappush(self.heap, (sent + phase, i))
                     self.wake.set()
                 self.expires[i] = max(self.expires[i], sent + msg["lease"])
                 ok = True
@@ -574,6 +581,13 @@ def knees(rows: list[Step]) -> str:
             else " (not reached: raise --max)"
         )
         lines.append(f"knee at client heartbeat {hb:g} s: {knee} held seats{tail}")
+        cost = statistics.median(r.us_per_hb for r in mine)
+        cores = os.cpu_count() or 1
+        lines.append(
+            f"  the daemons used {cost:.0f} us of CPU per heartbeat (median of the steps): "
+            f"{cores} idle cores would carry about {cores * 1e6 / cost * hb:,.0f} seats at "
+            f"{hb:g} s (an estimate; the generators' CPU not counted)"
+        )
     return "\n".join(lines)
 
 
