@@ -27,10 +27,10 @@ class AgentReason(enum.StrEnum):
     SHUTTING_DOWN = "shutting_down"  # the agent is stopping
 
 
-# The HTTP status of each word. A pool refusal that may clear by itself (no seat free
-# now, an election, a server restarting, nothing reachable) is 503 for the transient
-# words and 409 for "no seat": the request was fine, the pool is full.
-STATUS: dict[str, int] = {
+# The HTTP status of each word. A pool refusal that may clear by itself (an election, a
+# server restarting, nothing reachable) is 503, and so is any pool word not listed here;
+# "no seat" is 409: the request was fine, the pool is full.
+STATUS: dict[str, int] = {r: 503 for r in DenyReason} | {
     DenyReason.NO_SEATS: 409,
     DenyReason.RECLAIMED: 409,
     DenyReason.NO_MAJORITY: 503,
