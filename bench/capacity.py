@@ -19,17 +19,17 @@ template with the request id spliced in, an answer is one `json.loads`.
 
 The count ramps through `--steps` (capped by `--max`), scaled for a slower heartbeat by
 heartbeat / 2 s (the same heartbeats per second at each step; `--no-scale` keeps them).
-At each step the new clients are seated (asking again after a refusal, as the library's
-wait=True does), the pool settles for one interval, then a window of `--window`
-intervals is measured: heartbeat round trips (send to answer), answers later than the
-client's answer timeout (1 s: the library would fail over), refusals, leases that lapsed
-(a client whose last authorized send time + lease passed before its renewal arrived),
-each daemon's CPU (utime + stime from /proc over the window, % of one core; the kernel's
-share of it), the daemons' CPU per answered heartbeat (µs, all three together: a figure
-that does not depend on what else runs on the machine), RSS, the machine's load average,
-and each generator's CPU (% of one core). The ramp stops at the first step with a lapse,
-a client left without a seat, or a heartbeat p99 above 250 ms; the knee is the last step
-before it.
+At each step the new clients arrive at `--seat-rate` a second and are seated (asking
+again after a refusal, as the library's wait=True does), the pool settles for one
+interval, then a window of `--window` intervals is measured: heartbeat round trips (send
+to answer), answers later than the client's answer timeout (1 s: the library would fail
+over), refusals, leases that lapsed (a client whose last authorized send time + lease
+passed before its renewal arrived), each daemon's CPU (utime + stime from /proc over the
+window, % of one core; the kernel's share of it), the daemons' CPU per answered
+heartbeat (µs, all three together: a figure that does not depend on what else runs on
+the machine), RSS, the machine's load average, and each generator's CPU (% of one core).
+The ramp stops at the first step with a lapse, a client left without a seat, or a
+heartbeat p99 above 250 ms; the knee is the last step before it.
 
 Is the generator the bottleneck? Its CPU is printed per step (the busiest generator):
 far below 100 % of a core means it keeps up; `--generators 1` against the default 2
@@ -227,12 +227,16 @@ class Generator:
         granted = denied = 0
         before = collections.Counter(self.denied)
         sem = asyncio.Semaphore(SEAT_WINDOW)
+        rate = self.cfg["seat_rate"] / self.cfg["generators"]
+        t0 = time.monotonic()
 
         async def one(i: int) -> None:
             """Ask until granted (a pool just elected may refuse for a moment), as the
             library's wait=True does; give up after SEAT_TRIES refusals."""
             nonlocal granted, denied
             prefix, suffix = template(pool, f"g{gi}-c{i}", m.Request)
+            # clients arrive at `seat_rate` a second (over all generators), not at once
+            await asyncio.sleep(max(0.0, t0 + (i - start) / rate - time.monotonic()))
             async with sem:
                 for _ in range(SEAT_TRIES):
                     fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -461,6 +465,8 @@ async def run_row(args: argparse.Namespace, heartbeat: float, steps: list[int]) 
                 "servers": servers,
                 "tls_dir": str(pool.tls_dir) if pool.tls_dir else "",
                 "conns": args.conns,
+                "seat_rate": args.seat_rate,
+                "generators": args.generators,
             }
             gens.append(GenProc(cfg))
         for n in steps:
@@ -602,6 +608,9 @@ def main() -> None:
     ap.add_argument("--generators", type=int, default=2)
     ap.add_argument("--conns", type=int, default=4, help="connections per server per generator")
     ap.add_argument("--window", type=float, default=3.0, help="measured, in heartbeat intervals")
+    ap.add_argument(
+        "--seat-rate", type=float, default=2000.0, help="new clients a second while seating"
+    )
     ap.add_argument("--quick", action="store_true", help="short windows, fewer steps")
     ap.add_argument("--profile", action="store_true", help="py-spy on the leader at the top")
     ap.add_argument("--plaintext", action="store_true", help="no TLS (loopback)")
