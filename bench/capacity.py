@@ -3,7 +3,7 @@ three-server TLS pool carries on this machine.
 
     .venv/bin/python bench/capacity.py [--max 20000] [--steps 1000,5000,10000,20000]
         [--heartbeats 2,10] [--generators 2] [--conns 4] [--window 3] [--quick]
-        [--profile] [--plaintext]
+        [--profile N] [--seat-rate 2000] [--plaintext]
 
 For each client heartbeat (the RLF's ``client_heartbeat``; its ``client_lease`` is three
 times that, as in the default timing 2 s / 6 s) a fresh pool of three `lm-daemon`s (TLS,
@@ -39,8 +39,9 @@ Ratios are against the first step of the first heartbeat row (measured in the sa
 p99 / base and CPU per held seat / base. RSS per held seat is the growth of the three
 daemons' RSS since before the first client, over the seats held.
 
-`--profile` runs py-spy (if installed) on the leader for a few seconds at the last step
-and prints the functions it spent most time in. Every process is killed at exit.
+`--profile N` runs py-spy (if installed) on the leader during the window of the step with
+N clients (first heartbeat row) and prints the functions it spent most time in. Every
+process is killed at exit.
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ import json
 import os
 import random
 import shutil
-import statistics
 import struct
 import subprocess
 import sys
@@ -482,7 +482,7 @@ async def run_row(args: argparse.Namespace, heartbeat: float, steps: list[int]) 
             sys0 = sum(proc_times(pid)[1] for pid in pids.values())
             t0 = time.monotonic()
             spy = ""
-            if args.profile and n == steps[-1]:
+            if args.profile is not None and n == args.profile and heartbeat == args.first_hb:
                 spy = await profile(pids["A"], min(args.window * heartbeat, 10.0))
                 await asyncio.sleep(max(0.0, args.window * heartbeat - (time.monotonic() - t0)))
             else:
@@ -587,10 +587,11 @@ def knees(rows: list[Step]) -> str:
             else " (not reached: raise --max)"
         )
         lines.append(f"knee at client heartbeat {hb:g} s: {knee} held seats{tail}")
-        cost = statistics.median(r.us_per_hb for r in mine)
+        top = good[-1] if good else mine[-1]
+        cost = top.us_per_hb
         cores = os.cpu_count() or 1
         lines.append(
-            f"  the daemons used {cost:.0f} us of CPU per heartbeat (median of the steps): "
+            f"  the daemons used {cost:.0f} us of CPU per heartbeat at {top.clients} clients: "
             f"{cores} idle cores would carry about {cores * 1e6 / cost * hb:,.0f} seats at "
             f"{hb:g} s (an estimate; the generators' CPU not counted)"
         )
@@ -612,7 +613,12 @@ def main() -> None:
         "--seat-rate", type=float, default=2000.0, help="new clients a second while seating"
     )
     ap.add_argument("--quick", action="store_true", help="short windows, fewer steps")
-    ap.add_argument("--profile", action="store_true", help="py-spy on the leader at the top")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        metavar="N",
+        help="py-spy on the leader at the step of N clients (first heartbeat row)",
+    )
     ap.add_argument("--plaintext", action="store_true", help="no TLS (loopback)")
     ap.add_argument(
         "--no-scale",
@@ -627,6 +633,7 @@ def main() -> None:
     steps = sorted({min(int(s), args.max) for s in args.steps.split(",")})
     if args.quick:
         steps = sorted({steps[0], steps[len(steps) // 2], steps[-1]})
+    args.first_hb = float(args.heartbeats.split(",")[0])
     exit_on_sigterm()
     rows: list[Step] = []
     default = Timing().client_heartbeat
