@@ -81,6 +81,8 @@ HEADER = struct.Struct("!BI")
 SENTINEL = 987654321987  # request id spliced out of the encoded template
 SEAT_WINDOW = 256  # Requests in flight per generator while seating
 SEAT_TRIES = 20  # Requests per client before it counts as not seated
+SEAT_ANSWER = 5.0  # seconds to wait for the answer to one Request
+SEAT_GRACE = 30.0  # seconds a step's seating may run past its arrivals
 TICK = 0.005  # the generator's scheduling granularity (s)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -229,6 +231,7 @@ class Generator:
         sem = asyncio.Semaphore(SEAT_WINDOW)
         rate = self.cfg["seat_rate"] / self.cfg["generators"]
         t0 = time.monotonic()
+        deadline = t0 + (n - start) / rate + SEAT_GRACE
 
         async def one(i: int) -> None:
             """Ask until granted (a pool just elected may refuse for a moment), as the
@@ -239,12 +242,14 @@ class Generator:
             await asyncio.sleep(max(0.0, t0 + (i - start) / rate - time.monotonic()))
             async with sem:
                 for _ in range(SEAT_TRIES):
+                    if time.monotonic() > deadline:
+                        break
                     fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
                     self.seat_waiters[i] = fut
                     self.send(i, prefix, suffix, False, time.monotonic())
                     self.flush()
                     try:
-                        async with asyncio.timeout(30):
+                        async with asyncio.timeout(SEAT_ANSWER):
                             ok = await fut
                     except TimeoutError:
                         ok = False
