@@ -198,7 +198,7 @@ class Generator:
                 self.expires[i] = max(self.expires[i], sent + msg["lease"])
                 ok = True
             else:
-                self.denied[msg.get("reason", "?")] += 1
+                self.denied[f"{msg.get('reason', '?')} from {msg.get('sender')}"] += 1
                 ok = False
             fut = self.seat_waiters.pop(i, None)
             if fut is not None and not fut.done():
