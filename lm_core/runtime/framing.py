@@ -130,7 +130,8 @@ async def read_frame(
 
     A frame already read ahead whole (a busy connection: several frames arrive in one
     TLS record or segment) is taken without arming the two timeouts: nothing can stall
-    there, and the timers cost several times the read itself.
+    there, and the timers cost several times the read itself. A frame whose first bytes
+    arrive after a wait arms the frame timeout only if part of it is still missing.
     """
     buf = _buffered(reader)
     if buf is not None and len(buf) >= HEADER.size:
@@ -150,6 +151,18 @@ async def read_frame(
         raise FrameTimeout(f"no frame within {idle_timeout:g} s") from None
     if not first:
         return None
+    buf = _buffered(reader)
+    if buf is not None and len(buf) >= HEADER.size - 1:
+        # the rest of the header came with the first byte (the usual case): the body
+        # may be here too, and only a missing part of it needs the frame timeout
+        byte, n = HEADER.unpack(first + bytes(buf[: HEADER.size - 1]))
+        kind = _header(byte, n, max_frame)
+        if admit is not None:
+            admit(kind, n)
+        await reader.readexactly(HEADER.size - 1)  # buffered: does not wait
+        if len(buf) >= n:
+            return kind, await reader.readexactly(n)  # buffered: does not wait
+        return kind, await _body(reader, n, frame_timeout)
     try:
         async with asyncio.timeout(frame_timeout):
             rest = await reader.readexactly(HEADER.size - 1)
