@@ -411,7 +411,7 @@ async def profile(pid: int, seconds: float) -> str:
     """py-spy on `pid` for `seconds`: the top functions by own and total samples."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not os.access(spy, os.X_OK):
-        return "(py-spy not installed: pip install py-spy)"
+        return "(py-spy not installed: .venv/bin/pip install -e '.[bench]')"
     out = Path(tempfile.mkdtemp(prefix="lm-spy-")) / "raw.txt"
     proc = await asyncio.create_subprocess_exec(
         spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--format", "raw",

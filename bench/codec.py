@@ -1,5 +1,6 @@
 """The client frames' codec: today's validating JSON codec against `msgspec` and bare json.
 
+    .venv/bin/pip install -e '.[bench]'    # msgspec (and py-spy for capacity.py --profile)
     .venv/bin/python bench/codec.py [--n 20000] [--repeat 5]
 
 What a daemon does per heartbeat: decode one ClientHeartbeat (validated: types, bounds,
@@ -33,7 +34,10 @@ from typing import Annotated, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import msgspec
+try:
+    import msgspec
+except ImportError:
+    raise SystemExit("bench/codec.py needs msgspec: .venv/bin/pip install -e '.[bench]'") from None
 from _livepool import table
 
 from lm_core.engine import limits
