@@ -30,7 +30,7 @@ class AgentReason(enum.StrEnum):
 # The HTTP status of each word. A pool refusal that may clear by itself (an election, a
 # server restarting, nothing reachable) is 503, and so is any pool word not listed here;
 # "no seat" is 409: the request was fine, the pool is full.
-STATUS: dict[str, int] = {r: 503 for r in DenyReason} | {
+STATUS: dict[str, int] = dict.fromkeys(DenyReason, 503) | {
     DenyReason.NO_SEATS: 409,
     DenyReason.RECLAIMED: 409,
     DenyReason.NO_MAJORITY: 503,
