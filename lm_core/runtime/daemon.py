@@ -74,6 +74,7 @@ from lm_core.runtime.framing import BufferBudget
 from lm_core.runtime.kinds import Kind
 from lm_core.runtime.liveness import peer_deadline
 from lm_core.runtime.logsafe import PeerLog, escape
+from lm_core.runtime.metrics import MetricsServer, Snapshot, UsageCounters
 from lm_core.runtime.peers import Peers
 from lm_core.runtime.store import Batch, Loaded, Store
 
@@ -194,6 +195,7 @@ class Daemon:
         engine_factory: EngineFactory = license_server,
         budgets: Budgets | None = None,
         claim_key: bytes = b"",
+        metrics: tuple[str, int] | None = None,
     ) -> None:
         self.server_id = server_id
         self.rlf = rlf
@@ -221,6 +223,10 @@ class Daemon:
         self.started = asyncio.Event()
         self._server: asyncio.Server | None = None
         self.peer_log = PeerLog()
+        self.counters = UsageCounters()  # grants and denials since start (metrics)
+        self.metrics = (
+            MetricsServer(metrics[0], metrics[1], self.metrics_snapshot) if metrics else None
+        )
         self.event_log = PeerLog(per_conn=20, per_source=50, overall=500)
         self.peers = Peers(
             server_id,
@@ -264,6 +270,8 @@ class Daemon:
             await asyncio.to_thread(self.store.commit, batch)
             self._stored_seq = self.rlf.sequence
         self.peers.start()
+        if self.metrics is not None:
+            self.metrics.start()
         self.started.set()
 
     def stop(self) -> None:
@@ -286,6 +294,8 @@ class Daemon:
     async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
         for c in list(self.clients.values()):
             c.conn.abort()
         await self.peers.aclose()
@@ -392,6 +402,7 @@ class Daemon:
                 batch.put_key(eff.client_id, eff.license, eff.entry)
             elif isinstance(eff, fx.LogUsage):
                 batch.log_usage(eff.kind, eff.client_id, eff.license, eff.count, eff.reason)
+                self.counters.note(eff.kind, eff.license, eff.count, eff.reason)
         self._note_rlf(batch)
         return batch
 
@@ -572,6 +583,10 @@ class Daemon:
             status["clients"] = clients[:STATUS_MAX_CLIENTS]
             status["clients_total"] = len(clients)
         return status
+
+    def metrics_snapshot(self) -> Snapshot:
+        """The status and counters for one metrics scrape (called on the loop)."""
+        return Snapshot(self.status(), self.counters.copy())
 
     def _status_reply(self, request_id: int) -> m.StatusReply:
         return m.StatusReply(
