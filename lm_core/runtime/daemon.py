@@ -52,11 +52,12 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from lm_core.engine import effects as fx
 from lm_core.engine import messages as m
+from lm_core.engine import vocab
 from lm_core.engine.rlf import Rlf, parse_rlf, render_rlf, verify_rlf
 from lm_core.engine.status_types import ServerStatus
 from lm_core.errors import InputError, LmError
@@ -68,6 +69,7 @@ from lm_core.runtime.admission import (
     describe,
     reaches_nobody,
 )
+from lm_core.runtime.audit import NOTES_KEPT, AuditLog, Head, actor_of, notes_from_rows
 from lm_core.runtime.codec import ProtocolError
 from lm_core.runtime.connection import Budgets, Connection, TransportError, buffer_of, serve
 from lm_core.runtime.framing import BufferBudget
@@ -86,6 +88,10 @@ BATCH = 512  # inputs stepped before effects are carried out (group commit)
 OUT_QUEUE = 4096  # messages queued to one client/admin connection before we drop it
 IN_FLIGHT = 8  # messages of one connection in the inbox at once; its reader waits for more
 STATUS_MAX_CLIENTS = 10_000  # key-table rows in one StatusReply (frame cap)
+AUDIT_REPLY_ROWS = 1000  # audit rows in one AuditReply at most
+AUDIT_REPLY_CHARS = 2_000_000  # ... and about this much JSON (frame cap 4 MiB)
+# messages whose step may produce an audit row (admin changes, syncs carrying authors)
+_AUDITED = (*vocab.ADMIN_OPS, m.ForwardedAdmin, m.DistributionSync)
 TOKEN = "conn:"  # prefix of the token that names a client or admin connection
 
 
@@ -213,6 +219,12 @@ class Daemon:
             **extra,
         )
         self._stored_seq = loaded.rlf[0] if loaded.rlf else 0
+        head, tail = store.audit_tail(NOTES_KEPT)
+        self.audit = AuditLog(rlf.pool, server_id, head, notes_from_rows(tail))
+        self.audit_committed: Head = self.audit.head  # the last audit row on disk
+        self._audit_rows: list[dict[str, Any]] = []  # rows of this step, not yet committed
+        self._store_idle = asyncio.Event()  # clear while a commit runs in a worker thread
+        self._store_idle.set()
         self.inbox: collections.deque[tuple[str, m.Message]] = collections.deque()
         self.peer_inbox: collections.deque[tuple[str, m.Message]] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None  # the loop, waiting for input
@@ -349,7 +361,7 @@ class Daemon:
                 except Exception:
                     log.exception("engine tick failed")
                 last_tick = now
-            if effects:
+            if effects or self._audit_rows:
                 await self._carry_out(effects)
             self._maybe_checkpoint()
 
@@ -362,8 +374,17 @@ class Daemon:
             msg, open=client is not None and not client.conn.closed
         ):
             return []  # the client hung up: a grant would hold a seat for nobody
+        pending = (
+            self.audit.pending_for(msg, f"forwarded by server {sender}", self.engine)
+            if isinstance(msg, _AUDITED)
+            else None
+        )
         try:
             effects = self.engine.handle(now, sender, msg)
+            if pending is not None:
+                self._audit_rows.extend(
+                    self.audit.rows_after(pending, self.engine, effects, time.time())
+                )
         except Exception:
             log.exception(
                 "engine failed on %s from %s; message dropped",
@@ -404,23 +425,37 @@ class Daemon:
                 batch.log_usage(eff.kind, eff.client_id, eff.license, eff.count, eff.reason)
                 self.counters.note(eff.kind, eff.license, eff.count, eff.reason)
         self._note_rlf(batch)
+        if self._audit_rows:
+            batch.audit.extend(self._audit_rows)
+            self._audit_rows.clear()
         return batch
 
     async def _commit(self, batch: Batch) -> None:
         try:
             if batch.synchronous:
-                await asyncio.to_thread(self.store.commit, batch)  # fsync: off the loop
+                self._store_idle.clear()
+                try:
+                    await asyncio.to_thread(self.store.commit, batch)  # fsync: off the loop
+                finally:
+                    self._store_idle.set()
             else:
                 self.store.commit(batch)  # no fsync: tens of microseconds
+            if batch.audit:
+                last = batch.audit[-1]
+                self.audit_committed = Head(last["seq"], last["hash"])
         except Exception as exc:
             # Without a durable store the promises (S2, S6) cannot be kept: stop, and
             # send nothing that depended on this batch.
             raise StoreFailed(f"store write failed, stopping: {exc}") from exc
 
     def _send_effects(self, effects: Sequence[fx.Effect]) -> None:
+        notes = self.audit.recent_notes
         for eff in effects:
             if isinstance(eff, fx.Send):
-                self.peers.send(eff.to, eff.msg)
+                msg = eff.msg
+                if notes and isinstance(msg, m.DistributionSync):
+                    msg = replace(msg, changes=notes)  # who made the latest changes (audit)
+                self.peers.send(eff.to, msg)
             elif isinstance(eff, fx.Reply):
                 client = self.clients.get(eff.to)
                 if client is not None:
@@ -538,13 +573,17 @@ class Daemon:
                     continue  # sent by a client that has already hung up
                 await self._enqueue(client, msg)
             elif kind is Kind.STATUS:
-                client.put(self._status_reply(getattr(msg, "request_id", 0)))
+                if isinstance(msg, m.AuditRequest):
+                    client.put(await self._audit_reply(msg))
+                else:
+                    client.put(self._status_reply(getattr(msg, "request_id", 0)))
             elif kind in (Kind.ADMIN, Kind.ADMIN_RLF):
                 why = await self._check_rlf(msg)
                 if why is not None:
                     client.put(self._refusal(msg, why))
                 else:
-                    await self._enqueue(client, msg)
+                    # the audit log's author is the certificate, never what the admin says
+                    await self._enqueue(client, _stamped(msg, _actor(conn)))
             else:  # a server message, on a connection a peer dialled (or plaintext)
                 sender = admit_server_sender(
                     conn.peer, msg.sender, msg.pool, tls=tls, pool=self.rlf.pool,
@@ -584,6 +623,33 @@ class Daemon:
             status["clients_total"] = len(clients)
         return status
 
+    async def _audit_reply(self, msg: m.AuditRequest) -> m.AuditReply:
+        # read between commits: the rows on disk and the head reported are the same ones
+        while not self._store_idle.is_set():
+            await self._store_idle.wait()
+        rows = self.store.audit_rows(
+            since_seq=msg.since_seq, limit=max(1, min(msg.limit, AUDIT_REPLY_ROWS))
+        )
+        size, keep = 0, list[dict[str, Any]]()
+        for r in rows:
+            size += len(str(r))
+            if keep and size > AUDIT_REPLY_CHARS:
+                break
+            keep.append(r)
+        head = self.audit_committed
+        return m.AuditReply(
+            pool=self.rlf.pool,
+            sender=self.server_id,
+            request_id=msg.request_id,
+            audit={
+                "server": self.server_id,
+                "pool": self.rlf.pool,
+                "head": {"seq": head.seq, "hash": head.hash},
+                "rows": keep,
+                "more": len(keep) < len(rows) or len(rows) == max(1, min(msg.limit, 1000)),
+            },
+        )
+
     def metrics_snapshot(self) -> Snapshot:
         """The status and counters for one metrics scrape (called on the loop)."""
         return Snapshot(self.status(), self.counters.copy())
@@ -595,6 +661,16 @@ class Daemon:
             request_id=request_id,
             status=dict(self.status()),
         )
+
+
+def _stamped(msg: m.Message, actor: str) -> m.Message:
+    return replace(msg, actor=actor) if hasattr(msg, "actor") else msg  # type: ignore[call-arg]
+
+
+def _actor(conn: Connection) -> str:
+    ssl_object = conn.writer.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return actor_of(conn.peer, der, conn.remote)
 
 
 def _event_level(eff: fx.Event) -> int:
