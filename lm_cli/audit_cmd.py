@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from lm_cli.live import TimeoutOpt, TlsDirOpt, with_client
 from lm_cli.output import JsonOpt, PoolOpt, console, handle_errors, load_pool, print_json
@@ -120,16 +119,18 @@ def show(
     if json_out:
         print_json({"changes": found, "unreachable": unreachable})
         return
-    table = Table(title=f"{len(found)} admin change(s)")
-    for col in ("time (UTC)", "op", "by", "reason", "change", "servers"):
-        table.add_column(col, overflow="fold")
+    out = console()
+    out.print(f"{len(found)} admin change(s)", highlight=False)
     for c in found:
         change = diff_views(c["before"], c["after"]) or c["what"]
-        table.add_row(
-            c["at"][:19].replace("T", " "), c["op"], c["actor"], c["reason"] or "-", change,
-            ",".join(sorted(c["servers"])),
-        )  # fmt: skip
-    console().print(table)
+        out.print(
+            f"{c['at'][:19].replace('T', ' ')}  {c['op']}  by {c['actor']}  "
+            f"on {','.join(sorted(c['servers']))}",
+            highlight=False,
+            markup=False,
+        )
+        out.print(f"    reason: {c['reason'] or '-'}", highlight=False, markup=False)
+        out.print(f"    change: {change}", highlight=False, markup=False)
     for sid, why in unreachable.items():
         console().print(f"[yellow]{sid}: not read ({why})[/]")
 

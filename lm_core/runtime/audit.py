@@ -123,8 +123,9 @@ def make_row(
         "before": before,
         "after": after,
     }
+    digest = row_hash(head.hash, row)  # over every field but prev and hash
     row["prev"] = head.hash
-    row["hash"] = row_hash(head.hash, row)
+    row["hash"] = digest
     return row
 
 
