@@ -58,9 +58,11 @@ def render(pool: PoolStatus) -> None:
         )
     out.print(servers)
     for lic in pool["licenses"]:
+        bind = binding_note(lic.get("binding") or {})
         table = Table(
             title=f"{lic['license']}  hard limit {_fmt(lic['hard_limit'])}  "
             f"pool available {_fmt(lic['pool_available'])}  free pool {_fmt(lic['free_pool'])}"
+            + (f"  {bind}" if bind else "")
         )
         for col in ("server", "distribution", "in use", "available"):
             table.add_column(col, justify="right")
@@ -73,6 +75,9 @@ def render(pool: PoolStatus) -> None:
                 _fmt(row.get("available")),
             )
         out.print(table)
+        for sid, state in sorted((lic.get("binding") or {}).items()):
+            if state.startswith("refused"):
+                out.print(f"[red]{sid}: binding {state}[/]", highlight=False)
     listed = len(pool["clients"])
     total = max(int(pool.get("clients_total") or 0), listed)
     more = f", {listed} listed" if total > listed else ""
@@ -173,3 +178,15 @@ def register(app: typer.Typer) -> None:
         if why:
             error_line(why)
             raise typer.Exit(code=1)
+
+
+def binding_note(states: dict[str, str]) -> str:
+    """How a license's binding (V1) reads in a title: "unbound", "bound to this pool" or
+    "bound: REFUSED on A, B"."""
+    if not states:
+        return ""
+    values = set(states.values())
+    if values == {"unbound"}:
+        return "unbound"
+    refused = sorted(sid for sid, v in states.items() if v.startswith("refused"))
+    return f"bound: REFUSED on {', '.join(refused)}" if refused else "bound to this pool"

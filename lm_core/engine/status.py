@@ -111,6 +111,9 @@ def server_status(
                 "in_use": total_in_use if leader else None,
                 "held_back": total_held if leader else None,
                 "servers": servers,
+                "binding": srv.binding.state(
+                    lic, srv.rlf, srv.table.codes, srv.today, srv.identity, srv.present_ids
+                ),
             }
         )
     clients: list[ClientStatus] = []

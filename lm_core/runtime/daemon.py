@@ -51,6 +51,7 @@ import datetime
 import itertools
 import logging
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -61,7 +62,7 @@ from lm_core.engine import vocab
 from lm_core.engine.rlf import Rlf, parse_rlf, render_rlf, verify_rlf
 from lm_core.engine.status_types import ServerStatus
 from lm_core.errors import InputError, LmError
-from lm_core.runtime import tlsconfig
+from lm_core.runtime import identity, tlsconfig
 from lm_core.runtime.admission import (
     Verdict,
     admit_frame,
@@ -234,6 +235,15 @@ class Daemon:
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
         self._server: asyncio.Server | None = None
+        # V1: my identity (my TLS key) and each peer's, from its certificate on the links
+        # it speaks on, with when I last heard it (see engine/binding.py)
+        self.identity = identity.file_identity(tls.cert) if tls is not None and tls.cert else ""
+        self._peer_ident: dict[str, tuple[str, float]] = {}
+        self._conn_ident: weakref.WeakKeyDictionary[Connection, str] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._present: frozenset[str] | None = None
+        self._ident_deadline = peer_deadline(rlf.timing.heartbeat_interval)
         self.peer_log = PeerLog()
         self.counters = UsageCounters()  # grants and denials since start (metrics)
         self.metrics = (
@@ -352,6 +362,7 @@ class Daemon:
             for sender, msg in inputs:
                 effects.extend(self._step(sender, msg, now))
             if now >= due:
+                self._update_present(now)
                 today = _today()
                 if today != self.today:
                     self.today = today
@@ -495,7 +506,28 @@ class Daemon:
     def _from_peer_link(self, peer_id: str, msg: m.Message, conn: Connection) -> None:
         if msg.pool != self.rlf.pool:
             raise ProtocolError(f"message for pool {msg.pool!r}")
+        self._heard_identity(peer_id, conn)
         self._from_peer(peer_id, msg)
+
+    def _heard_identity(self, peer_id: str, conn: Connection) -> None:
+        ident = self._conn_ident.get(conn)
+        if ident is None:  # once per connection: its certificate does not change
+            ident = identity.peer_identity(conn.writer.get_extra_info("ssl_object"))
+            self._conn_ident[conn] = ident
+        self._peer_ident[peer_id] = (ident, time.monotonic())
+
+    def _update_present(self, now: float) -> None:
+        """Tell the engine which servers are present: me, and each peer heard from
+        within the peer deadline (by the identity of its certificate)."""
+        present = frozenset(
+            {self.identity}
+            | {i for i, t in self._peer_ident.values() if i and now - t <= self._ident_deadline}
+        ) - {""}
+        if present != self._present:
+            self._present = present
+            set_identities = getattr(self.engine, "set_identities", None)
+            if set_identities is not None:
+                set_identities(self.identity, present)
 
     def _from_peer(self, peer_id: str, msg: m.Message) -> None:
         if isinstance(msg, m.ServerUp):
@@ -591,6 +623,7 @@ class Daemon:
                 )  # fmt: skip
                 if sender.verdict is not Verdict.ACCEPT:
                     raise ProtocolError(f"{type(msg).__name__}: {sender.reason}")
+                self._heard_identity(msg.sender, conn)
                 why = await self._check_rlf(msg)
                 if why is not None:
                     self.peer_log.log(
