@@ -239,6 +239,9 @@ class AuditLog:
         self.head = head or Head(0, genesis(pool, server))
         self.notes: collections.deque[m.ChangeNote] = collections.deque(notes, NOTES_KEPT)
         self._notes_tuple: tuple[m.ChangeNote, ...] = tuple(self.notes)
+        # a follower adopts a pushed RLF (RLF_TRANSFER) a step before the sync that names
+        # its author: the config before the RLF, kept for that row (rlf_seq, view)
+        self._before_rlf: tuple[int, dict[str, Any]] | None = None
 
     def _note(self, note: m.ChangeNote) -> None:
         key = (note.cfg_term, note.cfg_version, note.rlf_seq)
@@ -305,6 +308,8 @@ class AuditLog:
                 before=config_view(engine) if op in CONFIG_OPS else {},
                 cfg=cfg_of(engine),
             )
+        if isinstance(msg, m.RlfTransfer):
+            return Pending("rlf_transfer", "", "", "", config_view(engine), cfg_of(engine))
         if isinstance(msg, m.DistributionSync) and msg.changes:
             return Pending("sync", "", "", "", config_view(engine), cfg_of(engine), msg.changes)
         return None
@@ -338,6 +343,9 @@ class AuditLog:
         if cfg == p.cfg and rlf_seq == p.before.get("rlf_seq"):
             return []  # forwarded, refused, or not applied here
         after = config_view(engine)
+        if p.op == "rlf_transfer":
+            self._before_rlf = (rlf_seq, p.before)
+            return []  # recorded with its author when the sync that carries it comes
         if p.op != "sync":
             return [
                 self.append(
@@ -356,6 +364,10 @@ class AuditLog:
         for n in p.notes:
             if p.cfg < (n.cfg_term, n.cfg_version) <= cfg:
                 self._note(n)
+                before = p.before
+                kept = self._before_rlf
+                if n.op == AdminOp.UPDATE_RLF and kept is not None and kept[0] == n.rlf_seq:
+                    before = kept[1]
                 rows.append(
                     self.append(
                         epoch=epoch,
@@ -365,7 +377,7 @@ class AuditLog:
                         what=n.what,
                         rlf_seq=n.rlf_seq,
                         cfg=(n.cfg_term, n.cfg_version),
-                        before=p.before,
+                        before=before,
                         after=after,
                     )
                 )

@@ -92,7 +92,7 @@ STATUS_MAX_CLIENTS = 10_000  # key-table rows in one StatusReply (frame cap)
 AUDIT_REPLY_ROWS = 1000  # audit rows in one AuditReply at most
 AUDIT_REPLY_CHARS = 2_000_000  # ... and about this much JSON (frame cap 4 MiB)
 # messages whose step may produce an audit row (admin changes, syncs carrying authors)
-_AUDITED = (*vocab.ADMIN_OPS, m.ForwardedAdmin, m.DistributionSync)
+_AUDITED = (*vocab.ADMIN_OPS, m.ForwardedAdmin, m.DistributionSync, m.RlfTransfer)
 TOKEN = "conn:"  # prefix of the token that names a client or admin connection
 
 

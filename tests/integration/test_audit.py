@@ -5,6 +5,8 @@ server's file, or a row is forged into another's."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable
@@ -12,12 +14,29 @@ from typing import Any
 
 import pytest
 
+from lm_core.engine import messages as m
 from lm_core.runtime.audit import Head, genesis, make_row, row_hash
-from lm_core.runtime.audit_store import insert
+from lm_core.runtime.audit_store import insert, read
+from lm_core.runtime.connection import Connection
+from lm_core.runtime.tlsconfig import admin_context, load_tls_dir
 
 from .conftest import APP, Pool, all_up, held_total
 
 pytestmark = pytest.mark.integration
+
+
+def send_admin(pool: Pool, sid: str, msg: m.Message) -> list[m.Message]:
+    assert pool.tls_dir is not None
+    paths = load_tls_dir(pool.tls_dir, "admin")
+    assert paths is not None
+
+    async def go() -> list[m.Message]:
+        async with await Connection.open(
+            pool.rlf.server(sid).address, ssl=admin_context(paths)
+        ) as conn:
+            return [await conn.request(msg, reply_timeout=15)]
+
+    return asyncio.run(go())
 
 
 def audit_json(pool: Pool, *args: str) -> dict[str, Any]:
@@ -28,10 +47,16 @@ def audit_json(pool: Pool, *args: str) -> dict[str, Any]:
 
 def wait_changes(pool: Pool, cond: Callable[[list[dict[str, Any]]], bool], what: str) -> Any:
     def ok(_: dict[str, Any]) -> bool:
-        return cond(audit_json(pool)["changes"])
+        got = audit_json(pool)
+        return cond(got["changes"])
 
     pool.wait(ok, what)
     return audit_json(pool)["changes"]
+
+
+def rows_of(pool: Pool, sid: str) -> list[dict[str, Any]]:
+    with db(pool, sid) as conn:
+        return read(conn)
 
 
 def db(pool: Pool, sid: str) -> sqlite3.Connection:
@@ -56,6 +81,38 @@ def test_changes_recorded_everywhere_then_edit_and_forgery_detected(
         "PO 4711",
     )
     assert out.returncode == 0, out.stderr
+    newer = dataclasses.replace(
+        pool.rlf, sequence=pool.rlf.sequence + 1, borrowing_threshold=0.7, signature=None
+    )
+    pool.signed(newer, pool.root / "newer.rlf")
+    out = pool.lm(
+        "rlf",
+        "push",
+        str(pool.root / "newer.rlf"),
+        "--pool-from",
+        str(pool.rlf_path),
+        "--reason",
+        "threshold 0.7",
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    # straight to a follower, claiming to be someone else: forwarded to the leader, and
+    # recorded with the certificate's identity, not the claimed one
+    follower = next(s["id"] for s in pool.status()["servers"] if s["role"] == "follower")
+    [reply] = send_admin(
+        pool,
+        follower,
+        m.ChangeDistribution(
+            pool=pool.rlf.pool,
+            sender="x",
+            request_id=7,
+            license=APP,
+            distribution=(("A", 45), ("B", 25), ("C", 30)),
+            actor="admin:mallory",
+            reason="via a follower",
+        ),
+    )
+    assert isinstance(reply, m.AdminReply)
+    assert reply.ok, reply.message
     pool.hold("--license", APP, "--client-id", "stale-1", "--server", "B", "--seconds", "600")
     pool.wait(lambda st: held_total(st) == 1, "stale-1 holds a seat")
     out = pool.lm(
@@ -66,10 +123,10 @@ def test_changes_recorded_everywhere_then_edit_and_forgery_detected(
     changes = wait_changes(
         pool,
         lambda cs: (
-            sum(set(c["servers"]) == {"A", "B", "C"} for c in cs) == 2
+            sum(set(c["servers"]) == {"A", "B", "C"} for c in cs) == 4
             and any(c["op"] == "reclaim" for c in cs)
         ),
-        "both config changes recorded on A, B and C, and the reclaim",
+        "the four config changes recorded on A, B and C, and the reclaim",
     )
     dist = next(c for c in changes if c["op"] == "set_distribution")
     assert dist["reason"] == "team X needs seats on A"
@@ -81,6 +138,17 @@ def test_changes_recorded_everywhere_then_edit_and_forgery_detected(
     assert code["reason"] == "PO 4711"
     assert "Other 2.0" not in code["before"]["licenses"]
     assert code["after"]["licenses"]["Other 2.0"]["hard_limit"] == 12
+    push = next(c for c in changes if c["op"] == "push_rlf")
+    assert push["reason"] == "threshold 0.7"
+    for sid, seq in push["servers"].items():  # every server: before and after the push
+        row = next(r for r in rows_of(pool, sid) if r["seq"] == seq)
+        assert (row["before"]["rlf_seq"], row["after"]["rlf_seq"]) == (
+            newer.sequence - 1,
+            newer.sequence,
+        )
+    fwd = next(c for c in changes if c["reason"] == "via a follower")
+    assert fwd["actor"] == dist["actor"]  # the admin certificate, not "admin:mallory"
+    assert fwd["after"]["licenses"][APP]["distribution"] == {"A": 45, "B": 25, "C": 30}
     reclaim = next(c for c in changes if c["op"] == "reclaim")
     assert reclaim["servers"].keys() == {"B"}
     assert reclaim["reason"] == "host hung"
