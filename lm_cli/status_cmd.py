@@ -13,6 +13,7 @@ from rich.table import Table
 
 from lm_cli.live import TimeoutOpt, TlsDirOpt, with_client
 from lm_cli.output import JsonOpt, PoolOpt, console, error_line, handle_errors, print_json
+from lm_core.engine.binding import binding_note
 from lm_core.engine.status_types import PoolStatus
 from lm_core.runtime.admin import AdminClient
 from lm_core.runtime.tlsconfig import load_tls_dir
@@ -179,14 +180,3 @@ def register(app: typer.Typer) -> None:
             error_line(why)
             raise typer.Exit(code=1)
 
-
-def binding_note(states: dict[str, str]) -> str:
-    """How a license's binding (V1) reads in a title: "unbound", "bound to this pool" or
-    "bound: REFUSED on A, B"."""
-    if not states:
-        return ""
-    values = set(states.values())
-    if values == {"unbound"}:
-        return "unbound"
-    refused = sorted(sid for sid, v in states.items() if v.startswith("refused"))
-    return f"bound: REFUSED on {', '.join(refused)}" if refused else "bound to this pool"

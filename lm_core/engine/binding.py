@@ -212,3 +212,15 @@ class Binding:
             return "unbound"
         why = self.refusal(license, rlf, run_codes, today, own, present)
         return "bound" if why is None else f"refused: {why}"
+
+
+def binding_note(states: dict[str, str]) -> str:
+    """How a license's binding reads in one line, from each server's own verdict
+    (status "binding"): "" (not reported), "unbound", "bound to this pool" or
+    "bound: REFUSED on A, B" (`lm status`, the TUI)."""
+    if not states:
+        return ""
+    if set(states.values()) == {"unbound"}:
+        return "unbound"
+    refused = sorted(sid for sid, v in states.items() if v.startswith("refused"))
+    return f"bound: REFUSED on {', '.join(refused)}" if refused else "bound to this pool"
