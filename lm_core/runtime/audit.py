@@ -309,7 +309,14 @@ class AuditLog:
                 cfg=cfg_of(engine),
             )
         if isinstance(msg, m.RlfTransfer):
-            return Pending("rlf_transfer", "", "", "", config_view(engine), cfg_of(engine))
+            return Pending(
+                "rlf_transfer",
+                f"server {msg.sender} (an RLF signed with the pool's admin key)",
+                "",
+                "RLF received from a server",
+                config_view(engine),
+                cfg_of(engine),
+            )
         if isinstance(msg, m.DistributionSync) and msg.changes:
             return Pending("sync", "", "", "", config_view(engine), cfg_of(engine), msg.changes)
         return None
@@ -344,8 +351,24 @@ class AuditLog:
             return []  # forwarded, refused, or not applied here
         after = config_view(engine)
         if p.op == "rlf_transfer":
-            self._before_rlf = (rlf_seq, p.before)
-            return []  # recorded with its author when the sync that carries it comes
+            if cfg == p.cfg:  # a follower: recorded with its author when the sync comes
+                self._before_rlf = (rlf_seq, p.before)
+                return []
+            # the leader took a newer RLF from a server (one that came back with it):
+            # no admin pushed it here; the RLF's admin signature is its authority
+            return [
+                self.append(
+                    epoch=epoch,
+                    op=AdminOp.UPDATE_RLF,
+                    actor=p.actor,
+                    reason="",
+                    what=p.what,
+                    rlf_seq=rlf_seq,
+                    cfg=cfg,
+                    before=p.before,
+                    after=after,
+                )
+            ]
         if p.op != "sync":
             return [
                 self.append(

@@ -133,3 +133,18 @@ def test_an_unapplied_operation_records_nothing() -> None:
     assert pending is not None
     assert log.rows_after(pending, engine, [], 0.0) == []  # forwarded or refused
     assert log.head.seq == 0
+
+
+def test_rlf_by_transfer_recorded_on_the_leader_with_its_carrier() -> None:
+    log = AuditLog("p", "A", None, [])
+    msg = m.RlfTransfer(pool="p", sender="C", rlf_text="x")
+    engine = FakeEngine((1, 3), {"A": 40, "B": 60})
+    pending = log.pending_for(msg, "", engine)
+    assert pending is not None
+    assert log.rows_after(pending, engine, [], 0.0) == []  # nothing adopted
+    engine.rlf = type("R", (), {"sequence": 2})()
+    engine.table = FakeTable((1, 4), {"A": 40, "B": 60})  # the leader adopted and bumped
+    [row] = log.rows_after(pending, engine, [], 0.0)
+    assert row["op"] == "push_rlf"
+    assert row["actor"].startswith("server C")
+    assert (row["before"]["rlf_seq"], row["after"]["rlf_seq"]) == (1, 2)
