@@ -166,13 +166,13 @@ class Binding:
     change) and whether their bindings hold now."""
 
     def __init__(self) -> None:
-        self._key: tuple[int, int, int, str] | None = None
+        self._key: tuple[int, int, int, datetime.date] | None = None
         self._bound: dict[str, tuple[LicenseCode, ...]] = {}
 
     def _codes(
         self, rlf: Rlf, run_codes: Sequence[str], today: datetime.date
     ) -> dict[str, tuple[LicenseCode, ...]]:
-        key = (id(rlf), rlf.sequence, len(run_codes), today.isoformat())
+        key = (id(rlf), rlf.sequence, len(run_codes), today)
         if key != self._key:
             bound: dict[str, list[LicenseCode]] = {}
             for code in (*rlf.license_codes(), *(parse_code(t) for t in run_codes)):
