@@ -59,7 +59,7 @@ def render(pool: PoolStatus) -> None:
         )
     out.print(servers)
     for lic in pool["licenses"]:
-        bind = binding_note(lic.get("binding") or {})
+        bind = binding_note(lic.get("binding") or {}) or "unbound"
         table = Table(
             title=f"{lic['license']}  hard limit {_fmt(lic['hard_limit'])}  "
             f"pool available {_fmt(lic['pool_available'])}  free pool {_fmt(lic['free_pool'])}"

@@ -216,11 +216,9 @@ class Binding:
 
 def binding_note(states: dict[str, str]) -> str:
     """How a license's binding reads in one line, from each server's own verdict
-    (status "binding"): "" (not reported), "unbound", "bound to this pool" or
-    "bound: REFUSED on A, B" (`lm status`, the TUI)."""
-    if not states:
+    (status "binding", reported only for licenses with a bound code): "" (none reported:
+    unbound), "bound to this pool" or "bound: REFUSED on A, B" (`lm status`, the TUI)."""
+    if not states or set(states.values()) == {"unbound"}:
         return ""
-    if set(states.values()) == {"unbound"}:
-        return "unbound"
     refused = sorted(sid for sid, v in states.items() if v.startswith("refused"))
     return f"bound: REFUSED on {', '.join(refused)}" if refused else "bound to this pool"
