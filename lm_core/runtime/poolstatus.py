@@ -189,9 +189,10 @@ def _licenses(
                 "free_pool": free_pool,
                 "servers": rows,
                 "own": own,
-                "binding": binding,
             }
         )
+        if binding:  # V1: only a license with a bound code
+            out[-1]["binding"] = binding
     return out
 
 
