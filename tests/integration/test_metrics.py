@@ -75,8 +75,9 @@ def test_scrape_leader_and_follower(pool_factory: Callable[..., Pool]) -> None:
     # own view on the follower: its row only, no pool-wide table
     assert value(fm, "lm_license_hard_limit", license=APP) == 100
     assert value(fm, "lm_license_in_use", license=APP) == 1
-    assert value(fm, "lm_license_distribution", license=APP) == 30
-    assert value(fm, "lm_license_available", license=APP) == 29
+    dist = {"A": 40, "B": 30, "C": 30}
+    assert value(fm, "lm_license_distribution", license=APP) == dist[follower]
+    assert value(fm, "lm_license_available", license=APP) == dist[follower] - 1
     assert "lm_pool_row_in_use" not in fm
     assert value(fm, "lm_grants_total", license=APP) == 1
     assert value(fm, "lm_denials_total", license="No Such 1.0", reason="unknown_license") >= 1
@@ -85,7 +86,8 @@ def test_scrape_leader_and_follower(pool_factory: Callable[..., Pool]) -> None:
     assert rows[follower] == 1
     assert value(lm, "lm_pool_license_in_use", license=APP) == 1
     assert value(lm, "lm_pool_license_available", license=APP) == 99
-    assert value(lm, "lm_pool_row_distribution", license=APP, row=leader) in (30, 40)
+    for sid in pool.ids:
+        assert value(lm, "lm_pool_row_distribution", license=APP, row=sid) == dist[sid]
 
 
 def test_metrics_port_in_use_is_one_line_exit_1(pool_factory: Callable[..., Pool]) -> None:
