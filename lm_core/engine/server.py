@@ -1152,6 +1152,11 @@ class LicenseServer:
                 continue
             if rec.license in self.allowed:
                 self.allowed[rec.license] = max(0, self.allowed[rec.license] - rec.count)
+            if rec.license in self._grace_allowed:
+                # what I held back for my restart grace included those seats too
+                self._grace_allowed[rec.license] = max(
+                    0, self._grace_allowed[rec.license] - rec.count
+                )
             entry = self.keys.by_serial(int(serial))
             if entry is not None:
                 self.keys.remove(entry.client_id, entry.license)
