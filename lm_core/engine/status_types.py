@@ -33,7 +33,9 @@ class ServerRow(TypedDict):
     in_use: int
     available: int
     allowed: NotRequired[int | None]  # what that server may serve now (its allowance)
-    grace_held: NotRequired[int]  # held back by its restart grace, beside in_use (S4)
+    # held back beside in_use: by its restart grace (S4), or seats of clients gone
+    # without a word, kept until their tickets can no longer be claimed elsewhere (L2)
+    grace_held: NotRequired[int]
     down: NotRequired[bool]  # leader's view: out of contact
     fenced: NotRequired[bool]  # leader's view: fenced (its seats may move)
     held_back: NotRequired[int]  # a down, unfenced server's seats that cannot move yet
@@ -47,7 +49,10 @@ class LicenseStatus(TypedDict):
     free_pool: int | None  # None on a follower
     in_use: NotRequired[int | None]  # leader: seats in use pool-wide (None on a follower)
     held_back: NotRequired[int | None]  # leader: grace and down servers' held seats
-    servers: dict[str, ServerRow | None]  # None: another server's row, seen by a follower
+    servers: dict[str, ServerRow | None]
+    # V1, only for a license with a bound code: "bound" (its servers are here) or
+    # "refused: <why>" (serves nothing here); absent: unbound
+    binding: NotRequired[str]  # None: another server's row, seen by a follower
 
 
 class ClientStatus(TypedDict):
@@ -135,6 +140,8 @@ class PoolLicense(TypedDict):
     free_pool: int | None
     servers: dict[str, PoolRow]  # the leader's global rows (`{}` without a leader)
     own: dict[str, PoolRow]  # each server's own row, as it reports it
+    # V1, each server's own verdict: "unbound", "bound" or "refused: <why>"
+    binding: NotRequired[dict[str, str]]
 
 
 class PoolClient(TypedDict):
