@@ -9,7 +9,9 @@ import typer
 
 from lm_cli import (
     admin_cmd,
+    agent_cmd,
     alloc_cmd,
+    audit_cmd,
     client_cmd,
     code_cmd,
     demo_cmd,
@@ -68,9 +70,11 @@ for _module in (
     alloc_cmd,
     dist_cmd,
     key_cmd,
+    audit_cmd,
     server_cmd,
     sim_cmd,
     demo_cmd,
+    agent_cmd,
 ):
     _module.register(app)
 

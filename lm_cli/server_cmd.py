@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lm_cli.live import TlsDirOpt, report, with_client
+from lm_cli.live import ReasonOpt, TlsDirOpt, report, with_client
 from lm_cli.output import JsonOpt, PoolOpt, handle_errors
 
 server_app = typer.Typer(
@@ -24,6 +24,7 @@ def drain(
     pool: PoolOpt = None,
     json_out: JsonOpt = False,
     tls_dir: TlsDirOpt = None,
+    reason: ReasonOpt = "",
 ) -> None:
     """Drain a server for maintenance: it grants and renews nothing from now on, and its
     clients move to the other servers, each with its seats.
@@ -35,7 +36,7 @@ def drain(
     leader. `lm status` shows it. The leader cannot be drained: drain the followers,
     or stop the leader (its clients fail over) and drain it once another server leads.
     """
-    result = with_client(pool, tls_dir, lambda c: c.drain_server(server, drain=True))
+    result = with_client(pool, tls_dir, lambda c: c.drain_server(server, drain=True, reason=reason))
     report(result, json_out=json_out, what=f"drain {server}")
 
 
@@ -46,12 +47,15 @@ def resume(
     pool: PoolOpt = None,
     json_out: JsonOpt = False,
     tls_dir: TlsDirOpt = None,
+    reason: ReasonOpt = "",
 ) -> None:
     """Put a drained server back in service: it grants again.
 
     Example: lm server resume --pool pool.rlf B
     """
-    result = with_client(pool, tls_dir, lambda c: c.drain_server(server, drain=False))
+    result = with_client(
+        pool, tls_dir, lambda c: c.drain_server(server, drain=False, reason=reason)
+    )
     report(result, json_out=json_out, what=f"resume {server}")
 
 

@@ -91,6 +91,27 @@ def frame(payload: bytes, kind: Kind, *, max_frame: int = MAX_FRAME) -> bytes:
     return HEADER.pack(kind, n) + payload
 
 
+def _header(byte: int, n: int, max_frame: int) -> Kind:
+    """The kind of a frame whose header reads (`byte`, `n`); `FrameError` if the header
+    breaks the rules (unknown kind, empty, over the kind's cap)."""
+    kind = kind_from_byte(byte)
+    if kind is None:
+        raise FrameError(f"unknown frame kind {byte}")
+    if n == 0:
+        raise FrameError("empty frame")
+    cap = cap_of(kind, max_frame)
+    if n > cap:
+        raise FrameError(f"{kind.name} frame of {n} bytes exceeds the cap of {cap} bytes")
+    return kind
+
+
+def _buffered(reader: asyncio.StreamReader) -> bytearray | None:
+    """The bytes `reader` holds already (CPython's StreamReader keeps them in ``_buffer``;
+    None if this reader does not), read-only: to see whether a whole frame is there."""
+    buf = getattr(reader, "_buffer", None)
+    return buf if isinstance(buf, bytearray) else None
+
+
 async def read_frame(
     reader: asyncio.StreamReader,
     *,
@@ -106,7 +127,23 @@ async def read_frame(
     not complete within `frame_timeout`; `FrameError` for an unknown kind, an empty or
     oversized frame or an end of stream inside a frame; whatever `admit` raises.
     Connection errors (`ConnectionError`, `ssl.SSLError`) propagate unchanged.
+
+    A frame already read ahead whole (a busy connection: several frames arrive in one
+    TLS record or segment) is taken without arming the two timeouts: nothing can stall
+    there, and the timers cost several times the read itself. A frame whose first bytes
+    arrive after a wait arms the frame timeout only if part of it is still missing.
     """
+    buf = _buffered(reader)
+    if buf is not None and len(buf) >= HEADER.size:
+        byte, n = HEADER.unpack_from(buf)
+        kind = _header(byte, n, max_frame)
+        if admit is not None:
+            admit(kind, n)
+        if len(buf) >= HEADER.size + n:
+            data = await reader.readexactly(HEADER.size + n)  # buffered: does not wait
+            return kind, data[HEADER.size :]
+        await reader.readexactly(HEADER.size)  # buffered: does not wait
+        return kind, await _body(reader, n, frame_timeout)
     try:
         async with asyncio.timeout(idle_timeout):
             first = await reader.read(1)
@@ -114,21 +151,39 @@ async def read_frame(
         raise FrameTimeout(f"no frame within {idle_timeout:g} s") from None
     if not first:
         return None
+    buf = _buffered(reader)
+    if buf is not None and len(buf) >= HEADER.size - 1:
+        # the rest of the header came with the first byte (the usual case): the body
+        # may be here too, and only a missing part of it needs the frame timeout
+        byte, n = HEADER.unpack(first + bytes(buf[: HEADER.size - 1]))
+        kind = _header(byte, n, max_frame)
+        if admit is not None:
+            admit(kind, n)
+        await reader.readexactly(HEADER.size - 1)  # buffered: does not wait
+        if len(buf) >= n:
+            return kind, await reader.readexactly(n)  # buffered: does not wait
+        return kind, await _body(reader, n, frame_timeout)
     try:
         async with asyncio.timeout(frame_timeout):
             rest = await reader.readexactly(HEADER.size - 1)
             byte, n = HEADER.unpack(first + rest)
-            kind = kind_from_byte(byte)
-            if kind is None:
-                raise FrameError(f"unknown frame kind {byte}")
-            if n == 0:
-                raise FrameError("empty frame")
-            cap = cap_of(kind, max_frame)
-            if n > cap:
-                raise FrameError(f"{kind.name} frame of {n} bytes exceeds the cap of {cap} bytes")
+            kind = _header(byte, n, max_frame)
             if admit is not None:
                 admit(kind, n)
             return kind, await reader.readexactly(n)
+    except asyncio.IncompleteReadError as exc:
+        raise FrameError(
+            f"connection closed inside a frame ({len(exc.partial)} bytes short read)"
+        ) from None
+    except TimeoutError:
+        raise FrameTimeout(f"frame not complete within {frame_timeout:g} s") from None
+
+
+async def _body(reader: asyncio.StreamReader, n: int, frame_timeout: float | None) -> bytes:
+    """The `n` body bytes of a frame whose header was read, within `frame_timeout`."""
+    try:
+        async with asyncio.timeout(frame_timeout):
+            return await reader.readexactly(n)
     except asyncio.IncompleteReadError as exc:
         raise FrameError(
             f"connection closed inside a frame ({len(exc.partial)} bytes short read)"

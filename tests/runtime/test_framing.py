@@ -217,6 +217,43 @@ async def test_idle_timeout_is_a_frame_timeout() -> None:
         await read_frame(reader, idle_timeout=0.01)
 
 
+async def test_frames_read_ahead_whole_or_in_part() -> None:
+    """Frames already buffered are taken without waiting; a buffered header whose body
+    has not all arrived is admitted once, then its body waits within the frame timeout;
+    a buffered bad header is refused before its body is read."""
+    admitted: list[tuple[Kind, int]] = []
+
+    def admit(kind: Kind, n: int) -> None:
+        admitted.append((kind, n))
+
+    reader = asyncio.StreamReader()
+    reader.feed_data(frame(b"one", K) + frame(b"two", K) + hdr(5) + b"th")
+    assert await read_frame(reader, admit=admit) == (K, b"one")
+    assert await read_frame(reader, admit=admit) == (K, b"two")
+    with pytest.raises(FrameTimeout, match="frame not complete"):
+        await read_frame(reader, admit=admit, frame_timeout=0.01)
+    assert admitted == [(K, 3), (K, 3), (K, 5)]
+
+    reader = asyncio.StreamReader()
+    reader.feed_data(hdr(5) + b"fi")
+    task = asyncio.create_task(read_frame(reader, admit=admit, frame_timeout=WAIT))
+    await asyncio.sleep(0)
+    reader.feed_data(b"ve!")
+    assert await task == (K, b"five!")
+
+    reader = asyncio.StreamReader()
+    reader.feed_data(hdr(5) + b"fi")
+    reader.feed_eof()
+    with pytest.raises(FrameError, match="inside a frame"):
+        await read_frame(reader, admit=admit)
+
+    reader = asyncio.StreamReader()
+    reader.feed_data(hdr(CAP + 1) + b"x" * 8)
+    with pytest.raises(FrameError, match="exceeds the cap"):
+        await read_frame(reader, admit=admit, max_frame=CAP)
+    assert admitted == [(K, 3), (K, 3), (K, 5), (K, 5), (K, 5)]
+
+
 def test_frame_refuses_what_the_peer_would_refuse() -> None:
     with pytest.raises(FrameError, match="empty"):
         frame(b"", K)
