@@ -200,7 +200,7 @@ class PeerLink:
         named = explain(error, self._tls_paths)
         if named is None:
             return False
-        log.warning("peer %s: TLS: %s (%s)", self.peer_id, named, self.address)
+        log.warning("peer %s: TLS: %s (%s)", self.peer_id, named, error)
         return True
 
     async def _watch(self) -> None:
