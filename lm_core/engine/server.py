@@ -1666,9 +1666,6 @@ class LicenseServer:
         seat here and answer once it arrives. True if the client is answered (now or
         later)."""
         lic, count = msg.license, msg.count
-        if self._claimed_here(now, lic, msg.sender, count):
-            self._grant(now, token, msg, out)  # its seats arrived before it came back
-            return True
         if self._room(now, lic, msg.sender, count):
             return False
         try:
@@ -1712,18 +1709,9 @@ class LicenseServer:
             if self.keys.get(w.msg.sender, lic) is not None:
                 del self.waiting[key]
                 continue
-            if self._claimed_here(now, lic, w.msg.sender, count) or self._room(
-                now, lic, w.msg.sender, count
-            ):
+            if self._room(now, lic, w.msg.sender, count):
                 del self.waiting[key]
                 self._grant(now, w.token, w.msg, out)
-
-    def _claimed_here(self, now: float, lic: str, client: str, count: int) -> bool:
-        """Have the seats of `client`'s claim arrived here? They are its own, whatever my
-        allowance and in-use count say: the leader counted them on top of my hold (they
-        may have landed on an allowance below my in-use count, after a decrease)."""
-        kept = self.expecting.get((client, lic))
-        return kept is not None and kept[0] >= count and now < kept[1]
 
     def _room(self, now: float, lic: str, client: str, count: int) -> bool:
         """Can `client` get `count` seats here now, seats kept for others aside?"""
