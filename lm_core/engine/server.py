@@ -1883,7 +1883,8 @@ class LicenseServer:
                 self._claim_arrived(now, w.client_id, w.license, w.count, hold)
                 self._retry_waiting(now, out)
                 continue
-            out.append(Send(w.target, self._heartbeat(now, w.target, up)))
+            # the grant first: on an ordered link the adopter keeps the seats for that
+            # client before the heartbeat's raised allowance shows them as free
             out.append(
                 Send(
                     w.target,
@@ -1897,6 +1898,7 @@ class LicenseServer:
                     ),
                 )
             )
+            out.append(Send(w.target, self._heartbeat(now, w.target, up)))
         ld.claim_waits = keep
 
     def _prune_claims(self, now: float) -> None:
