@@ -81,7 +81,7 @@ KEY_FILE_BYTES_MAX = 64 * 1024  # a key file (one key line plus comments)
 
 # ---------------------------------------------------------------- status
 
-STATUS_CLIENTS_MAX = 2_000
+STATUS_CLIENTS_MAX = 1_000  # rows carry a client identity (identity.py) since issue 10
 STATUS_LICENSES_MAX = CODES_MAX
 STATUS_CODES_MAX = CODES_MAX  # run-time codes listed in a status
 STATUS_EVENTS_MAX = 64

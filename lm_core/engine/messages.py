@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+from lm_core.engine.identity import ClientIdentity
 from lm_core.engine.limits import (
     SEATS_MAX,
     Clock,
@@ -62,6 +63,7 @@ class Request(Message):
     request_id: Counter
     license: License
     count: Seats = 1
+    identity: ClientIdentity | None = None  # who asks (user, host, pid, program, ...)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,13 +73,15 @@ class ClientHeartbeat(Message):
     client converts the heartbeat to a request (FIG. 10). `ticket` is the ticket of the
     authorization the client still holds (from its last `Authorize`; "" = none): the
     server that adopts the client claims those seats from the server that granted them
-    (see `lm_core.engine.claims`)."""
+    (see `lm_core.engine.claims`). `identity` is sent with fail-over heartbeats (the
+    adopting server has not seen the client's request); None on ordinary renewals."""
 
     request_id: Counter
     license: License
     count: Seats = 1
     failover: bool = False
     ticket: TicketText = ""
+    identity: ClientIdentity | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
