@@ -77,15 +77,28 @@ def render(pool: PoolStatus) -> None:
     total = max(int(pool.get("clients_total") or 0), listed)
     more = f", {listed} listed" if total > listed else ""
     clients = Table(title=f"key tables ({total} authorizations{more})")
-    for col in ("client", "server", "license", "count", "lease left"):
-        clients.add_column(col)
+    for col in ("user@host", "display", "program", "server", "license", "n", "since",
+                "lease", "client"):  # fmt: skip
+        clients.add_column(col, overflow="fold")
+    day = str(pool.get("collected_at") or "")[:10]
     for c in pool["clients"]:
+        who = c.get("identity") or {}
+        user = f"{who.get('user') or '?'}@{who.get('host') or '?'}" if who else "-"
+        program = " ".join(str(p) for p in (who.get("program"), who.get("version")) if p)
+        since = c.get("since")
+        when = "-"
+        if isinstance(since, str):  # UTC; the time alone when it is today's
+            when = since[11:19] if since[:10] == day else since[:16].replace("T", " ")
         clients.add_row(
-            str(c["client_id"]),
+            user,
+            str(who.get("display") or "-"),
+            program or "-",
             str(c["server"]),
             str(c["license"]),
             _fmt(c["count"]),
+            when,
             _fmt(c.get("lease_expires_in")),
+            str(c["client_id"]),
         )
     out.print(clients)
 
