@@ -212,7 +212,11 @@ def test_a_seat_that_moved_servers_is_counted_once(pool_factory: Callable[..., P
         )  # fmt: skip
         pool.start("A")
         # A's log must end its stale entry (expiry or move) while eve still holds on B
-        await _until(lambda: _ended_on_a(pool, t_start), "A logs the end of eve's old entry")
+        deadline = time.monotonic() + 20
+        while not await _ended_on_a(pool, t_start):
+            assert time.monotonic() < deadline, "A never logged the end of eve's old entry"
+            await asyncio.sleep(0.1)
+        assert held_total(await pool.wait_async(lambda st: True, "status")) == 1
         let_go.set()
         await task
 
@@ -225,14 +229,9 @@ def test_a_seat_that_moved_servers_is_counted_once(pool_factory: Callable[..., P
     assert lic["peak"] == 1  # never two seats at once for one client
 
 
-def _ended_on_a(pool: Pool, since: float) -> bool:
-    async def go(c: Any) -> bool:
+async def _ended_on_a(pool: Pool, since: float) -> bool:
+    async with pool.client() as c:
         got = await c.server_usage("A", since, time.time() + 1)
-        return got is not None and any(
-            r.client_id == "eve-client" and r.kind in ("expire", "moved") for r in got[0]
-        )
-
-    try:
-        return bool(pool.run(go))
-    except OSError:
-        return False
+    return got is not None and any(
+        r.client_id == "eve-client" and r.kind in ("expire", "moved") for r in got[0]
+    )
