@@ -15,10 +15,10 @@ import json
 import pytest
 
 from lm_core.engine import identity, limits
-from lm_core.engine.identity import ClientIdentity
 from lm_core.engine import messages as m
 from lm_core.engine.codes import issue_code
 from lm_core.engine.harness import Pool
+from lm_core.engine.identity import ClientIdentity
 from lm_core.engine.keys import generate_keypair, load_private
 from lm_core.engine.rlf import Rlf, ServerEntry, Timing, Vendor, sign_rlf
 from lm_core.runtime.codec import encode
