@@ -52,8 +52,8 @@ def test_a_seat_that_moved_servers_counts_once() -> None:
     A came back and expired its stale entry at 120 (dated to its lease end)."""
     a = server_intervals("A", [rec("grant", "c1", T0), rec("expire", "c1", T0 + 120)],
                          since=T0, until=T0 + 200)  # fmt: skip
-    b = server_intervals("B", [rec("grant", "c1", T0 + 52, reason="failover"),
-                               rec("release", "c1", T0 + 90)], since=T0, until=T0 + 200)  # fmt: skip
+    b_rows = [rec("grant", "c1", T0 + 52, reason="failover"), rec("release", "c1", T0 + 90)]
+    b = server_intervals("B", b_rows, since=T0, until=T0 + 200)
     merged = merge_intervals(a + b)
     assert sorted((iv.server, iv.start - T0, iv.end - T0) for iv in merged) == [
         ("A", 0, 52), ("B", 52, 90)
