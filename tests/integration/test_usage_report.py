@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import pytest
 
 from lm_core.engine.identity import ClientIdentity
 from lm_core.runtime.client import LicenseClient, LicenseDenied
+from lm_core.runtime.store import DB_NAME
 from lm_core.runtime.tlsconfig import load_tls_dir
 
 from .conftest import APP, Pool, held_total
@@ -235,3 +237,36 @@ async def _ended_on_a(pool: Pool, since: float) -> bool:
     return got is not None and any(
         r.client_id == "eve-client" and r.kind in ("expire", "moved") for r in got[0]
     )
+
+
+def test_the_daemon_prunes_rows_older_than_the_retention_at_start_up(
+    pool_factory: Callable[..., Pool],
+) -> None:
+    """Rows older than the RLF's retention (default 400 days) go when the daemon starts;
+    younger ones stay."""
+    pool = pool_factory()
+    pool.start_led_by("A")
+    pool.terminate("A")
+    now = time.time()
+    conn = sqlite3.connect(pool.data_dir("A") / DB_NAME)
+    with conn:
+        conn.executemany(
+            "INSERT INTO usage (at, kind, client_id, license, count, reason) "
+            "VALUES (?, ?, ?, ?, 1, '')",
+            [(now - 500 * 86_400, "grant", "ancient", APP),
+             (now - 499 * 86_400, "release", "ancient", APP),
+             (now - 10 * 86_400, "grant", "recent", APP)],
+        )  # fmt: skip
+    conn.close()
+    pool.start("A")
+    pool.wait_listening("A")
+
+    async def clients(c: Any) -> set[str] | None:
+        got = await c.server_usage("A", 0.0, now + 60)
+        return None if got is None else {r.client_id for r in got[0]}
+
+    deadline = time.monotonic() + 20
+    while (seen := pool.run(clients)) != {"recent"}:
+        assert time.monotonic() < deadline, f"not pruned: {seen}"
+        time.sleep(0.1)
+    assert "pruned 2 usage rows older than 400 days" in pool.logs["A"].read_text()
