@@ -328,7 +328,8 @@ def timeline(ivs: Iterable[Interval], since: float, until: float) -> list[list[f
         a, b = max(iv.start, since), min(iv.end, until)
         if b > a:
             changes[a] += iv.count
-            changes[b] -= iv.count
+            if b < until:  # still held at the window's end: no step down there
+                changes[b] -= iv.count
     seats = 0
     out: list[list[float]] = [[round(since, 3), 0]]
     for t in sorted(changes):
