@@ -489,6 +489,10 @@ class LmTuiApp(App[int]):
                     r.license,
                     Text(str(r.count), justify="right"),
                     Text(r.lease, justify="right"),
+                    r.user or "-",
+                    r.host or "-",
+                    r.program or "-",
+                    r.since[11:] or "-",  # the time (UTC); the date is in the details
                 ],
             )
             for r in shown
