@@ -74,3 +74,11 @@ def test_a_pool_nobody_answers_is_exit_1(pool: tuple[Lm, str]) -> None:
     lm, _ = pool
     result = lm("report", "--pool", "pool.rlf", "--timeout", "0.2", code=1)
     assert "no usage log could be read" in result.stderr
+
+
+def test_retention_is_set_in_the_rlf(pool: tuple[Lm, str]) -> None:
+    lm, _ = pool
+    lm("rlf", "set", "pool.rlf", "--retention-days", "30")
+    assert "retention_days = 30" in open("pool.rlf", encoding="utf-8").read()  # noqa: PTH123
+    result = lm("rlf", "set", "pool.rlf", "--retention-days", "0", code=2)
+    assert "retention_days: must be a whole number of days 1..36500" in result.stderr
