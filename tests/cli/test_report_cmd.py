@@ -79,6 +79,6 @@ def test_a_pool_nobody_answers_is_exit_1(pool: tuple[Lm, str]) -> None:
 def test_retention_is_set_in_the_rlf(pool: tuple[Lm, str]) -> None:
     lm, _ = pool
     lm("rlf", "set", "pool.rlf", "--retention-days", "30")
-    assert "retention_days = 30" in open("pool.rlf", encoding="utf-8").read()
+    assert "retention_days = 30" in Path("pool.rlf").read_text(encoding="utf-8")
     result = lm("rlf", "set", "pool.rlf", "--retention-days", "0", code=2)
     assert "retention_days: must be a whole number of days 1..36500" in result.stderr
