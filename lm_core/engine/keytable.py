@@ -11,6 +11,11 @@ back in (re-adoption, S4). Stale seats still count as in use (nobody else may ge
 while their client may still believe it holds them), but re-adopting one needs room in
 the live count only.
 
+An entry whose expiry passes while its last ticket may still be claimed elsewhere
+(``claim_hold``, see `leases`) is *held*: no client holds it any more, but its seats stay
+counted (stale, re-adoptable by its own client) until ``claim_hold``, so that this server
+never gives them to another client while a fail-over claim could move them away.
+
 Expiry uses a heap of (expires, generation, key) pushed once per entry; a popped item
 whose entry was renewed meanwhile is pushed again at the new time, so a renewal costs
 O(1) and an expiry O(log n).
@@ -40,6 +45,11 @@ class KeyEntry:
     # when the client last skipped request ids here: it spoke to other servers in
     # between, so a fail-over claim of this entry may be in flight (see server `_renew`)
     skipped: float = float("-inf")
+    # when the client last came back to this entry from a fail-over walk
+    walked: float = float("-inf")
+    # until then a ticket of this entry may be claimed: its seats stay counted
+    claim_hold: float = float("-inf")
+    held: bool = False  # its client's lease is over; counted only for `claim_hold`
     identity: ClientIdentity | None = None  # who holds it, as the client stated
     since: float = 0.0  # when this server granted (or re-adopted) it, on its clock
 
@@ -64,6 +74,7 @@ class KeyTable:
         self._entries: dict[tuple[str, str], KeyEntry] = {}
         self._in_use: dict[str, int] = {}
         self._live: dict[str, int] = {}
+        self._held: dict[str, int] = {}
         self._heap: list[tuple[float, int, str, str]] = []
         self._gen = 0
         self._by_serial: dict[int, tuple[str, str]] = {}
@@ -122,7 +133,10 @@ class KeyTable:
         return entry
 
     def renew(self, entry: KeyEntry, *, now: float, expires: float, request_id: int) -> None:
-        """Extend an entry (re-adopting it if stale). Never shortens it."""
+        """Extend an entry (re-adopting it if stale or held). Never shortens it."""
+        if entry.held:
+            entry.held = False
+            self._held[entry.license] -= entry.count
         if not entry.live:
             entry.live = True
             self._live[entry.license] = self._live.get(entry.license, 0) + entry.count
@@ -139,6 +153,8 @@ class KeyTable:
         self._in_use[entry.license] = self._in_use.get(entry.license, 0) + delta
         if entry.live:
             self._live[entry.license] = self._live.get(entry.license, 0) + delta
+        if entry.held:
+            self._held[entry.license] += delta
 
     def remove(self, client_id: str, license: str) -> KeyEntry | None:
         entry = self._entries.pop((client_id, license), None)
@@ -148,11 +164,16 @@ class KeyTable:
             self._in_use[license] -= entry.count
             if entry.live:
                 self._live[license] -= entry.count
+            if entry.held:
+                self._held[license] -= entry.count
         return entry
 
-    def expire(self, now: float) -> list[KeyEntry]:
-        """Remove and return every entry whose expiry is at or before `now`."""
-        out: list[KeyEntry] = []
+    def expire(self, now: float) -> tuple[list[KeyEntry], list[KeyEntry]]:
+        """Entries whose expiry is at or before `now`: (ended, gone). *ended*: no client
+        holds them any more (removed, or *held* until their `claim_hold`); *gone*: removed
+        from the table (ended now, or held until now)."""
+        ended: list[KeyEntry] = []
+        gone: list[KeyEntry] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, gen, client_id, license = heapq.heappop(heap)
@@ -162,9 +183,31 @@ class KeyTable:
             if entry.expires > now:
                 heapq.heappush(heap, (entry.expires, gen, client_id, license))
                 continue
+            if not entry.held:
+                ended.append(entry)
+                if entry.claim_hold > now:
+                    self.hold(entry)
+                    continue
             self.remove(client_id, license)
-            out.append(entry)
-        return out
+            gone.append(entry)
+        return ended, gone
+
+    def hold(self, entry: KeyEntry) -> None:
+        """No client holds `entry` any more; keep its seats counted until its
+        `claim_hold` (stale: only its own client may re-adopt it)."""
+        if entry.held:
+            return
+        entry.held = True
+        self._held[entry.license] = self._held.get(entry.license, 0) + entry.count
+        if entry.live:
+            entry.live = False
+            self._live[entry.license] -= entry.count
+        entry.expires = entry.claim_hold
+        heapq.heappush(self._heap, (entry.expires, entry.gen, entry.client_id, entry.license))
+
+    def held(self, license: str) -> int:
+        """Seats of `license` counted only for a claim hold (no client holds them)."""
+        return self._held.get(license, 0)
 
     @property
     def next_expiry(self) -> float | None:

@@ -69,6 +69,7 @@ class LeaderState:
     ledger: Ledger
     became_leader_at: float
     prev_heard: tuple[int, int, float]  # the last heartbeat I applied as a follower
+    prev_log: dict[int, float]  # seq -> echo of that term's heartbeats I applied lately
     short: set[str]  # licenses whose allowances still lag the table
     hb_seq: int = 0
     hb_times: dict[int, float] = field(default_factory=dict)  # seq -> send time

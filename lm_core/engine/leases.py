@@ -23,9 +23,15 @@ duration an observer waits out is stretched by it, so clocks running at differen
 * claim window (L2): a fail-over claim on a seat is honoured only while the client's
   lease from the server that granted it may still run: ``(server_lease + renew_window +
   client_lease) * (1 + 4*drift) + heartbeat_interval`` after the leader heartbeat that
-  gave that server its lease (or after the new leader's election, for a claim minted in
-  the previous leader's term). It is shorter than the fence, so a claim never competes
-  with a fence;
+  gave that server its lease (for a claim minted in the previous leader's term: after
+  this leader's own ACK that an earlier heartbeat of that term echoed). It is shorter
+  than the fence, so a claim never competes with a fence;
+* claim hold (S1 under claims): a server keeps counting the seats of an entry whose
+  client it stopped serving without the client's word (lease run out, restart without
+  re-adoption) until the entry's last ticket can no longer be claimed:
+  ``claim_window * (1 + 4*drift)`` after its lease source reached it (after its restart,
+  for entries loaded from its store). Until then it cannot give that seat to another
+  client, so a claim of the old ticket never moves a seat that someone else holds;
 * election delay: a follower that heard nothing for ``leader_timeout`` sends
   LEADER_CHECK; it stands after ``leader_timeout + rank * heartbeat_interval`` more
   (rank = position in the leader priority list), so higher priority stands first;
@@ -58,6 +64,7 @@ class Clocks:
     renew_window: float  # renewals (never grants) go on this long after the lease ended
     claim_window: float  # how long after its lease source a fail-over claim is honoured
     claim_wait: float  # how long a server holds a fail-over client's answer for its claim
+    claim_hold: float  # how long after its lease source a dropped entry's seats stay counted
     stale_lease: float  # a leader without a majority lease this long steps down
     history: float  # how long a leader remembers its heartbeats' send times
     expiry_bucket: float  # key-table expiries are rounded up to multiples of this
@@ -84,6 +91,7 @@ class Clocks:
             renew_window=renew,
             claim_window=claim,
             claim_wait=min(t.heartbeat_interval, t.client_heartbeat / 4),
+            claim_hold=claim * (1 + 4 * d),
             stale_lease=t.leader_timeout,
             history=claim + t.heartbeat_interval,
             expiry_bucket=t.heartbeat_interval / 2,
@@ -106,13 +114,3 @@ class Clocks:
         """The latest a server of `rank` stands after adopting a pushed RLF (the new
         RLF may have changed who leads)."""
         return self.election_delay(rank) * 2
-
-    def ticket_until(self, echo: float, behind: int, followers: int) -> float:
-        """When a ticket minted in the previous leader's term stops being claimable, on
-        the new leader's clock: `echo` is its own clock reading that the last heartbeat
-        it applied from that leader echoed, `behind` how many heartbeat seqs the ticket's
-        lease source is older than that heartbeat. Before it, that leader sent at least
-        `followers` heartbeats per interval (pauses aside)."""
-        gap = behind * self.heartbeat / max(1, followers)
-        age = gap + self.leader_timeout + 2 * self.heartbeat
-        return echo + self.claim_window / (1 + self.drift) - age

@@ -207,7 +207,11 @@ class LicenseServer:
         self.serial = self.serial_block = serial_base
         self.renew_until = -_NEVER
         self.lease_src = (0, 0)  # (term, heartbeat seq) my current lease came from
+        self.lease_src_at = -_NEVER  # when that heartbeat reached me (a leader: sent it)
         self.heard = (0, 0, -_NEVER)  # last leader heartbeat applied: (term, seq, echo)
+        # the echoes of the heartbeats of term heard[0] applied lately: seq -> echo (my
+        # own ACK time that the leader had received before it sent that heartbeat)
+        self.heard_log: dict[int, float] = {}
         self.waiting: dict[tuple[str, str], _WaitingClaim] = {}
         self.revoked: dict[str, None] = {}  # claim keys of my tickets already applied
         self.expecting: dict[tuple[str, str], tuple[int, float]] = {}  # see _spoken_for
@@ -288,7 +292,7 @@ class LicenseServer:
                 if self.rlf.sequence > int(state.get("rlf_seq", 0)):
                     # this server comes up with a newer RLF than its table: rebuild it
                     self.table = DistributionTable.from_rlf(
-                        self.rlf, self.today, self.table.codes, self.table.cfg
+                        self.rlf, self.today, self.table.codes, self.table.cfg, self.table.claims
                     )
             self._grace_allowed = {
                 str(k): int(v) for k, v in dict(state.get("allowed", {})).items()
@@ -317,7 +321,7 @@ class LicenseServer:
                 live=False,
                 serial=serial if self.keys.by_serial(serial) is None else 0,
                 identity=identity,
-            )
+            ).claim_hold = now + self.clocks.claim_hold
 
     def _state_json(self) -> dict[str, Any]:
         ld = self.leader
@@ -492,14 +496,16 @@ class LicenseServer:
         if self._date_dirty:
             self._date_dirty = False
             self._on_new_day(now, out)
-        for entry in self.keys.expire(now):
-            out.append(PersistKey(entry.client_id, entry.license, None))
+        ended, gone = self.keys.expire(now)
+        for entry in ended:
             # the client's own lease ended one client lease after its last heartbeat
             ago = max(0.0, now - entry.last_heartbeat - self.clocks.client_lease)
             out.append(
                 LogUsage("expire", entry.client_id, entry.license, entry.count,
                          identity=entry.identity, ago=ago)
             )  # fmt: skip
+        for entry in gone:
+            out.append(PersistKey(entry.client_id, entry.license, None))
         if self.waiting:
             self._expire_waiting(now, out)
         if self.expecting:
@@ -660,6 +666,7 @@ class LicenseServer:
             ledger=ledger,
             became_leader_at=now,
             prev_heard=self.heard,
+            prev_log=dict(self.heard_log),
             short=set(self.table.licenses),
         )
         # tickets of terms before the previous leader's can no longer be honoured
@@ -882,6 +889,7 @@ class LicenseServer:
             ld.lease_end = sent + self.clocks.leader_lease
             ld.lease_q = q
             self.lease_src = (self.term, q)
+            self.lease_src_at = sent
             self.renew_until = max(self.renew_until, ld.lease_end + self.clocks.renew_window)
 
     def _rebalance(self, now: float, lic: str, out: list[Effect]) -> list[str]:
@@ -1103,12 +1111,19 @@ class LicenseServer:
                 persist = raised = True
             self.allowed = new
         if fresh:
+            if msg.term != self.heard[0]:
+                self.heard_log = {}
             self.heard = (msg.term, msg.seq, msg.echo)
+            self.heard_log[msg.seq] = msg.echo
+            if len(self.heard_log) > 64:
+                cutoff = now - self.clocks.history
+                self.heard_log = {k: v for k, v in self.heard_log.items() if v >= cutoff}
         if fresh and msg.lease > 0:
             until = msg.echo + self.clocks.follower_lease(msg.lease)
             if until > self.lease_until:
                 self.lease_until = until
                 self.lease_src = (msg.term, msg.seq)
+                self.lease_src_at = now
                 self.renew_until = max(self.renew_until, until + self.clocks.renew_window)
         if msg.rlf_seq < self.rlf.sequence:
             out.append(Send(sender, self._msg(RlfOffer, rlf_seq=self.rlf.sequence)))
@@ -1159,13 +1174,14 @@ class LicenseServer:
         rows = []
         for lic in self.table.licenses:
             in_use = self.keys.in_use(lic)
+            held = self.keys.held(lic)  # counted for claims, no client holds them
             rows.append(
                 LicenseRow(
                     license=lic,
                     distribution=self.table.row(lic, self.id),
                     allowed=self.allowed.get(lic, 0),
-                    in_use=in_use + self._spoken_for(now, lic, ""),
-                    grace=self._grace_held(now, lic, in_use),
+                    in_use=in_use - held + self._spoken_for(now, lic, ""),
+                    grace=held + self._grace_held(now, lic, in_use),
                 )
             )
         return self._msg(
@@ -1293,8 +1309,10 @@ class LicenseServer:
         ld = self.leader
         if ld is not None:
             ld.ledger.set_servers(self.servers)
+            # honoured claims outlive a new RLF: their tickets may still be presented,
+            # and the granting servers' reports are discounted by them (`_unrevoked`)
             self.table = DistributionTable.from_rlf(
-                new, self.today, self.table.codes, self.table.cfg
+                new, self.today, self.table.codes, self.table.cfg, self.table.claims
             )
             self._bump_cfg()
             out.append(self._persist())
@@ -1538,6 +1556,8 @@ class LicenseServer:
                 self.keys.resize(entry, count)
                 persist = True
         was_live = entry.live
+        if isinstance(msg, ClientHeartbeat) and msg.failover:
+            entry.walked = now  # it presented my ticket elsewhere on the way back
         self.keys.renew(
             entry, now=now, expires=now + self.clocks.client_keep, request_id=msg.request_id
         )
@@ -1631,6 +1651,8 @@ class LicenseServer:
         if not self.claim_key or not entry.serial:
             return ""
         term, seq = self.lease_src
+        # until the ticket's claim window surely ended, the seats stay counted here
+        entry.claim_hold = max(entry.claim_hold, self.lease_src_at + self.clocks.claim_hold)
         ticket = claims.Ticket(
             server=self.id, serial=entry.serial, count=entry.count, term=term, seq=seq
         )
@@ -1643,6 +1665,9 @@ class LicenseServer:
         seat here and answer once it arrives. True if the client is answered (now or
         later)."""
         lic, count = msg.license, msg.count
+        if self._claimed_here(now, lic, msg.sender, count):
+            self._grant(now, token, msg, out)  # its seats arrived before it came back
+            return True
         if self._room(now, lic, msg.sender, count):
             return False
         try:
@@ -1686,9 +1711,18 @@ class LicenseServer:
             if self.keys.get(w.msg.sender, lic) is not None:
                 del self.waiting[key]
                 continue
-            if self._room(now, lic, w.msg.sender, count):
+            if self._claimed_here(now, lic, w.msg.sender, count) or self._room(
+                now, lic, w.msg.sender, count
+            ):
                 del self.waiting[key]
                 self._grant(now, w.token, w.msg, out)
+
+    def _claimed_here(self, now: float, lic: str, client: str, count: int) -> bool:
+        """Have the seats of `client`'s claim arrived here? They are its own, whatever my
+        allowance and in-use count say: the leader counted them on top of my hold (they
+        may have landed on an allowance below my in-use count, after a decrease)."""
+        kept = self.expecting.get((client, lic))
+        return kept is not None and kept[0] >= count and now < kept[1]
 
     def _room(self, now: float, lic: str, client: str, count: int) -> bool:
         """Can `client` get `count` seats here now, seats kept for others aside?"""
@@ -1818,11 +1852,16 @@ class LicenseServer:
             if sent is None:
                 return f"ticket of heartbeat {t.seq} is too old"
             return sent + c.claim_window
-        term, seq, echo = ld.prev_heard
+        term = ld.prev_heard[0]
         if t.term != term:
             return f"ticket of term {t.term}, not of the previous leader's term {term}"
-        # heartbeat `seq` left the previous leader after my ACK stamped `echo`
-        return c.ticket_until(echo, max(0, seq - t.seq), self.size - 1)
+        # the latest heartbeat of that term I applied that is not newer than the ticket's
+        # lease source left the previous leader after my ACK stamped its echo: so did the
+        # ticket's lease source
+        echo = max((e for q, e in ld.prev_log.items() if q <= t.seq), default=None)
+        if echo is None:
+            return f"ticket of heartbeat {t.seq} of term {t.term} is too old"
+        return echo + c.claim_window
 
     def _check_claims(self, now: float, out: list[Effect]) -> None:
         """Leader: credit the claims a majority now holds durably."""
@@ -1899,6 +1938,17 @@ class LicenseServer:
                     f"stale Release #{msg.request_id} from {msg.sender}: "
                     f"holds under #{entry.request_id}",
                 )
+            )
+            entry = None
+        elif entry is not None and (
+            now - entry.walked < self.clocks.claim_window and now < entry.claim_hold
+        ):
+            # The client came back from a fail-over walk lately: a claim of this entry
+            # it made on the way may still be in flight, and would move this seat. Keep
+            # it counted until that claim can no longer be honoured (the claim hold).
+            self.keys.hold(entry)
+            out.append(
+                LogUsage("release", msg.sender, msg.license, entry.count, identity=entry.identity)
             )
             entry = None
         elif entry is not None:

@@ -71,8 +71,10 @@ def server_status(
             held_back = 0  # a down server's seats that cannot be handed out yet
             down = fenced = False
             if sid == srv.id:
-                in_use = srv.keys.in_use(lic)
-                grace = grace_held(lic, in_use)
+                counted = srv.keys.in_use(lic)
+                held = srv.keys.held(lic)  # no client holds them: kept for claims
+                in_use = counted - held
+                grace = held + grace_held(lic, counted)
             elif ld is not None:
                 a = ld.ledger.get(sid, lic)
                 fenced = sid in ld.ledger.fenced
@@ -117,6 +119,8 @@ def server_status(
     clients: list[ClientStatus] = []
     clients_total = 0
     for e in srv.keys:
+        if e.held:
+            continue
         clients_total += 1
         if clients_total > STATUS_CLIENTS_MAX:
             continue

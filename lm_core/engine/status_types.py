@@ -33,7 +33,9 @@ class ServerRow(TypedDict):
     in_use: int
     available: int
     allowed: NotRequired[int | None]  # what that server may serve now (its allowance)
-    grace_held: NotRequired[int]  # held back by its restart grace, beside in_use (S4)
+    # held back beside in_use: by its restart grace (S4), or seats of clients gone
+    # without a word, kept until their tickets can no longer be claimed elsewhere (L2)
+    grace_held: NotRequired[int]
     down: NotRequired[bool]  # leader's view: out of contact
     fenced: NotRequired[bool]  # leader's view: fenced (its seats may move)
     held_back: NotRequired[int]  # a down, unfenced server's seats that cannot move yet

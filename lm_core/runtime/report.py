@@ -9,7 +9,8 @@ moved; denials as one row per wait). The report
    (release, expiry, reclaim, moved; a later grant of the same entry -- re-adopted after
    a restart -- ends the earlier one too). A grant still open when the server answered
    is held until its answer (`UsageFetch.now`), or the window's end if sooner; an end
-   whose grant is older than the log (pruned) is held from the window's start;
+   with nothing open (a released seat kept counted for a fail-over claim, then moved)
+   ends nothing;
 2. merges the servers per (client, license): a client holds one entry per license at a
    time, so when its seats moved to another server (fail-over, or a dead server's entry
    that only expired after the client was re-granted elsewhere), the earlier interval
@@ -100,8 +101,11 @@ def server_intervals(
             open_[key] = (rec.at, rec.count, user_of(rec))
         elif rec.kind in ENDS:
             prev = open_.pop(key, None)
-            if prev is None:  # granted before the log's oldest row: held from the start
-                prev = (min(since, rec.at), rec.count, user_of(rec))
+            if prev is None:
+                # nothing open to end: a second end of one entry (a released seat kept
+                # counted for a claim, then moved) -- the window's rows hold every grant
+                # still open at its start, so this is never a seat held from before it
+                continue
             out.append(Interval(server, *key, prev[1], prev[0], max(prev[0], rec.at), prev[2]))
     for key, (start, count, user) in open_.items():
         out.append(Interval(server, *key, count, start, max(start, until), user))

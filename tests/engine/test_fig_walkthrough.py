@@ -159,7 +159,9 @@ def test_fig11_old_leader_returns_as_follower(fig8: Pool, fresh: bool) -> None:
     pool.start("A", fresh=fresh)
     t = pool.now
     rid = 10
-    while pool.now < t + 10:  # past the restart grace: A's stale entry for client-A expires
+    # past the restart grace and the claim hold: A's stale entry for client-A is gone
+    clocks = pool.servers["B"].clocks
+    while pool.now < t + max(clocks.grace, clocks.claim_hold) + 1:
         pool.run(pool.now + 1.0)
         keep_alive(pool, holders, rid)
         rid += 1

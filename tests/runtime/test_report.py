@@ -37,13 +37,16 @@ def test_intervals_pair_grants_with_their_end_on_one_server() -> None:
         rec("release", "c1", T0 + 70),
         rec("grant", "c1", T0 + 100),  # re-adopted after a restart: ends nothing open
         rec("grant", "c1", T0 + 130),  # a second grant of an open entry ends the first
-        rec("expire", "c3", T0 + 40),  # granted before the log starts: held from `since`
+        rec("grant", "c3", T0 + 30),
+        rec("release", "c3", T0 + 40),
+        rec("moved", "c3", T0 + 45),  # a held seat moved after its release: ends nothing
+        rec("expire", "c4", T0 + 50),  # nothing open: ends nothing
     ]
     ivs = server_intervals("A", rows, since=T0, until=T0 + 200)
     got = sorted((iv.client_id, iv.start - T0, iv.end - T0, iv.count) for iv in ivs)
     assert got == [
         ("c1", 10, 70, 1), ("c1", 100, 130, 1), ("c1", 130, 200, 1),
-        ("c2", 20, 200, 2), ("c3", 0, 40, 1),
+        ("c2", 20, 200, 2), ("c3", 30, 40, 1),
     ]  # fmt: skip
 
 

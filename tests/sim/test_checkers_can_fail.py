@@ -6,6 +6,7 @@ matching `Violation` (a checker that never fires would prove nothing).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sys
 from datetime import date
@@ -434,3 +435,43 @@ def test_s1_catches_a_server_that_renews_past_a_possible_fence() -> None:
     with pytest.raises(Violation) as err:
         run_script(CUT_FOLLOWER, random.Random(4), factory=renewing_factory)
     assert err.value.invariant == "S1"
+
+
+class NoClaimHoldServer(LicenseServer):
+    """Frees the seats of an entry as soon as its client's lease is over, although that
+    entry's last ticket may still be claimed elsewhere (the claim hold undone)."""
+
+    def _set_rlf(self, rlf: Rlf, text: str) -> None:
+        super()._set_rlf(rlf, text)
+        self.clocks = dataclasses.replace(self.clocks, claim_hold=0.0)
+
+
+class PushForgetsClaimsServer(LicenseServer):
+    """Drops the honoured claims when a new RLF is pushed, so a returning server's report
+    is no longer discounted by the seats its clients carried away."""
+
+    def _adopt_rlf(self, now: float, new: Rlf, text: str, out: list[Any]) -> None:
+        self.table.claims = {}
+        super()._adopt_rlf(now, new, text, out)
+
+
+def _factory(cls: type[LicenseServer]) -> Any:
+    def make(sid: str, rlf: Rlf, now: float, today: date, p: Persisted | None) -> LicenseServer:
+        return cls(sid, rlf, now=now, today=today, persisted=p, claim_key=TEST_CLAIM_KEY)
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("cls", "seed"),
+    [(NoClaimHoldServer, 11572), (PushForgetsClaimsServer, 10797)],
+    ids=["stale-ticket", "claims-lost-on-push"],
+)
+def test_s1_catches_a_claim_that_moves_a_seat_twice(cls: type[LicenseServer], seed: int) -> None:
+    """Seeds the 2,000-seed sweep found: the real engine passes them, and each of the two
+    holes it had then (a stale ticket of an entry its server had dropped and given to
+    another client; claims forgotten by an RLF push) makes S1 fire on the same seed."""
+    run_seed(seed, random.Random(seed), l2="measure")
+    with pytest.raises(SimFailure) as err:
+        run_seed(seed, random.Random(seed), l2="measure", factory=_factory(cls))
+    assert err.value.violation.invariant == "S1", err.value

@@ -59,19 +59,23 @@ at 30    expect table B "Application 1.0" pool=97 free=0 A=40/0/40 B=30/2/28 C=3
 at 30    expect table C "Application 1.0" pool=- free=- A=- B=- C=30/1/29
 # FIG. 11: A returns as a follower with the distribution the leader holds for it,
 # whatever its RLF says. (A persisted cA's key-table entry, so during its restart grace
-# it still counts cA, who might heartbeat back in (S4); cA stays with B, so once the
-# grace -- one client keep-time, ~37 s here -- has passed, A shows 0 in use as in the figure.)
+# it still counts cA, who might heartbeat back in (S4); after the grace -- one client
+# keep-time, ~37 s here -- it holds that seat back until cA's last ticket from A can no
+# longer be claimed (the claim hold, ~51 s after the restart here); then A shows 0 in
+# use and B the pool as in the figure.)
 at 60    restart A
 at 66    expect role A follower
 at 66    expect leader B
 at 66    expect table A "Application 1.0" pool=- free=- A=40/1/39 B=- C=-
-at 100   expect leader B
 at 100   expect table A "Application 1.0" pool=- free=- A=40/0/40 B=- C=-
-at 100   expect table B "Application 1.0" pool=97 free=0 A=40/0/40 B=30/2/28 C=30/1/29
-at 100   expect table C "Application 1.0" pool=- free=- A=- B=- C=30/1/29
-at 100   expect holds cA B
-at 100   expect holds cB B
-at 100   expect holds cC C
+at 100   expect table B "Application 1.0" pool=96 free=0 A=40/0/40 B=30/2/28 C=30/1/29
+at 120   expect leader B
+at 120   expect table A "Application 1.0" pool=- free=- A=40/0/40 B=- C=-
+at 120   expect table B "Application 1.0" pool=97 free=0 A=40/0/40 B=30/2/28 C=30/1/29
+at 120   expect table C "Application 1.0" pool=- free=- A=- B=- C=30/1/29
+at 120   expect holds cA B
+at 120   expect holds cB B
+at 120   expect holds cC C
 """
 
 
