@@ -42,6 +42,10 @@ from lm_core.engine.limits import (
     Token,
 )
 
+# A field added to the protocol later: absent on the wire means None, and None is not
+# written (the codec), so older clients' frames stay valid and unchanged.
+OPTIONAL = {"wire": "optional"}
+
 MAX_COUNT = SEATS_MAX  # seats in one request; the engine denies more with "bad_request"
 IsoDate = Annotated[str, Text(10, ident=True)]
 TicketText = Annotated[str, Text(256, ident=True)]  # opaque to clients (see claims.py)
@@ -67,7 +71,8 @@ class Request(Message):
     request_id: Counter
     license: License
     count: Seats = 1
-    identity: ClientIdentity | None = None  # who asks (user, host, pid, program, ...)
+    # who asks (user, host, pid, program, ...); optional on the wire (older clients)
+    identity: ClientIdentity | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,7 +90,7 @@ class ClientHeartbeat(Message):
     count: Seats = 1
     failover: bool = False
     ticket: TicketText = ""
-    identity: ClientIdentity | None = None
+    identity: ClientIdentity | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
