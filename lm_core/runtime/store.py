@@ -647,7 +647,9 @@ def _to_v2(conn: sqlite3.Connection) -> None:
 def _to_v3(conn: sqlite3.Connection) -> None:
     """Version 3 (usage log): the client's identity, a denial's attempts and last time
     on each row, and an index on the time (report windows, pruning). Old rows keep
-    `known` 0 (no identity) and one attempt."""
+    `known` 0 (no identity) and one attempt. Columns already there (a store created at
+    version 3 and marked older) are kept."""
+    have = {str(r[1]) for r in conn.execute("PRAGMA table_info(usage)")}
     for col in (
         "user TEXT NOT NULL DEFAULT ''", "host TEXT NOT NULL DEFAULT ''",
         "pid INTEGER NOT NULL DEFAULT 0", "program TEXT NOT NULL DEFAULT ''",
@@ -655,7 +657,8 @@ def _to_v3(conn: sqlite3.Connection) -> None:
         "known INTEGER NOT NULL DEFAULT 0", "attempts INTEGER NOT NULL DEFAULT 1",
         "last_at REAL",
     ):  # fmt: skip
-        conn.execute(f"ALTER TABLE usage ADD COLUMN {col}")
+        if col.split()[0] not in have:
+            conn.execute(f"ALTER TABLE usage ADD COLUMN {col}")
     conn.execute("CREATE INDEX IF NOT EXISTS usage_at ON usage (at)")
 
 
