@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from lm_cli.live import TlsDirOpt, report, with_client
+from lm_cli.live import ReasonOpt, TlsDirOpt, report, with_client
 from lm_cli.output import JsonOpt, PoolOpt, handle_errors
 
 alloc_app = typer.Typer(no_args_is_help=True, help="Allocations of a live pool (add).")
@@ -19,6 +19,7 @@ def add(
     pool: PoolOpt = None,
     json_out: JsonOpt = False,
     tls_dir: TlsDirOpt = None,
+    reason: ReasonOpt = "",
 ) -> None:
     """Add allocations to a running pool with an add-on code (ADD_ALLOCATIONS).
 
@@ -26,7 +27,7 @@ def add(
 
     Answers once the change is durable on a majority of the servers.
     """
-    result = with_client(pool, tls_dir, lambda c: c.add_allocations(code))
+    result = with_client(pool, tls_dir, lambda c: c.add_allocations(code, reason=reason))
     report(result, json_out=json_out, what="add allocations")
 
 

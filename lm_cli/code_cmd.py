@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from lm_cli.binding_cmd import read_identities
 from lm_cli.code_live import register_code_add
 from lm_cli.output import (
     JsonOpt,
@@ -74,6 +75,15 @@ def issue(
     issued: Annotated[
         str | None, typer.Option("--issued", help="Issue date YYYY-MM-DD (default: today).")
     ] = None,
+    bind: Annotated[
+        Path | None,
+        typer.Option(
+            "--bind",
+            help="Bind the code to the pool whose server identities this file holds "
+            "(`lm pki export-identities`); default: unbound.",
+            readable=False,
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Issue a license code signed with the vendor's key.
@@ -81,11 +91,15 @@ def issue(
     Prints only the code, so CODE=$(lm code issue ...) works; --json prints its fields.
 
     Example: lm code issue --key acme.key --vendor acme --product Application
-    --version 1.0 --seats 100 --expires 2027-12-31
+    --version 1.0 --seats 100 --expires 2027-12-31 --bind customer-pool.ids
+
+    With --bind the code serves only in the pool whose servers the file names (a
+    majority of them present and in contact); without it, anywhere ("unbound").
     """
     if kind not in KINDS:
         raise InputError(f"must be one of {', '.join(KINDS)}, got {kind!r}", field="--kind")
     private = load_private_file(key)
+    binding = read_identities(bind).identities if bind is not None else ()
     code = issue_code(
         private,
         vendor=vendor if vendor is not None else key.stem,
@@ -96,6 +110,7 @@ def issue(
         issued=parse_date(issued, option="--issued") if issued else today_utc(),
         serial=serial if serial is not None else secrets.token_hex(4).upper(),
         kind=kind,
+        binding=binding,
     )
     if json_out:
         print_json(code.as_json())

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lm_cli.live import TlsDirOpt, report, with_client
+from lm_cli.live import ReasonOpt, TlsDirOpt, report, with_client
 from lm_cli.output import JsonOpt, PoolOpt, handle_errors
 from lm_core.runtime.userfile import read_user_stdin
 
@@ -18,6 +18,7 @@ def code_add(
     pool: PoolOpt = None,
     json_out: JsonOpt = False,
     tls_dir: TlsDirOpt = None,
+    reason: ReasonOpt = "",
 ) -> None:
     """Add a license code to a running pool (ADD_LICENSE_CODE).
 
@@ -26,7 +27,7 @@ def code_add(
     Answers once the change is durable on a majority of the servers.
     """
     text = read_user_stdin(what="license code") if code.strip() == "-" else code
-    result = with_client(pool, tls_dir, lambda c: c.add_code(text))
+    result = with_client(pool, tls_dir, lambda c: c.add_code(text, reason=reason))
     report(result, json_out=json_out, what="add license code")
 
 

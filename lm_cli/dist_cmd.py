@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from lm_cli.live import TlsDirOpt, report, with_client
+from lm_cli.live import ReasonOpt, TlsDirOpt, report, with_client
 from lm_cli.output import JsonOpt, PoolOpt, handle_errors, parse_dist
 
 dist_app = typer.Typer(no_args_is_help=True, help="Distribution of a live pool (set).")
@@ -20,6 +20,7 @@ def set_(
     pool: PoolOpt = None,
     json_out: JsonOpt = False,
     tls_dir: TlsDirOpt = None,
+    reason: ReasonOpt = "",
 ) -> None:
     """Change the distribution of a license on a running pool (CHANGE_DISTRIBUTION).
 
@@ -29,7 +30,7 @@ def set_(
     on a majority of the servers.
     """
     dist = parse_dist(distribution)
-    result = with_client(pool, tls_dir, lambda c: c.set_distribution(license, dist))
+    result = with_client(pool, tls_dir, lambda c: c.set_distribution(license, dist, reason=reason))
     report(result, json_out=json_out, what="change distribution")
 
 

@@ -33,6 +33,12 @@ TlsDirOpt = Annotated[
         readable=False,
     ),
 ]
+ReasonOpt = Annotated[
+    str,
+    typer.Option(
+        "--reason", help="Why (recorded in the audit log with your certificate's identity)."
+    ),
+]
 TimeoutOpt = Annotated[
     float, typer.Option("--timeout", help="Seconds to wait for each server.", min=0.1)
 ]

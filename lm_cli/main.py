@@ -10,6 +10,7 @@ import typer
 from lm_cli import (
     admin_cmd,
     alloc_cmd,
+    audit_cmd,
     client_cmd,
     code_cmd,
     demo_cmd,
@@ -69,6 +70,7 @@ for _module in (
     alloc_cmd,
     dist_cmd,
     key_cmd,
+    audit_cmd,
     sim_cmd,
     demo_cmd,
 ):

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from lm_cli.binding_cmd import register_export
 from lm_cli.output import JsonOpt, console, handle_errors, load_pool, print_json
 from lm_core.errors import InputError
 from lm_core.runtime.pki import PkiServer, init_pki
@@ -100,6 +101,9 @@ def init(
         "Clients: ca.pem (+ client.pem/.key). "
         "Keep ca.key off the servers."
     )
+
+
+register_export(pki_app)  # `lm pki export-identities` (lm_cli/binding_cmd.py)
 
 
 def register(app: typer.Typer) -> None:

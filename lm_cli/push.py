@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lm_cli.live import TlsDirOpt, admin_client
+from lm_cli.live import ReasonOpt, TlsDirOpt, admin_client
 from lm_cli.output import JsonOpt, console, handle_errors, load_pool, print_json, read_text
 from lm_core.errors import RefusedError
 from lm_core.runtime.admin import PushResult
@@ -34,6 +34,7 @@ def push_command(
     ] = None,
     json_out: JsonOpt = False,
     tls_dir: TlsDirOpt = None,
+    reason: ReasonOpt = "",
 ) -> None:
     """Push a newer signed RLF to every server and wait until each runs it.
 
@@ -48,7 +49,7 @@ def push_command(
 
     async def go() -> PushResult:
         try:
-            return await client.push_rlf(text, file=str(file))
+            return await client.push_rlf(text, file=str(file), reason=reason)
         finally:
             await client.aclose()
 

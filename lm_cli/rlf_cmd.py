@@ -17,6 +17,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from lm_cli.binding_cmd import binding_report, read_identities
+from lm_cli.live import TlsDirOpt
 from lm_cli.output import (
     JsonOpt,
     console,
@@ -52,6 +54,7 @@ from lm_core.engine.rlf import (
     with_vendor,
 )
 from lm_core.errors import InputError, LmError, SignatureError
+from lm_core.runtime.identity import pool_identities
 
 rlf_app = typer.Typer(
     no_args_is_help=True,
@@ -286,11 +289,23 @@ def verify(
         ),
     ] = None,
     today: TodayOpt = None,
+    identities: Annotated[
+        Path | None,
+        typer.Option(
+            "--identities",
+            help="Check bound codes against this pool's server identities "
+            "(`lm pki export-identities`).",
+            readable=False,
+        ),
+    ] = None,
+    tls_dir: TlsDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Verify the admin signature and every code's vendor signature.
 
     Exit 2 naming the failure. An expired code also fails here (it would serve nothing).
+    A code bound to another pool's servers (checked against --identities, or the server
+    certificates of --tls-dir) serves nothing here: exit 1, saying which and why.
 
     Example: lm rlf verify pool.rlf --admin-key admin.pub --vendor-key acme.pub
     """
@@ -306,6 +321,15 @@ def verify(
             )
     verify_rlf(rlf, admin_key=pinned, file=str(file), text=text)
     check_expiry(rlf, _today(today), file=str(file), text=text)
+    ids: tuple[str, ...] | None = None
+    if identities is not None:
+        ids = read_identities(identities).identities
+    elif tls_dir is not None and tls_dir.is_dir():
+        # an operator's TLS dir may hold no server certificates: then not checked
+        with contextlib.suppress(InputError):
+            ids = pool_identities(rlf, tls_dir).identities
+    bindings = binding_report(rlf.license_codes(), ids)
+    foreign = [b for b in bindings if b["why"]]
     if json_out:
         print_json(
             {
@@ -316,6 +340,8 @@ def verify(
                 "admin_key": rlf.admin_key,
                 "codes": len(rlf.codes),
                 "vendors": [v.name for v in rlf.vendors],
+                "bindings": bindings,
+                "serves": not foreign,
             }
         )
     else:
@@ -323,6 +349,15 @@ def verify(
             f"ok: {file}: pool {rlf.pool!r} sequence {rlf.sequence}: admin signature and "
             f"{len(rlf.codes)} vendor signature(s) verify"
         )
+        for b in bindings:
+            console().print(
+                f"code {b['code']} ({b['license']}, serial {b['serial']}): {b['binding']}"
+                + (f": {b['why']}" if b["why"] else ""),
+                highlight=False,
+                markup=False,
+            )
+    if foreign:
+        raise typer.Exit(code=1)
 
 
 def rlf_summary(rlf: Rlf, today: datetime.date, *, file: str | None = None) -> dict[str, Any]:
@@ -390,13 +425,16 @@ def _print_summary(data: dict[str, Any]) -> None:
         servers.add_row(str(s["priority"]), s["id"], s["address"])
     out.print(servers)
     codes = Table(title="license codes", title_justify="left")
-    for col in ("#", "vendor", "license", "kind", "seats", "expires", "serial"):
+    for col in ("#", "vendor", "license", "kind", "seats", "expires", "serial", "binding"):
         codes.add_column(col)
     for i, c in enumerate(data["codes"]):
         expires = c["expires"] + (" EXPIRED" if c["expired"] else "")
+        bound = c.get("binding", "unbound")
+        binding = bound if isinstance(bound, str) else f"bound ({len(bound)} servers)"
         codes.add_row(
-            str(i), c["vendor"], c["license"], c["kind"], str(c["seats"]), expires, c["serial"]
-        )
+            str(i), c["vendor"], c["license"], c["kind"], str(c["seats"]), expires, c["serial"],
+            binding,
+        )  # fmt: skip
     out.print(codes)
     ids = [s["id"] for s in data["servers"]]
     dist = Table(title="initial distribution", title_justify="left")

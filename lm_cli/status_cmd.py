@@ -13,6 +13,7 @@ from rich.table import Table
 
 from lm_cli.live import TimeoutOpt, TlsDirOpt, with_client
 from lm_cli.output import JsonOpt, PoolOpt, console, error_line, handle_errors, print_json
+from lm_core.engine.binding import binding_note
 from lm_core.engine.status_types import PoolStatus
 from lm_core.runtime.admin import AdminClient
 from lm_core.runtime.tlsconfig import load_tls_dir
@@ -75,9 +76,11 @@ def render(pool: PoolStatus) -> None:
         )
     out.print(servers)
     for lic in pool["licenses"]:
+        bind = binding_note(lic.get("binding") or {}) or "unbound"
         table = Table(
             title=f"{lic['license']}  hard limit {_fmt(lic['hard_limit'])}  "
             f"pool available {_fmt(lic['pool_available'])}  free pool {_fmt(lic['free_pool'])}"
+            + (f"  {bind}" if bind else "")
         )
         for col in ("server", "distribution", "in use", "available"):
             table.add_column(col, justify="right")
@@ -90,6 +93,9 @@ def render(pool: PoolStatus) -> None:
                 _fmt(row.get("available")),
             )
         out.print(table)
+        for sid, state in sorted((lic.get("binding") or {}).items()):
+            if state.startswith("refused"):
+                out.print(f"[red]{sid}: binding {state}[/]", highlight=False)
     listed = len(pool["clients"])
     total = max(int(pool.get("clients_total") or 0), listed)
     more = f", {listed} listed" if total > listed else ""
@@ -195,3 +201,4 @@ def register(app: typer.Typer) -> None:
         if why:
             error_line(why)
             raise typer.Exit(code=1)
+

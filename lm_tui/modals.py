@@ -103,7 +103,9 @@ def describe_code(
         ("vendor   ", "dim"),
         f"{code.vendor}\n",
         ("serial   ", "dim"),
-        f"{code.serial}",
+        f"{code.serial}\n",
+        ("binding  ", "dim"),
+        f"bound to {len(code.binding)} servers" if code.binding else "unbound",
     )
     if vendors is not None:
         key = vendors.get(code.vendor)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from lm_core.engine.binding import binding_note
 from lm_core.engine.status_types import PoolStatus
 
 T = TypeVar("T")
@@ -214,6 +215,7 @@ class DistributionView:
     free_pool: int | None
     in_use: int
     rows: tuple[DistRow, ...]
+    binding: str = ""  # V1: "unbound", "bound to this pool", "bound: REFUSED on A" or ""
 
 
 def _num(row: Mapping[str, Any] | None, name: str) -> int | None:
@@ -266,6 +268,7 @@ def distribution_views(status: PoolStatus) -> list[DistributionView]:
                 free_pool=lic.get("free_pool"),
                 in_use=total,
                 rows=tuple(rows),
+                binding=binding_note(dict(lic.get("binding") or {})),
             )
         )
     return views

@@ -167,6 +167,9 @@ class LicensePanel(Vertical):
             "  ",
             (sparkline(history, view.hard_limit), "cyan"),
         )
+        if view.binding:  # V1: a bound code refused here is shown loudly
+            style = "bold red" if "REFUSED" in view.binding else "dim"
+            title.append(f"  {view.binding}", style=style)
         self.query_one(".title", Static).update(title)
         rows = []
         for row in view.rows:

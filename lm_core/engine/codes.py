@@ -11,6 +11,11 @@ Byte layout: ``body || signature`` where ``body`` is UTF-8 text
 against `_FIELD_RULES`, so no field holds ``|``) and ``signature`` is the 64-byte
 Ed25519 signature over ``b"lm-license-code-v1\\0" + body``.
 
+A code bound to a pool (promise V1, `lm_core.engine.binding`) has format ``2`` and a tenth
+field: the identities of the servers it is bound to, sorted, comma-separated (each 32
+lower-case hex digits: `binding.IDENTITY_RE`). The binding is inside the signed body, so
+it cannot be removed or changed without the vendor's key. An unbound code keeps format 1.
+
 Text form: ``LM1-`` followed by the RFC 4648 base32 of those bytes (upper case, no
 padding) cut into groups of 5 joined by ``-``. Parsing first drops all whitespace (so
 line-wrapped or indented codes from e-mail work), then demands exactly that form: the
@@ -41,6 +46,9 @@ SIGNATURE_DOMAIN = b"lm-license-code-v1\x00"
 MAX_SEATS = limits.SEATS_MAX
 KINDS = ("base", "add")
 _FORMAT = "1"
+_FORMAT_BOUND = "2"  # a tenth field: the server identities the code is bound to
+IDENTITY_RE = re.compile(r"[0-9a-f]{32}")  # a server identity (see engine/binding.py)
+BINDING_MAX = limits.SERVERS_MAX
 _SIG_LEN = 64
 _MAX_TEXT = limits.CODE_TEXT_MAX
 
@@ -75,6 +83,11 @@ class LicenseCode:
     serial: str
     kind: str  # "base" or "add" (add-on: raises seats of product+version)
     signature: bytes
+    binding: tuple[str, ...] = ()  # server identities it is bound to; () = unbound
+
+    @property
+    def bound(self) -> bool:
+        return bool(self.binding)
 
     @property
     def license(self) -> str:
@@ -92,6 +105,7 @@ class LicenseCode:
             expires=self.expires,
             issued=self.issued,
             serial=self.serial,
+            binding=self.binding,
         )
 
     def text(self) -> str:
@@ -106,9 +120,10 @@ class LicenseCode:
 
     def describe(self) -> str:
         """One human line: ``acme Application 1.0: 100 seats (base), expires 2027-12-31``."""
+        bound = f", bound to {len(self.binding)} servers" if self.binding else ""
         return (
             f"{self.vendor} {self.license}: {self.seats} seats ({self.kind}), "
-            f"expires {self.expires.isoformat()}, serial {self.serial}"
+            f"expires {self.expires.isoformat()}, serial {self.serial}{bound}"
         )
 
     def as_json(self) -> dict[str, object]:
@@ -123,9 +138,25 @@ class LicenseCode:
             "expires": self.expires.isoformat(),
             "issued": self.issued.isoformat(),
             "serial": self.serial,
+            "binding": list(self.binding) if self.binding else "unbound",
             "signature": base64.b64encode(self.signature).decode("ascii"),
             "code": self.text(),
         }
+
+
+def binding_problem(binding: tuple[str, ...]) -> str | None:
+    """Why `binding` is not a list of server identities (None if it is one)."""
+    if not binding:
+        return "a bound code names at least one server identity"
+    if len(binding) > BINDING_MAX:
+        return f"a code is bound to at most {BINDING_MAX} servers, not {len(binding)}"
+    for ident in binding:
+        if not IDENTITY_RE.fullmatch(ident):
+            shown = repr(ident) if len(ident) <= 40 else repr(ident[:36] + "...")
+            return f"{shown} is not a server identity (32 hex digits)"
+    if len(set(binding)) != len(binding):
+        return "a server identity is listed twice"
+    return None
 
 
 def _check_fields(
@@ -167,9 +198,10 @@ def _body(
     expires: datetime.date,
     issued: datetime.date,
     serial: str,
+    binding: tuple[str, ...] = (),
 ) -> bytes:
     fields = [
-        _FORMAT,
+        _FORMAT_BOUND if binding else _FORMAT,
         kind,
         vendor,
         product,
@@ -179,6 +211,8 @@ def _body(
         issued.isoformat(),
         serial,
     ]
+    if binding:
+        fields.append(",".join(binding))
     return "|".join(fields).encode("utf-8")
 
 
@@ -193,8 +227,10 @@ def issue_code(
     issued: datetime.date,
     serial: str,
     kind: str = "base",
+    binding: tuple[str, ...] = (),
 ) -> LicenseCode:
-    """Sign a new license code with the vendor's key; raises `CodeError` on bad fields."""
+    """Sign a new license code with the vendor's key; raises `CodeError` on bad fields.
+    `binding`: the identities of the servers the code is bound to (() = unbound)."""
     _check_fields(
         kind=kind, vendor=vendor, product=product, version=version, seats=seats, serial=serial
     )
@@ -203,6 +239,10 @@ def issue_code(
             f"expiry {expires.isoformat()} is before the issue date {issued.isoformat()}",
             field="expires",
         )
+    problem = binding_problem(binding) if binding else None
+    binding = tuple(sorted(binding))
+    if problem:
+        raise CodeError(problem, field="binding")
     body = _body(
         kind=kind,
         vendor=vendor,
@@ -212,6 +252,7 @@ def issue_code(
         expires=expires,
         issued=issued,
         serial=serial,
+        binding=binding,
     )
     return LicenseCode(
         vendor=vendor,
@@ -223,6 +264,7 @@ def issue_code(
         serial=serial,
         kind=kind,
         signature=key.sign(SIGNATURE_DOMAIN + body),
+        binding=binding,
     )
 
 
@@ -267,11 +309,19 @@ def parse_code(text: str, *, file: str | None = None, line: int | None = None) -
         fields = body.decode("utf-8").split("|")
     except UnicodeDecodeError:
         raise bad("license code is damaged (body is not text)") from None
-    if len(fields) != 9:
-        raise bad(f"license code is damaged ({len(fields)} fields, expected 9)")
-    fmt, kind, vendor, product, version, seats_s, expires_s, issued_s, serial = fields
-    if fmt != _FORMAT:
+    fmt = fields[0]
+    if fmt not in (_FORMAT, _FORMAT_BOUND):
         raise bad(f"unknown license code format {fmt!r}")
+    want = 9 if fmt == _FORMAT else 10
+    if len(fields) != want:
+        raise bad(f"license code is damaged ({len(fields)} fields, expected {want})")
+    binding: tuple[str, ...] = ()
+    if fmt == _FORMAT_BOUND:
+        binding = tuple(fields.pop().split(","))
+        problem = binding_problem(binding)
+        if problem or list(binding) != sorted(set(binding)):
+            raise bad(f"license code is damaged (binding: {problem or 'not sorted'})")
+    _, kind, vendor, product, version, seats_s, expires_s, issued_s, serial = fields
     if not _SEATS_RE.fullmatch(seats_s):
         raise bad(f"license code is damaged (seats {seats_s!r})")
     try:
@@ -297,6 +347,7 @@ def parse_code(text: str, *, file: str | None = None, line: int | None = None) -
         serial=serial,
         kind=kind,
         signature=signature,
+        binding=binding,
     )
     # Only the canonical spelling is a code: no stray pad bits, no re-grouping.
     if code.text() != compact:

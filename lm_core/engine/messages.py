@@ -147,7 +147,10 @@ class Released(Message):
 # ---------------------------------------------------------------- admin <-> server
 # Admin operations are accepted by any server; a follower forwards them to the
 # leader. The answer (AdminReply) comes only once the change is durable on a
-# majority (S6). `request_id` is chosen by the admin client.
+# majority (S6). `request_id` is chosen by the admin client. Every change carries the
+# admin's `reason` and the `actor`: the daemon that takes the operation from an admin
+# connection overwrites `actor` with the identity of the connection's certificate (an
+# admin cannot name someone else); the audit log records both (promise A1).
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,6 +174,8 @@ class ChangeDistribution(Message):
     request_id: Counter
     license: License
     distribution: tuple[tuple[Name, Seats], ...]
+    reason: Line = ""
+    actor: Line = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,6 +184,8 @@ class AddAllocations(Message):
 
     request_id: Counter
     code: CodeText
+    reason: Line = ""
+    actor: Line = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,6 +194,8 @@ class AddLicenseCode(Message):
 
     request_id: Counter
     code: CodeText
+    reason: Line = ""
+    actor: Line = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,6 +204,8 @@ class UpdateRlf(Message):
 
     request_id: Counter
     rlf_text: RlfText
+    reason: Line = ""
+    actor: Line = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -205,6 +216,26 @@ class Reclaim(Message):
     client_id: Sender
     license: License
     reason: Line
+    actor: Line = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRequest(Message):
+    """Ask one server for its audit log rows with sequence number above `since_seq`
+    (at most `limit`), oldest first. Read-only: admin and monitor certificates."""
+
+    request_id: Counter
+    since_seq: Counter = 0
+    limit: Counter = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditReply(Message):
+    """`audit` holds {"server", "pool", "genesis", "head": {"seq", "hash"}, "rows": [...]}
+    (the row shape: lm_core.runtime.audit)."""
+
+    request_id: Counter
+    audit: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -445,6 +476,21 @@ class BorrowGrant(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeNote:
+    """Who made the admin change that produced config version (cfg_term, cfg_version) at
+    RLF sequence `rlf_seq`, and why: carried by DISTRIBUTION_SYNC so that every server
+    that applies the change records it with its author (the audit log, promise A1)."""
+
+    cfg_term: Counter
+    cfg_version: Counter
+    rlf_seq: Counter
+    op: Name
+    actor: Line
+    reason: Line = ""
+    what: Line = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DistributionSync(Message):
     """DISTRIBUTION_SYNC (distribution criteria sync) leader -> follower: the whole
     distribution table at config version (cfg_term, cfg_version), plus the license codes
@@ -456,6 +502,7 @@ class DistributionSync(Message):
     licenses: tuple[LicenseDistribution, ...] = ()
     codes: tuple[CodeText, ...] = ()
     claims: tuple[ClaimRecord, ...] = ()
+    changes: tuple[ChangeNote, ...] = ()  # the latest admin changes' authors (audit)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -76,6 +76,7 @@ from typing import Any, TypeVar
 
 from lm_core.engine import claims
 from lm_core.engine.admin import Refused, check_admin, check_code, check_rlf
+from lm_core.engine.binding import Binding
 from lm_core.engine.borrowing import plan_borrow
 from lm_core.engine.effects import (
     Effect,
@@ -217,6 +218,10 @@ class LicenseServer:
         self.expecting: dict[tuple[str, str], tuple[int, float]] = {}  # see _spoken_for
         self.stepped_down = ""  # why this server left the leader role, until it follows
         self.reclaimed: dict[tuple[str, str], tuple[float, str]] = {}
+        # V1: my identity and those present (me + peers on live links); see binding.py
+        self.identity = ""
+        self.present_ids: frozenset[str] = frozenset()
+        self.binding = Binding()
         self.today = today
         self._today_iso = today.isoformat()
         self._events: deque[tuple[float, str, str]] = deque(maxlen=64)
@@ -380,6 +385,13 @@ class LicenseServer:
         out: list[Effect] = self._take_boot()
         self._tick(now, out)
         return out
+
+    def set_identities(self, own: str, present: frozenset[str]) -> None:
+        """The runtime says who I am and which servers are present (me and the peers I
+        am in contact with, by their TLS keys): bound codes serve only with a majority
+        of their servers (binding.py)."""
+        self.identity = own
+        self.present_ids = present
 
     def set_today(self, today: datetime.date) -> None:
         """The date changed: codes may have expired (hard limits are recomputed)."""
@@ -1148,6 +1160,11 @@ class LicenseServer:
                 continue
             if rec.license in self.allowed:
                 self.allowed[rec.license] = max(0, self.allowed[rec.license] - rec.count)
+            if rec.license in self._grace_allowed:
+                # what I held back for my restart grace included those seats too
+                self._grace_allowed[rec.license] = max(
+                    0, self._grace_allowed[rec.license] - rec.count
+                )
             entry = self.keys.by_serial(int(serial))
             if entry is not None:
                 self.keys.remove(entry.client_id, entry.license)
@@ -1403,6 +1420,12 @@ class LicenseServer:
             return
         if state.expires < self._today_iso:
             deny("expired", f"every code of {lic!r} expired on {state.expires}")
+            return
+        unbound = self.binding.refusal(
+            lic, self.rlf, self.table.codes, self.today, self.identity, self.present_ids
+        )
+        if unbound is not None:
+            deny("binding", unbound)
             return
         if heartbeat and self.reclaimed:
             gone = self.reclaimed.get((client, lic))

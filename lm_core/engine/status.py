@@ -116,6 +116,11 @@ def server_status(
                 "servers": servers,
             }
         )
+        bound = srv.binding.state(
+            lic, srv.rlf, srv.table.codes, srv.today, srv.identity, srv.present_ids
+        )
+        if bound != "unbound":  # V1: only licenses with a bound code say so
+            licenses[-1]["binding"] = bound
     clients: list[ClientStatus] = []
     clients_total = 0
     for e in srv.keys:

@@ -49,7 +49,10 @@ class LicenseStatus(TypedDict):
     free_pool: int | None  # None on a follower
     in_use: NotRequired[int | None]  # leader: seats in use pool-wide (None on a follower)
     held_back: NotRequired[int | None]  # leader: grace and down servers' held seats
-    servers: dict[str, ServerRow | None]  # None: another server's row, seen by a follower
+    servers: dict[str, ServerRow | None]
+    # V1, only for a license with a bound code: "bound" (its servers are here) or
+    # "refused: <why>" (serves nothing here); absent: unbound
+    binding: NotRequired[str]  # None: another server's row, seen by a follower
 
 
 class ClientStatus(TypedDict):
@@ -141,6 +144,8 @@ class PoolLicense(TypedDict):
     free_pool: int | None
     servers: dict[str, PoolRow]  # the leader's global rows (`{}` without a leader)
     own: dict[str, PoolRow]  # each server's own row, as it reports it
+    # V1, each server's own verdict: "unbound", "bound" or "refused: <why>"
+    binding: NotRequired[dict[str, str]]
 
 
 class PoolClient(TypedDict):

@@ -324,6 +324,18 @@ class Allowance:
     known: bool = False  # False: not yet heard in this leader's term
     reserved: int = 0  # seats moved here by fail-over claims not yet durable (L2)
     grace: int = 0  # of in_use: seats held back by the server's restart grace (S4)
+    # it reported more seats in use than allowed when it (re)joined this leader (a
+    # restart with its store: clients re-adopting their seats): its target is its in-use
+    # count, not its row, until that falls to the row
+    restored: bool = False
+
+    def target(self, row: int) -> int:
+        """The allowance to move toward: the row, or a restored server's in-use count."""
+        if self.restored:
+            if self.in_use - self.grace > row:
+                return self.in_use - self.grace
+            self.restored = False
+        return row
 
     def hold(self, hard_limit: int) -> int:
         """Seats this server may be using right now (as far as the leader can tell)."""
@@ -400,6 +412,7 @@ class Ledger:
                 a.in_use = r.in_use + r.grace if r else 0
                 a.grace = r.grace if r else 0
                 a.change_seq = 0
+                a.restored = r is not None and r.in_use > r.allowed
             for lic, r in reported.items():
                 if lic not in self.allow[sid]:
                     self.allow[sid][lic] = Allowance(
@@ -408,6 +421,7 @@ class Ledger:
                         in_use=r.in_use + r.grace,
                         known=True,
                         grace=r.grace,
+                        restored=r.in_use > r.allowed,
                     )
             return
         self.fenced.discard(sid)
@@ -465,7 +479,7 @@ class Ledger:
             a = self.get(sid, lic)
             if not a.known:
                 continue
-            target = state.rows.get(sid, 0)
+            target = a.target(state.rows.get(sid, 0))
             if a.sent > target:
                 a.sent = target
                 a.change_seq = seq
@@ -476,7 +490,7 @@ class Ledger:
         short = False
         for sid in self.servers:
             a = self.get(sid, lic)
-            target = state.rows.get(sid, 0)
+            target = a.target(state.rows.get(sid, 0))
             if a.sent >= target:
                 continue
             if not a.known or sid not in reachable or usable is None or usable < 0:

@@ -26,6 +26,7 @@ class DenyReason(enum.StrEnum):
     DISASSOCIATED = "disassociated"  # this server is out of the pool
     RECLAIMED = "reclaimed"  # an operator reclaimed this authorization
     BAD_REQUEST = "bad_request"  # count out of range, wrong pool or similar
+    BINDING = "binding"  # a bound code's servers are not (a majority) in this pool (V1)
     # No server sends this one: the client library's word for a server it cannot reach,
     # handed to the client machine as a Deny so that it walks on to the next server.
     UNREACHABLE = "unreachable"

@@ -380,12 +380,13 @@ class AdminClient:
             ), False
         return AdminResult(False, "no server reachable (" + "; ".join(tried) + ")", ""), False
 
-    async def add_code(self, code: str) -> AdminResult:
+    async def add_code(self, code: str, *, reason: str = "") -> AdminResult:
         """ADD_LICENSE_CODE. Raises `CodeError` (InputError) for a malformed code."""
         text = parse_code(code).text()
-        return await self._operation(lambda **b: m.AddLicenseCode(code=text, **b))
+        why = _reason(reason)
+        return await self._operation(lambda **b: m.AddLicenseCode(code=text, reason=why, **b))
 
-    async def add_allocations(self, code: str) -> AdminResult:
+    async def add_allocations(self, code: str, *, reason: str = "") -> AdminResult:
         """ADD_ALLOCATIONS with an add-on code. Raises `CodeError` for a malformed code."""
         parsed = parse_code(code)
         if parsed.kind != "add":
@@ -395,9 +396,12 @@ class AdminClient:
                 field="code",
             )
         text = parsed.text()
-        return await self._operation(lambda **b: m.AddAllocations(code=text, **b))
+        why = _reason(reason)
+        return await self._operation(lambda **b: m.AddAllocations(code=text, reason=why, **b))
 
-    async def set_distribution(self, license: str, distribution: dict[str, int]) -> AdminResult:
+    async def set_distribution(
+        self, license: str, distribution: dict[str, int], *, reason: str = ""
+    ) -> AdminResult:
         """CHANGE_DISTRIBUTION. Raises `InputError` for unknown servers or negative counts."""
         ids = set(self.rlf.server_ids)
         for sid, n in distribution.items():
@@ -409,8 +413,9 @@ class AdminClient:
             if n < 0:
                 raise InputError(f"{sid}: negative count {n}", field="distribution")
         pairs = tuple(sorted(distribution.items()))
+        why = _reason(reason)
         return await self._operation(
-            lambda **b: m.ChangeDistribution(license=license, distribution=pairs, **b)
+            lambda **b: m.ChangeDistribution(license=license, distribution=pairs, reason=why, **b)
         )
 
     async def reclaim(self, client_id: str, license: str, reason: str) -> AdminResult:
@@ -418,6 +423,7 @@ class AdminClient:
         table holds it."""
         if not reason.strip():
             raise InputError("a reason is required", field="reason")
+        reason = _reason(reason)
         # The key table that holds the authorization is the server that issued it.
         pool = await self.status()
         holders = [
@@ -434,7 +440,7 @@ class AdminClient:
             holders[:1],
         )
 
-    async def push_rlf(self, rlf_text: str, *, file: str = "<rlf>") -> PushResult:
+    async def push_rlf(self, rlf_text: str, *, file: str = "<rlf>", reason: str = "") -> PushResult:
         """UPDATE_RLF: verify locally, send, wait until every reachable server runs it.
 
         Raises `InputError` (bad file, bad signature, other pool or admin key, sequence not
@@ -460,7 +466,8 @@ class AdminClient:
                 file=file,
                 field="sequence",
             )
-        result = await self._operation(lambda **b: m.UpdateRlf(rlf_text=rlf_text, **b))
+        why = _reason(reason)
+        result = await self._operation(lambda **b: m.UpdateRlf(rlf_text=rlf_text, reason=why, **b))
         if not result.ok and result.server:
             per = dict.fromkeys(self.rlf.server_ids, "?")
             per[result.server] = f"refused: {result.message}"
@@ -496,6 +503,51 @@ class AdminClient:
         if pending:
             msg += f"; not yet on {', '.join(pending)} after {PUSH_TIMEOUT:g} s"
         return PushResult(ok, msg, per)
+
+    # -- audit
+
+    async def server_audit(self, sid: str, *, page: int = 1000) -> dict[str, Any]:
+        """Every audit row of one server, oldest first, and the head it reports:
+        {"rows": [...], "head": {...}} or {"error": "..."}."""
+        rows: list[dict[str, Any]] = []
+        head: dict[str, Any] = {}
+        since = 0
+        while True:
+            msg = m.AuditRequest(since_seq=since, limit=page, **self._msg_base())
+            try:
+                reply = await self._request(sid, msg, self.timeout)
+            except (TransportError, ProtocolError) as exc:
+                return {"error": f"unreachable: {exc}"}
+            if isinstance(reply, m.AdminReply):
+                return {"error": f"refused: {reply.message}"}
+            if not isinstance(reply, m.AuditReply):
+                return {"error": f"unexpected reply {type(reply).__name__}"}
+            got = list(reply.audit.get("rows", []))
+            head = dict(reply.audit.get("head", {}))
+            rows.extend(got)
+            if not got or not reply.audit.get("more"):
+                return {"rows": rows, "head": head}
+            since = int(got[-1]["seq"])
+
+    async def audit(self) -> dict[str, dict[str, Any]]:
+        """`server_audit` of every server of the RLF, at once."""
+        ids = list(self.rlf.server_ids)
+        answers = await asyncio.gather(*(self.server_audit(sid) for sid in ids))
+        return dict(zip(ids, answers, strict=True))
+
+
+REASON_MAX = 1024
+
+
+def _reason(reason: str) -> str:
+    """An admin's reason: one line of at most `REASON_MAX` characters."""
+    text = reason.strip()
+    if len(text) > REASON_MAX or any(ord(c) < 32 for c in text):
+        raise InputError(
+            f"a reason is one line of at most {REASON_MAX} printable characters",
+            field="--reason",
+        )
+    return text
 
 
 def _utc_now() -> str:

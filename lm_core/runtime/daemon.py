@@ -51,16 +51,18 @@ import datetime
 import itertools
 import logging
 import time
+import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from lm_core.engine import effects as fx
 from lm_core.engine import messages as m
+from lm_core.engine import vocab
 from lm_core.engine.rlf import Rlf, parse_rlf, render_rlf, verify_rlf
 from lm_core.engine.status_types import ServerStatus
 from lm_core.errors import InputError, LmError
-from lm_core.runtime import tlsconfig
+from lm_core.runtime import identity, tlsconfig
 from lm_core.runtime.admission import (
     Verdict,
     admit_frame,
@@ -68,12 +70,14 @@ from lm_core.runtime.admission import (
     describe,
     reaches_nobody,
 )
+from lm_core.runtime.audit import NOTES_KEPT, AuditLog, Head, actor_of, notes_from_rows
 from lm_core.runtime.codec import ProtocolError
 from lm_core.runtime.connection import Budgets, Connection, TransportError, buffer_of, serve
 from lm_core.runtime.framing import BufferBudget
 from lm_core.runtime.kinds import Kind
 from lm_core.runtime.liveness import peer_deadline
 from lm_core.runtime.logsafe import PeerLog, escape
+from lm_core.runtime.metrics import MetricsServer, Snapshot, UsageCounters
 from lm_core.runtime.peers import Peers
 from lm_core.runtime.store import Batch, Loaded, Store
 from lm_core.runtime.usage import prune_usage, usage_reply
@@ -86,6 +90,10 @@ BATCH = 512  # inputs stepped before effects are carried out (group commit)
 OUT_QUEUE = 4096  # messages queued to one client/admin connection before we drop it
 IN_FLIGHT = 8  # messages of one connection in the inbox at once; its reader waits for more
 STATUS_MAX_CLIENTS = 10_000  # key-table rows in one StatusReply (frame cap)
+AUDIT_REPLY_ROWS = 1000  # audit rows in one AuditReply at most
+AUDIT_REPLY_CHARS = 2_000_000  # ... and about this much JSON (frame cap 4 MiB)
+# messages whose step may produce an audit row (admin changes, syncs carrying authors)
+_AUDITED = (*vocab.ADMIN_OPS, m.ForwardedAdmin, m.DistributionSync, m.RlfTransfer)
 TOKEN = "conn:"  # prefix of the token that names a client or admin connection
 
 
@@ -195,6 +203,7 @@ class Daemon:
         engine_factory: EngineFactory = license_server,
         budgets: Budgets | None = None,
         claim_key: bytes = b"",
+        metrics: tuple[str, int] | None = None,
     ) -> None:
         self.server_id = server_id
         self.rlf = rlf
@@ -212,6 +221,12 @@ class Daemon:
             **extra,
         )
         self._stored_seq = loaded.rlf[0] if loaded.rlf else 0
+        head, tail = store.audit_tail(NOTES_KEPT)
+        self.audit = AuditLog(rlf.pool, server_id, head, notes_from_rows(tail))
+        self.audit_committed: Head = self.audit.head  # the last audit row on disk
+        self._audit_rows: list[dict[str, Any]] = []  # rows of this step, not yet committed
+        self._store_idle = asyncio.Event()  # clear while a commit runs in a worker thread
+        self._store_idle.set()
         self.inbox: collections.deque[tuple[str, m.Message]] = collections.deque()
         self.peer_inbox: collections.deque[tuple[str, m.Message]] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None  # the loop, waiting for input
@@ -222,7 +237,20 @@ class Daemon:
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
         self._server: asyncio.Server | None = None
+        # V1: my identity (my TLS key) and each peer's, from its certificate on the links
+        # it speaks on, with when I last heard it (see engine/binding.py)
+        self.identity = identity.file_identity(tls.cert) if tls is not None and tls.cert else ""
+        self._peer_ident: dict[str, tuple[str, float]] = {}
+        self._conn_ident: weakref.WeakKeyDictionary[Connection, str] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._present: frozenset[str] | None = None
+        self._ident_deadline = peer_deadline(rlf.timing.heartbeat_interval)
         self.peer_log = PeerLog()
+        self.counters = UsageCounters()  # grants and denials since start (metrics)
+        self.metrics = (
+            MetricsServer(metrics[0], metrics[1], self.metrics_snapshot) if metrics else None
+        )
         self.event_log = PeerLog(per_conn=20, per_source=50, overall=500)
         self.peers = Peers(
             server_id,
@@ -266,6 +294,8 @@ class Daemon:
             await asyncio.to_thread(self.store.commit, batch)
             self._stored_seq = self.rlf.sequence
         self.peers.start()
+        if self.metrics is not None:
+            self.metrics.start()
         self.started.set()
 
     def stop(self) -> None:
@@ -288,6 +318,8 @@ class Daemon:
     async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
         for c in list(self.clients.values()):
             c.conn.abort()
         await self.peers.aclose()
@@ -332,6 +364,7 @@ class Daemon:
             for sender, msg in inputs:
                 effects.extend(self._step(sender, msg, now))
             if now >= due:
+                self._update_present(now)
                 today = _today()
                 if today != self.today:
                     self.today = today
@@ -341,7 +374,7 @@ class Daemon:
                 except Exception:
                     log.exception("engine tick failed")
                 last_tick = now
-            if effects:
+            if effects or self._audit_rows:
                 await self._carry_out(effects)
             self._maybe_checkpoint()
             if now >= self._prune_at:
@@ -356,8 +389,17 @@ class Daemon:
             msg, open=client is not None and not client.conn.closed
         ):
             return []  # the client hung up: a grant would hold a seat for nobody
+        pending = (
+            self.audit.pending_for(msg, f"forwarded by server {sender}", self.engine)
+            if isinstance(msg, _AUDITED)
+            else None
+        )
         try:
             effects = self.engine.handle(now, sender, msg)
+            if pending is not None:
+                self._audit_rows.extend(
+                    self.audit.rows_after(pending, self.engine, effects, time.time())
+                )
         except Exception:
             log.exception(
                 "engine failed on %s from %s; message dropped",
@@ -399,24 +441,39 @@ class Daemon:
                     eff.kind, eff.client_id, eff.license, eff.count, eff.reason,
                     None if eff.identity is None else eff.identity.as_json(), eff.ago,
                 )  # fmt: skip
+                self.counters.note(eff.kind, eff.license, eff.count, eff.reason)
         self._note_rlf(batch)
+        if self._audit_rows:
+            batch.audit.extend(self._audit_rows)
+            self._audit_rows.clear()
         return batch
 
     async def _commit(self, batch: Batch) -> None:
         try:
             if batch.synchronous:
-                await asyncio.to_thread(self.store.commit, batch)  # fsync: off the loop
+                self._store_idle.clear()
+                try:
+                    await asyncio.to_thread(self.store.commit, batch)  # fsync: off the loop
+                finally:
+                    self._store_idle.set()
             else:
                 self.store.commit(batch)  # no fsync: tens of microseconds
+            if batch.audit:
+                last = batch.audit[-1]
+                self.audit_committed = Head(last["seq"], last["hash"])
         except Exception as exc:
             # Without a durable store the promises (S2, S6) cannot be kept: stop, and
             # send nothing that depended on this batch.
             raise StoreFailed(f"store write failed, stopping: {exc}") from exc
 
     def _send_effects(self, effects: Sequence[fx.Effect]) -> None:
+        notes = self.audit.recent_notes
         for eff in effects:
             if isinstance(eff, fx.Send):
-                self.peers.send(eff.to, eff.msg)
+                msg = eff.msg
+                if notes and isinstance(msg, m.DistributionSync):
+                    msg = replace(msg, changes=notes)  # who made the latest changes (audit)
+                self.peers.send(eff.to, msg)
             elif isinstance(eff, fx.Reply):
                 client = self.clients.get(eff.to)
                 if client is not None:
@@ -456,7 +513,28 @@ class Daemon:
     def _from_peer_link(self, peer_id: str, msg: m.Message, conn: Connection) -> None:
         if msg.pool != self.rlf.pool:
             raise ProtocolError(f"message for pool {msg.pool!r}")
+        self._heard_identity(peer_id, conn)
         self._from_peer(peer_id, msg)
+
+    def _heard_identity(self, peer_id: str, conn: Connection) -> None:
+        ident = self._conn_ident.get(conn)
+        if ident is None:  # once per connection: its certificate does not change
+            ident = identity.peer_identity(conn.writer.get_extra_info("ssl_object"))
+            self._conn_ident[conn] = ident
+        self._peer_ident[peer_id] = (ident, time.monotonic())
+
+    def _update_present(self, now: float) -> None:
+        """Tell the engine which servers are present: me, and each peer heard from
+        within the peer deadline (by the identity of its certificate)."""
+        present = frozenset(
+            {self.identity}
+            | {i for i, t in self._peer_ident.values() if i and now - t <= self._ident_deadline}
+        ) - {""}
+        if present != self._present:
+            self._present = present
+            set_identities = getattr(self.engine, "set_identities", None)
+            if set_identities is not None:
+                set_identities(self.identity, present)
 
     def _from_peer(self, peer_id: str, msg: m.Message) -> None:
         if isinstance(msg, m.ServerUp):
@@ -536,13 +614,17 @@ class Daemon:
             elif isinstance(msg, m.UsageRequest):  # read-only (STATUS kind): the store answers
                 client.put(await usage_reply(self.store, msg, self.server_id))
             elif kind is Kind.STATUS:
-                client.put(self._status_reply(getattr(msg, "request_id", 0)))
+                if isinstance(msg, m.AuditRequest):
+                    client.put(await self._audit_reply(msg))
+                else:
+                    client.put(self._status_reply(getattr(msg, "request_id", 0)))
             elif kind in (Kind.ADMIN, Kind.ADMIN_RLF):
                 why = await self._check_rlf(msg)
                 if why is not None:
                     client.put(self._refusal(msg, why))
                 else:
-                    await self._enqueue(client, msg)
+                    # the audit log's author is the certificate, never what the admin says
+                    await self._enqueue(client, _stamped(msg, _actor(conn)))
             else:  # a server message, on a connection a peer dialled (or plaintext)
                 sender = admit_server_sender(
                     conn.peer, msg.sender, msg.pool, tls=tls, pool=self.rlf.pool,
@@ -550,6 +632,7 @@ class Daemon:
                 )  # fmt: skip
                 if sender.verdict is not Verdict.ACCEPT:
                     raise ProtocolError(f"{type(msg).__name__}: {sender.reason}")
+                self._heard_identity(msg.sender, conn)
                 why = await self._check_rlf(msg)
                 if why is not None:
                     self.peer_log.log(
@@ -582,6 +665,37 @@ class Daemon:
             status["clients_total"] = len(clients)
         return status
 
+    async def _audit_reply(self, msg: m.AuditRequest) -> m.AuditReply:
+        # read between commits: the rows on disk and the head reported are the same ones
+        while not self._store_idle.is_set():
+            await self._store_idle.wait()
+        rows = self.store.audit_rows(
+            since_seq=msg.since_seq, limit=max(1, min(msg.limit, AUDIT_REPLY_ROWS))
+        )
+        size, keep = 0, list[dict[str, Any]]()
+        for r in rows:
+            size += len(str(r))
+            if keep and size > AUDIT_REPLY_CHARS:
+                break
+            keep.append(r)
+        head = self.audit_committed
+        return m.AuditReply(
+            pool=self.rlf.pool,
+            sender=self.server_id,
+            request_id=msg.request_id,
+            audit={
+                "server": self.server_id,
+                "pool": self.rlf.pool,
+                "head": {"seq": head.seq, "hash": head.hash},
+                "rows": keep,
+                "more": len(keep) < len(rows) or len(rows) == max(1, min(msg.limit, 1000)),
+            },
+        )
+
+    def metrics_snapshot(self) -> Snapshot:
+        """The status and counters for one metrics scrape (called on the loop)."""
+        return Snapshot(self.status(), self.counters.copy())
+
     def _status_reply(self, request_id: int) -> m.StatusReply:
         return m.StatusReply(
             pool=self.rlf.pool,
@@ -589,6 +703,16 @@ class Daemon:
             request_id=request_id,
             status=dict(self.status()),
         )
+
+
+def _stamped(msg: m.Message, actor: str) -> m.Message:
+    return replace(msg, actor=actor) if hasattr(msg, "actor") else msg  # type: ignore[call-arg]
+
+
+def _actor(conn: Connection) -> str:
+    ssl_object = conn.writer.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return actor_of(conn.peer, der, conn.remote)
 
 
 def _event_level(eff: fx.Event) -> int:

@@ -173,11 +173,14 @@ def _licenses(
             rows = {sid: {} for sid in ids}
             pool_available = free_pool = None
         own: dict[str, PoolRow] = {}
+        binding: dict[str, str] = {}
         for sid in ids:
             mine = _find_license(answered.get(sid), name)
             row = (mine.get("servers") or {}).get(sid) if mine else None
             if isinstance(row, Mapping):
                 own[sid] = PoolRow(**row)
+            if mine and isinstance(mine.get("binding"), str):
+                binding[sid] = mine["binding"]
         out.append(
             {
                 "license": name,
@@ -189,6 +192,8 @@ def _licenses(
                 "own": own,
             }
         )
+        if binding:  # V1: only a license with a bound code
+            out[-1]["binding"] = binding
     return out
 
 

@@ -30,6 +30,7 @@ from lm_core.runtime import store_cmd, tlsconfig
 from lm_core.runtime.connection import Budgets, is_loopback
 from lm_core.runtime.daemon import Daemon, StoreFailed
 from lm_core.runtime.logsafe import SafeFormatter
+from lm_core.runtime.metrics import MetricsBindError
 from lm_core.runtime.store import Loaded, Store, StoreError
 from lm_core.runtime.userfile import read_user_file
 from lm_core.version import version_line
@@ -163,7 +164,23 @@ def _parser() -> argparse.ArgumentParser:
         help=f"TLS handshakes started per second from one source address (default "
         f"{d.handshake_rate})",
     )
+    p.add_argument(
+        "--metrics",
+        metavar="ADDR:PORT",
+        type=_metrics_address,
+        default=None,
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics (e.g. 127.0.0.1:9464)",
+    )
     return p
+
+
+def _metrics_address(text: str) -> tuple[str, int]:
+    from lm_core.runtime.connection import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _gmtime(secs: float | None) -> time.struct_time:
@@ -280,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             tls=tls,
             budgets=budgets(args),
             claim_key=claim_key,
+            metrics=args.metrics,
         )
     except LmError as exc:
         store.close()
@@ -292,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         own = rlf.server(args.server_id)
         print(f"lm-daemon: cannot listen on {own.address}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(1)
-    except StoreFailed as exc:
+    except (StoreFailed, MetricsBindError) as exc:
         print(f"lm-daemon: {exc}", file=sys.stderr)
         sys.exit(1)
     sys.exit(0)

@@ -96,6 +96,8 @@ from typing import IO, Any
 
 from lm_core.engine import limits
 from lm_core.errors import InputError
+from lm_core.runtime import audit_store
+from lm_core.runtime.audit import Head
 
 log = logging.getLogger("lm.store")
 
@@ -191,6 +193,7 @@ class Batch:
     usage: list[tuple[str, str, str, int, str, dict[str, Any] | None, float]] = field(
         default_factory=list
     )
+    audit: list[dict[str, Any]] = field(default_factory=list)  # audit rows (audit_store)
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.state = state
@@ -223,10 +226,14 @@ class Batch:
     def synchronous(self) -> bool:
         """True if this batch must be fsynced before `commit` returns (an admin-side
         change: state or RLF); grant-path writes alone need not be (see the module doc)."""
-        return self.state is not None or self.rlf is not None
+        return self.state is not None or self.rlf is not None or bool(self.audit)
 
     def __bool__(self) -> bool:
-        return self.state is not None or self.rlf is not None or bool(self.keys or self.usage)
+        return (
+            self.state is not None
+            or self.rlf is not None
+            or bool(self.keys or self.usage or self.audit)
+        )
 
 
 def _check_int(value: int, lo: int, hi: int, what: str) -> None:
@@ -302,6 +309,7 @@ class Store:
                 store._check_existing(pool=pool, server_id=server_id)
             else:
                 store._create(pool=pool, server_id=server_id)
+            audit_store.ensure_table(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StoreError(
@@ -483,6 +491,14 @@ class Store:
             )
         return max(0, cur.rowcount)
 
+    def audit_rows(self, *, since_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """Audit rows with seq > since_seq, oldest first (see `audit_store`)."""
+        return audit_store.read(self._conn, since_seq=since_seq, limit=limit)
+
+    def audit_tail(self, n: int) -> tuple[Head | None, list[dict[str, Any]]]:
+        """The audit head and the newest `n` rows (the daemon's start-up)."""
+        return audit_store.head(self._conn), audit_store.last_rows(self._conn, n)
+
     def key_count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM keys").fetchone()[0])
 
@@ -524,6 +540,8 @@ class Store:
                 )
             if batch.usage:
                 self._write_usage(batch.usage, at)
+            if batch.audit:
+                audit_store.insert(c, batch.audit)
 
     def _write_usage(
         self, rows: list[tuple[str, str, str, int, str, dict[str, Any] | None, float]], at: float
