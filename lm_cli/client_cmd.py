@@ -15,7 +15,7 @@ import typer
 from lm_cli.live import report, with_client
 from lm_cli.output import JsonOpt, PoolOpt, console, handle_errors, load_pool
 from lm_core.errors import InputError
-from lm_core.runtime.client import LicenseClient
+from lm_core.runtime.client import LicenseClient, process_identity
 from lm_core.runtime.tlsconfig import load_tls_dir
 
 client_app = typer.Typer(
@@ -77,6 +77,13 @@ def hold(
     wait: Annotated[
         bool, typer.Option("--wait", help="If no seat is free, keep trying until one is.")
     ] = False,
+    program: Annotated[
+        str | None,
+        typer.Option("--program", help="Program name the servers log (default: this one)."),
+    ] = None,
+    program_version: Annotated[
+        str, typer.Option("--program-version", help="Program version the servers log.")
+    ] = "",
     json_out: JsonOpt = False,
     tls_dir: ClientTlsOpt = None,
 ) -> None:
@@ -89,7 +96,8 @@ def hold(
     """  # fmt: skip
     rlf = load_pool(pool)
     trust = load_tls_dir(tls_dir, "client")
-    client = LicenseClient(rlf, trust, client_id=client_id, prefer=server)
+    identity = process_identity(program=program, version=program_version)
+    client = LicenseClient(rlf, trust, client_id=client_id, prefer=server, identity=identity)
     out = _HoldOutput(client.client_id, json_out=json_out, waiting=wait)
 
     async def run() -> int:

@@ -197,9 +197,12 @@ def set_settings(
     ] = None,
     client_lease: Annotated[float | None, _opt("--client-lease", "Client lease, seconds.")] = None,
     drift: Annotated[float | None, _opt("--drift", "Max relative clock-rate error.")] = None,
+    retention_days: Annotated[
+        int | None, _opt("--retention-days", "Days the servers keep usage rows (default 400).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Set the borrowing threshold, majority rule and timings.
+    """Set the borrowing threshold, majority rule, timings and usage-log retention.
 
     Example: lm rlf set pool.rlf --borrowing-threshold 0.9 --client-lease 10
     """
@@ -221,6 +224,8 @@ def set_settings(
         changes["borrowing_threshold"] = borrowing_threshold
     if majority_rule is not None:
         changes["majority_rule"] = majority_rule
+    if retention_days is not None:
+        changes["retention_days"] = retention_days
     if timing_changes:
         changes["timing"] = dataclasses.replace(rlf.timing, **timing_changes)
     if not changes:

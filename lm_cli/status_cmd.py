@@ -30,6 +30,23 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _who(identity: Any) -> str:
+    """``alice@ws-17 cad 2.1, :0`` from a client identity ("-" when none was stated)."""
+    if not isinstance(identity, dict):
+        return "-"
+    who = f"{identity.get('user') or '?'}@{identity.get('host') or '?'}"
+    program = " ".join(str(identity[k]) for k in ("program", "version") if identity.get(k))
+    extra = ", ".join(p for p in (program, str(identity.get("display") or "")) if p)
+    return f"{who} {extra}" if extra else who
+
+
+def _since(since: Any, day: str) -> str:
+    """The checkout start (UTC): the time alone when it is the collection day's."""
+    if not isinstance(since, str):
+        return "-"
+    return since[11:19] if since[:10] == day else since[:16].replace("T", " ")
+
+
 def render(pool: PoolStatus) -> None:
     """Print the merged pool status as tables."""
     out = console()
@@ -83,14 +100,19 @@ def render(pool: PoolStatus) -> None:
     total = max(int(pool.get("clients_total") or 0), listed)
     more = f", {listed} listed" if total > listed else ""
     clients = Table(title=f"key tables ({total} authorizations{more})")
-    for col in ("client", "server", "license", "count", "lease left"):
-        clients.add_column(col)
+    clients.add_column("client", no_wrap=True)  # what `lm key release` takes: never cut
+    for col in ("server", "license", "n", "who", "since",
+                "lease"):  # fmt: skip
+        clients.add_column(col, overflow="fold")
+    day = str(pool.get("collected_at") or "")[:10]
     for c in pool["clients"]:
         clients.add_row(
             str(c["client_id"]),
             str(c["server"]),
             str(c["license"]),
             _fmt(c["count"]),
+            _who(c.get("identity")),
+            _since(c.get("since"), day),
             _fmt(c.get("lease_expires_in")),
         )
     out.print(clients)

@@ -46,6 +46,7 @@ from lm_tui.modals import (
     ReclaimScreen,
 )
 from lm_tui.source import Outcome, PoolSource
+from lm_tui.usage_tab import UsagePane
 from lm_tui.viewmodel import (
     KEY_COLUMNS,
     KEY_HEADERS,
@@ -66,6 +67,7 @@ from lm_tui.viewmodel import (
 from lm_tui.widgets import KeyedTable, LicensePanel
 
 HIGHLIGHT_SECONDS = 2.0
+USAGE_INTERVAL = 5.0  # seconds between usage reads while the Usage tab is shown
 HISTORY_SECONDS = 2.0  # one sparkline sample per this many seconds (24 samples shown)
 
 SERVER_COLUMNS = (
@@ -203,6 +205,7 @@ class LmTuiApp(App[int]):
         Binding("1", "show_tab('pool')", "Pool tab", show=False),
         Binding("2", "show_tab('keys')", "Keys tab", show=False),
         Binding("3", "show_tab('events')", "Events tab", show=False),
+        Binding("4", "show_tab('usage')", "Usage tab", show=False),
     ]
 
     def __init__(
@@ -279,6 +282,13 @@ class LmTuiApp(App[int]):
                     yield FilterInput("events-table", id="event-filter")
                     yield Static(id="event-info")
                 yield KeyedTable(EVENT_COLUMNS, id="events-table", cursor_type="row")
+            with TabPane("Usage", id="usage"):
+                yield UsagePane(
+                    self.source,
+                    interval=None if self.interval is None else USAGE_INTERVAL,
+                    wall_clock=self.wall_clock,
+                    id="usage-pane",
+                )
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -484,6 +494,10 @@ class LmTuiApp(App[int]):
                     r.license,
                     Text(str(r.count), justify="right"),
                     Text(r.lease, justify="right"),
+                    r.user or "-",
+                    r.host or "-",
+                    r.program or "-",
+                    r.since[11:] or "-",  # the time (UTC); the date is in the details
                 ],
             )
             for r in shown
@@ -570,7 +584,8 @@ class LmTuiApp(App[int]):
         tabs = self.query_one(TabbedContent)
         if tabs.active != tab:
             tabs.active = tab
-        target = {"pool": "#servers", "keys": "#keys-table", "events": "#events-table"}[tab]
+        target = {"pool": "#servers", "keys": "#keys-table", "events": "#events-table",
+                  "usage": "#usage-table"}[tab]  # fmt: skip
         self.query_one(target, KeyedTable).focus()
 
     # ------------------------------------------------------------ pause / refresh / help

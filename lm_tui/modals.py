@@ -454,7 +454,15 @@ def _key_text(row: KeyRow) -> Text:
         ("count      ", "dim"),
         f"{row.count}\n",
         ("lease      ", "dim"),
-        f"expires in {row.lease}",
+        f"expires in {row.lease}\n",
+        ("user       ", "dim"),
+        f"{row.user or '?'}@{row.host or '?'}\n",
+        ("program    ", "dim"),
+        f"{row.program or '-'}" + (f" (pid {row.pid})" if row.pid else "") + "\n",
+        ("display    ", "dim"),
+        f"{row.display or '-'}\n",
+        ("since      ", "dim"),
+        f"{row.since + ' UTC' if row.since else '-'}",
     )
 
 

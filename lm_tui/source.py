@@ -43,6 +43,7 @@ class PoolSource(Protocol):
     async def set_distribution(self, license: str, distribution: dict[str, int]) -> Outcome: ...
     async def push_rlf(self, rlf_text: str) -> Outcome: ...
     async def reclaim(self, client_id: str, license: str, reason: str) -> Outcome: ...
+    async def usage(self, since: float, until: float) -> dict[str, Any]: ...
     async def aclose(self) -> None: ...
 
 
@@ -63,6 +64,8 @@ class AdminSource:
         self._tls = tls
         self._poller = AdminClient(rlf, tls=tls, timeout=timeout, name="lm-tui")
         self._actor = AdminClient(rlf, tls=tls, timeout=timeout, name="lm-tui")
+        self._reader = AdminClient(rlf, tls=tls, timeout=timeout, name="lm-tui")  # usage log
+        self._poller_last: PoolStatus | None = None
         self._lock: asyncio.Lock | None = None
         self._closed = False
 
@@ -85,7 +88,9 @@ class AdminSource:
         from lm_core.runtime.tlsdiag import diagnose_status
 
         async def poll() -> PoolStatus:
-            return await diagnose_status(await self._poller.status(), self._tls)
+            status = await diagnose_status(await self._poller.status(), self._tls)
+            self._poller_last = status
+            return status
 
         return await self._call(self._poller, poll)
 
@@ -112,9 +117,29 @@ class AdminSource:
     async def reclaim(self, client_id: str, license: str, reason: str) -> Outcome:
         return self._outcome(await self._act(lambda c: c.reclaim(client_id, license, reason)))
 
+    async def usage(self, since: float, until: float) -> dict[str, Any]:
+        """The merged usage report of the window, by hour (what `lm report` prints)."""
+        from lm_core.runtime.report import build_report
+        from lm_core.runtime.usage import fetch_usage
+
+        async def read() -> dict[str, Any]:
+            fetched = await fetch_usage(self._reader, since, until)
+            if not fetched.rows:
+                raise ConnectionError(
+                    "; ".join(f"{s}: {e}" for s, e in sorted(fetched.errors.items()))
+                    or "no server answered"
+                )
+            status = self._poller_last
+            hard = {lic["license"]: lic["hard_limit"] for lic in status["licenses"]} if (
+                status is not None) else {}  # fmt: skip
+            return build_report(fetched.rows, fetched.now, since=since, until=until, by="hour",
+                                hard_limits=hard, unreachable=fetched.errors)  # fmt: skip
+
+        return await self._call(self._reader, read)
+
     async def aclose(self) -> None:
         self._closed = True
-        await asyncio.gather(self._poller.aclose(), self._actor.aclose())
+        await asyncio.gather(self._poller.aclose(), self._actor.aclose(), self._reader.aclose())
 
 
 class RecordedSource:
@@ -122,11 +147,17 @@ class RecordedSource:
     forever. Actions are recorded in `calls` and answered with `answer`."""
 
     def __init__(
-        self, snapshots: Sequence[PoolStatus], *, answer: Outcome | None = None
+        self,
+        snapshots: Sequence[PoolStatus],
+        *,
+        answer: Outcome | None = None,
+        usage: dict[str, Any] | None = None,
     ) -> None:
         if not snapshots:
             raise ValueError("a recorded source needs at least one snapshot")
         self._snapshots = list(snapshots)
+        self._usage = usage  # the recorded usage report (None: no usage log)
+        self.usage_asked: list[tuple[float, float]] = []
         self._next = 0
         self.answer = answer or Outcome(True, "done")
         self.calls: list[tuple[AdminOp, tuple[Any, ...]]] = []
@@ -162,6 +193,13 @@ class RecordedSource:
 
     async def reclaim(self, client_id: str, license: str, reason: str) -> Outcome:
         return await self._act(AdminOp.RECLAIM, client_id, license, reason)
+
+    async def usage(self, since: float, until: float) -> dict[str, Any]:
+        self.usage_asked.append((since, until))
+        if self._usage is None:
+            raise ConnectionError("no usage log recorded")
+        copy: dict[str, Any] = json.loads(json.dumps(self._usage))
+        return copy
 
     async def aclose(self) -> None:
         return None

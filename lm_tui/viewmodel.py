@@ -353,17 +353,35 @@ class KeyRow:
     license: str
     count: int
     lease_expires_in: float | None
+    # who holds it, as the client stated (`ClientIdentity`; "" / 0 when not known)
+    user: str = ""
+    host: str = ""
+    program: str = ""  # program and version
+    display: str = ""
+    pid: int = 0
+    since: str = ""  # checkout start, "YYYY-MM-DD HH:MM:SS" UTC
 
     @property
     def lease(self) -> str:
         return _fmt_age(self.lease_expires_in)
 
     def cells(self) -> tuple[str, ...]:
-        return (self.client_id, self.server, self.license, str(self.count), self.lease)
+        return (
+            self.client_id, self.server, self.license, str(self.count), self.lease,
+            self.user or "-", self.host or "-", self.program or "-", self.since[11:] or "-",
+        )  # fmt: skip
 
 
-KEY_COLUMNS = ("client_id", "server", "license", "count", "lease_expires_in")
-KEY_HEADERS = ("client id", "server", "license", "count", "lease expires in")
+# who holds a seat comes after the seat itself: the columns an 80-column screen shows
+# first stay the same, the identity scrolls in from the right
+KEY_COLUMNS = (
+    "client_id", "server", "license", "count", "lease_expires_in", "user", "host",
+    "program", "since",
+)  # fmt: skip
+KEY_HEADERS = (
+    "client id", "server", "license", "count", "lease expires in", "user", "host",
+    "program", "since (UTC)",
+)  # fmt: skip
 
 
 def key_rows(status: PoolStatus) -> list[KeyRow]:
@@ -371,6 +389,8 @@ def key_rows(status: PoolStatus) -> list[KeyRow]:
     for c in status.get("clients", []):
         server, lic, cid = str(c.get("server", "?")), str(c["license"]), str(c["client_id"])
         expires = c.get("lease_expires_in")
+        who = c.get("identity") or {}
+        since = c.get("since")
         rows.append(
             KeyRow(
                 key=f"{cid}\x1f{server}\x1f{lic}",
@@ -379,6 +399,12 @@ def key_rows(status: PoolStatus) -> list[KeyRow]:
                 license=lic,
                 count=int(c.get("count", 1)),
                 lease_expires_in=float(expires) if expires is not None else None,
+                user=str(who.get("user") or ""),
+                host=str(who.get("host") or ""),
+                program=" ".join(str(who[k]) for k in ("program", "version") if who.get(k)),
+                display=str(who.get("display") or ""),
+                pid=int(who.get("pid") or 0),
+                since=since.replace("T", " ").removesuffix("Z") if isinstance(since, str) else "",
             )
         )
     return rows
@@ -429,7 +455,10 @@ def sort_key_rows(rows: Iterable[KeyRow], column: str, reverse: bool = False) ->
 
 
 def key_row_text(row: KeyRow) -> str:
-    return " ".join(row.cells())
+    """What the `/` filter searches: the client id first (so ``^name`` anchors on it),
+    then the other cells."""
+    return " ".join((row.client_id, row.server, row.license, str(row.count), row.lease,
+                     row.user, row.host, row.program, row.display, row.since))  # fmt: skip
 
 
 # ------------------------------------------------------------------------- event log

@@ -81,6 +81,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lm_core.engine.identity import ClientIdentity
 from lm_core.engine.messages import (
     Authorize,
     ClientHeartbeat,
@@ -181,6 +182,7 @@ class ClientMachine:
         retry: bool = True,
         retry_backoff: float = 2.0,
         retry_floor: float = 0.25,
+        identity: ClientIdentity | None = None,
     ) -> None:
         if not servers:
             raise ValueError("a client needs at least one server")
@@ -195,6 +197,7 @@ class ClientMachine:
         self.retry = retry
         self.retry_backoff = retry_backoff
         self.retry_floor = retry_floor
+        self.identity = identity  # sent with requests and fail-over heartbeats
 
         self.state = ClientState.IDLE
         self.server: str | None = None  # the server that holds (or is being asked)
@@ -365,6 +368,7 @@ class ClientMachine:
                 count=self.count,
                 failover=True,
                 ticket=self.ticket,
+                identity=self.identity,
             )
         else:
             msg = Request(
@@ -373,6 +377,7 @@ class ClientMachine:
                 request_id=rid,
                 license=self.license,
                 count=self.count,
+                identity=self.identity,
             )
         return [SendTo(target, msg)]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lm_core.engine.identity import ClientIdentity
 from lm_core.engine.messages import Message
 
 
@@ -47,13 +48,18 @@ class PersistKey:
 
 @dataclass(frozen=True, slots=True)
 class LogUsage:
-    """One line of the usage log: kind is grant/renew/release/deny/expire/reclaim."""
+    """One line of the usage log: kind is grant/release/deny/expire/reclaim/moved.
+    `identity` is who holds (or asked for) the seats, when the server knows it. `ago`
+    dates the line back: the event happened that many seconds before the effect (an
+    expiry is found after the client's own lease ran out; the line says when it did)."""
 
     kind: str
     client_id: str
     license: str
     count: int
     reason: str = ""
+    identity: ClientIdentity | None = None
+    ago: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from lm_core.engine.identity import ClientIdentity, identity_json
+
 
 @dataclass(slots=True)
 class KeyEntry:
@@ -48,16 +50,21 @@ class KeyEntry:
     # until then a ticket of this entry may be claimed: its seats stay counted
     claim_hold: float = float("-inf")
     held: bool = False  # its client's lease is over; counted only for `claim_hold`
+    identity: ClientIdentity | None = None  # who holds it, as the client stated
+    since: float = 0.0  # when this server granted (or re-adopted) it, on its clock
 
     def as_json(self) -> dict[str, Any]:
         """The durable part (times are this process's clock and are not kept)."""
-        return {
+        out: dict[str, Any] = {
             "client_id": self.client_id,
             "license": self.license,
             "count": self.count,
             "request_id": self.request_id,
             "serial": self.serial,
         }
+        if self.identity is not None:
+            out["identity"] = identity_json(self.identity)
+        return out
 
 
 class KeyTable:
@@ -108,12 +115,14 @@ class KeyTable:
         expires: float,
         live: bool = True,
         serial: int = 0,
+        identity: ClientIdentity | None = None,
     ) -> KeyEntry:
         """Insert a new entry (the caller checked there is none)."""
         self._gen += 1
         entry = KeyEntry(
-            client_id, license, count, request_id, expires, now, live, self._gen, serial
-        )
+            client_id, license, count, request_id, expires, now, live, self._gen, serial,
+            identity=identity, since=now,
+        )  # fmt: skip
         self._entries[(client_id, license)] = entry
         if serial:
             self._by_serial[serial] = (client_id, license)

@@ -56,6 +56,9 @@ SQLITE_INT_MAX = 2**63 - 1  # what the store could hold; every limit above is fa
 SEATS_MAX = 1_000_000  # seats in one license code; count in one request
 CODES_MAX = 1024  # license codes in one RLF (so licenses in one pool)
 HARD_LIMIT_MAX = SEATS_MAX * CODES_MAX  # seats of one license; any seat count in a message
+RETENTION_DAYS_DEFAULT = 400  # RLF `retention_days`: usage and audit rows kept this long
+RETENTION_DAYS_MIN = 1
+RETENTION_DAYS_MAX = 36_500
 SERVERS_MIN = 3
 SERVERS_MAX = 11
 PORT_MIN = 1
@@ -81,11 +84,14 @@ KEY_FILE_BYTES_MAX = 64 * 1024  # a key file (one key line plus comments)
 
 # ---------------------------------------------------------------- status
 
-STATUS_CLIENTS_MAX = 2_000
+STATUS_CLIENTS_MAX = 1_000  # rows carry a client identity (identity.py) since issue 10
 STATUS_LICENSES_MAX = CODES_MAX
 STATUS_CODES_MAX = CODES_MAX  # run-time codes listed in a status
 STATUS_EVENTS_MAX = 64
 STATUS_REPLY_BYTES_MAX = 4 * 1024 * 1024  # = framing.MAX_FRAME
+# usage rows in one UsageReply: a row is at most ~2.2 KB on the wire (client id, reason,
+# identity at their bounds, each character doubled by JSON), so a page is < 1/2 a frame
+USAGE_PAGE_MAX = 1_000
 
 
 # ---------------------------------------------------------------- codec metadata

@@ -21,11 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+from lm_core.engine.identity import ClientIdentity
 from lm_core.engine.limits import (
+    HARD_LIMIT_MAX,
+    LICENSE_MAX,
     SEATS_MAX,
+    USAGE_PAGE_MAX,
     Clock,
     CodeText,
     Counter,
+    IntRange,
     License,
     Line,
     Name,
@@ -36,6 +41,10 @@ from lm_core.engine.limits import (
     Text,
     Token,
 )
+
+# A field added to the protocol later: absent on the wire means None, and None is not
+# written (the codec), so older clients' frames stay valid and unchanged.
+OPTIONAL = {"wire": "optional"}
 
 MAX_COUNT = SEATS_MAX  # seats in one request; the engine denies more with "bad_request"
 IsoDate = Annotated[str, Text(10, ident=True)]
@@ -62,6 +71,8 @@ class Request(Message):
     request_id: Counter
     license: License
     count: Seats = 1
+    # who asks (user, host, pid, program, ...); optional on the wire (older clients)
+    identity: ClientIdentity | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,13 +82,15 @@ class ClientHeartbeat(Message):
     client converts the heartbeat to a request (FIG. 10). `ticket` is the ticket of the
     authorization the client still holds (from its last `Authorize`; "" = none): the
     server that adopts the client claims those seats from the server that granted them
-    (see `lm_core.engine.claims`)."""
+    (see `lm_core.engine.claims`). `identity` is sent with fail-over heartbeats (the
+    adopting server has not seen the client's request); None on ordinary renewals."""
 
     request_id: Counter
     license: License
     count: Seats = 1
     failover: bool = False
     ticket: TicketText = ""
+    identity: ClientIdentity | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -248,6 +261,50 @@ class AdminReply(Message):
     ok: bool
     message: Line = ""
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageRequest(Message):
+    """Ask one server for its usage log rows in a time window (wall-clock seconds since
+    the epoch, UTC): rows that overlap ``[since, until)`` plus the grants still open at
+    `since`, with id above `after_id`, oldest first, at most `limit` (paging: ask again
+    with the last id while the reply says `more`). Read-only: a monitor may ask. The
+    runtime answers it from the store; the engine never sees it."""
+
+    request_id: Counter
+    since: Clock = 0.0
+    until: Clock = 0.0
+    after_id: Counter = 0
+    limit: Annotated[int, IntRange(1, USAGE_PAGE_MAX)] = USAGE_PAGE_MAX
+    license: Annotated[str, Text(LICENSE_MAX, ident=True)] = ""  # "" = every license
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageRecord:
+    """One usage log row: `kind` grant/release/deny/expire/reclaim/moved at `at` (wall
+    clock, UTC); a denial stands for one wait: `attempts` retries up to `last_at`."""
+
+    id: Counter
+    at: Clock
+    kind: Name
+    client_id: Sender
+    license: License
+    count: Annotated[int, IntRange(-HARD_LIMIT_MAX, HARD_LIMIT_MAX)]
+    reason: Line = ""
+    attempts: Counter = 1
+    last_at: Clock = 0.0  # 0: same as `at`
+    identity: ClientIdentity | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageReply(Message):
+    """Answer to UsageRequest. `now` is the server's wall clock when it answered (an open
+    grant is held until then); `more` = another page follows."""
+
+    request_id: Counter
+    rows: tuple[UsageRecord, ...] = ()
+    more: bool = False
+    now: Clock = 0.0
 
 
 # ---------------------------------------------------------------- server <-> server

@@ -56,6 +56,9 @@ MIN_SERVERS = limits.SERVERS_MIN
 MAX_SERVERS = limits.SERVERS_MAX
 MAX_RLF_CHARS = limits.RLF_CHARS_MAX
 MAX_CODES = limits.CODES_MAX
+RETENTION_DAYS_DEFAULT = limits.RETENTION_DAYS_DEFAULT
+RETENTION_DAYS_MIN = limits.RETENTION_DAYS_MIN
+RETENTION_DAYS_MAX = limits.RETENTION_DAYS_MAX
 SIGNATURE_DOMAIN = b"lm-rlf-v1\n"
 
 Path = tuple[str | int, ...]
@@ -171,6 +174,8 @@ class Rlf:
     majority_rule: bool = True
     borrowing_threshold: float = 0.8
     signature: str | None = None  # base64 Ed25519 signature by admin_key
+    # days the servers keep usage (and audit) rows; older ones are pruned
+    retention_days: int = RETENTION_DAYS_DEFAULT
 
     def server(self, server_id: str) -> ServerEntry:
         """The server with this id; raises `RlfError` if there is none."""
@@ -317,6 +322,13 @@ def _check(rlf: Rlf) -> None:
     bt = rlf.borrowing_threshold
     if isinstance(bt, bool) or not isinstance(bt, (int, float)) or not 0 < bt <= 1:
         raise _Problem(("borrowing_threshold",), f"must be > 0 and <= 1, got {bt!r}")
+    rd = rlf.retention_days
+    if type(rd) is not int or not RETENTION_DAYS_MIN <= rd <= RETENTION_DAYS_MAX:
+        raise _Problem(
+            ("retention_days",),
+            f"must be a whole number of days {RETENTION_DAYS_MIN}..{RETENTION_DAYS_MAX}, "
+            f"got {rd!r}",
+        )
     if rlf.signature is not None:
         sig = decode_b64(rlf.signature)
         if sig is None:
@@ -482,6 +494,7 @@ _TOP_FIELDS = (
     "admin_key",
     "majority_rule",
     "borrowing_threshold",
+    "retention_days",
     "codes",
     "servers",
     "vendors",
@@ -555,6 +568,9 @@ def _from_doc(doc: Mapping[str, Any]) -> Rlf:
     majority = _get(doc, "majority_rule", bool, (), required=False, default=True)
     threshold = _get(doc, "borrowing_threshold", (int, float), (), required=False, default=0.8)
     threshold = _float_of(threshold, ("borrowing_threshold",))
+    retention = _get(
+        doc, "retention_days", int, (), required=False, default=RETENTION_DAYS_DEFAULT
+    )
     signature: str | None = None
     if "signature" in doc:
         sig_table = _get(doc, "signature", dict, ())
@@ -572,6 +588,7 @@ def _from_doc(doc: Mapping[str, Any]) -> Rlf:
         majority_rule=majority,
         borrowing_threshold=threshold,
         signature=signature,
+        retention_days=retention,
     )
 
 
@@ -754,6 +771,15 @@ def render_rlf(rlf: Rlf) -> str:
         f"admin_key = {_str(rlf.admin_key)}",
         f"majority_rule = {'true' if rlf.majority_rule else 'false'}",
         f"borrowing_threshold = {_float(rlf.borrowing_threshold)}",
+        *(
+            [
+                "# Days the servers keep usage and audit rows (default "
+                f"{RETENTION_DAYS_DEFAULT}).",
+                f"retention_days = {rlf.retention_days}",
+            ]
+            if rlf.retention_days != RETENTION_DAYS_DEFAULT
+            else []
+        ),
         "",
         "# License codes as issued by the vendors (vendor signatures are checked on load).",
     ]
@@ -812,6 +838,9 @@ def canonical_bytes(rlf: Rlf) -> bytes:
         "majority_rule": rlf.majority_rule,
         "borrowing_threshold": float(rlf.borrowing_threshold),
     }
+    if rlf.retention_days != RETENTION_DAYS_DEFAULT:
+        # signed only when set: every RLF signed before the setting existed still verifies
+        doc["retention_days"] = rlf.retention_days
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 

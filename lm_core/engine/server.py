@@ -89,6 +89,7 @@ from lm_core.engine.effects import (
     Send,
 )
 from lm_core.engine.elections import Ballot, judge_vote
+from lm_core.engine.identity import identity_or_none
 from lm_core.engine.keytable import KeyEntry, KeyTable
 from lm_core.engine.leader import ClaimWait, LeaderState, PendingAdmin
 from lm_core.engine.leases import Clocks
@@ -316,6 +317,7 @@ class LicenseServer:
             serial = int(entry.get("serial", 0))
         except (KeyError, TypeError, ValueError):
             return
+        identity = identity_or_none(entry.get("identity"))
         if self.keys.get(client_id, lic) is None and count > 0:
             self.keys.add(
                 client_id,
@@ -326,6 +328,7 @@ class LicenseServer:
                 expires=now + self.clocks.grace,
                 live=False,
                 serial=serial if self.keys.by_serial(serial) is None else 0,
+                identity=identity,
             ).claim_hold = now + self.clocks.claim_hold
 
     def _state_json(self) -> dict[str, Any]:
@@ -521,7 +524,12 @@ class LicenseServer:
             self._on_new_day(now, out)
         ended, gone = self.keys.expire(now)
         for entry in ended:
-            out.append(LogUsage("expire", entry.client_id, entry.license, entry.count))
+            # the client's own lease ended one client lease after its last heartbeat
+            ago = max(0.0, now - entry.last_heartbeat - self.clocks.client_lease)
+            out.append(
+                LogUsage("expire", entry.client_id, entry.license, entry.count,
+                         identity=entry.identity, ago=ago)
+            )  # fmt: skip
         for entry in gone:
             out.append(PersistKey(entry.client_id, entry.license, None))
         if self.waiting:
@@ -1201,7 +1209,8 @@ class LicenseServer:
             if entry is not None:
                 self.keys.remove(entry.client_id, entry.license)
                 out.append(PersistKey(entry.client_id, entry.license, None))
-                out.append(LogUsage("moved", entry.client_id, entry.license, entry.count, rec.key))
+                out.append(LogUsage("moved", entry.client_id, entry.license, entry.count, rec.key,
+                                    identity=entry.identity))  # fmt: skip
         self.revoked = listed
 
     def _accept_leader(self, now: float, sender: str, term: int, out: list[Effect]) -> bool:
@@ -1473,7 +1482,7 @@ class LicenseServer:
 
         def deny(reason: str, detail: str, retry: float = 0.0) -> None:
             out.append(Reply(token, self._deny(msg, reason, detail, retry)))
-            out.append(LogUsage("deny", client, lic, count, reason))
+            out.append(LogUsage("deny", client, lic, count, reason, identity=msg.identity))
 
         if not 0 < count <= MAX_COUNT or not client:
             deny("bad_request", f"count must be 1..{MAX_COUNT}")
@@ -1508,7 +1517,9 @@ class LicenseServer:
             # entry): my entry is stale, and renewing it would count its seat twice.
             self.keys.remove(client, lic)
             out.append(PersistKey(client, lic, None))
-            out.append(LogUsage("moved", client, lic, entry.count, "moved on"))
+            out.append(
+                LogUsage("moved", client, lic, entry.count, "moved on", identity=entry.identity)
+            )
             entry = None
         if drain.is_drained(self.table, self.id):
             deny("drained", f"{self.id} is drained for maintenance: ask another server")
@@ -1592,10 +1603,14 @@ class LicenseServer:
             now=now,
             expires=now + self.clocks.client_keep,
             serial=serial,
+            identity=msg.identity,
         )
         heartbeat = isinstance(msg, ClientHeartbeat)
         out.append(PersistKey(client, lic, entry.as_json()))
-        out.append(LogUsage("grant", client, lic, count, "failover" if heartbeat else ""))
+        out.append(
+            LogUsage("grant", client, lic, count, "failover" if heartbeat else "",
+                     identity=msg.identity)
+        )  # fmt: skip
         out.append(Reply(token, self._authorize(msg, entry)))
         self._after_grant(now, lic, out)
 
@@ -1645,6 +1660,9 @@ class LicenseServer:
         self.keys.renew(
             entry, now=now, expires=now + self.clocks.client_keep, request_id=msg.request_id
         )
+        if msg.identity is not None and msg.identity != entry.identity:
+            entry.identity = msg.identity  # stated anew (a request, a fail-over)
+            persist = True
         if not entry.serial:  # loaded from a store written before serials existed
             entry.serial = self._next_serial(out)
             self.keys.index_serial(entry)
@@ -1652,7 +1670,11 @@ class LicenseServer:
         if persist:
             out.append(PersistKey(entry.client_id, lic, entry.as_json()))
         if not was_live:
-            out.append(LogUsage("grant", entry.client_id, lic, entry.count, "re-adopted"))
+            entry.since = now
+            out.append(
+                LogUsage("grant", entry.client_id, lic, entry.count, "re-adopted",
+                         identity=entry.identity)
+            )  # fmt: skip
         out.append(Reply(token, self._authorize(msg, entry)))
 
     @property
@@ -1742,9 +1764,6 @@ class LicenseServer:
         seat here and answer once it arrives. True if the client is answered (now or
         later)."""
         lic, count = msg.license, msg.count
-        if self._claimed_here(now, lic, msg.sender, count):
-            self._grant(now, token, msg, out)  # its seats arrived before it came back
-            return True
         if self._room(now, lic, msg.sender, count):
             return False
         try:
@@ -1790,18 +1809,9 @@ class LicenseServer:
             if self.keys.get(w.msg.sender, lic) is not None:
                 del self.waiting[key]
                 continue
-            if self._claimed_here(now, lic, w.msg.sender, count) or self._room(
-                now, lic, w.msg.sender, count
-            ):
+            if self._room(now, lic, w.msg.sender, count):
                 del self.waiting[key]
                 self._grant(now, w.token, w.msg, out)
-
-    def _claimed_here(self, now: float, lic: str, client: str, count: int) -> bool:
-        """Have the seats of `client`'s claim arrived here? They are its own, whatever my
-        allowance and in-use count say: the leader counted them on top of my hold (they
-        may have landed on an allowance below my in-use count, after a decrease)."""
-        kept = self.expecting.get((client, lic))
-        return kept is not None and kept[0] >= count and now < kept[1]
 
     def _room(self, now: float, lic: str, client: str, count: int) -> bool:
         """Can `client` get `count` seats here now, seats kept for others aside?"""
@@ -1837,7 +1847,8 @@ class LicenseServer:
                 del self.waiting[key]
                 detail = f"{self.id}: the seats of this claim have not arrived yet"
                 out.append(Reply(w.token, self._deny(w.msg, "no_seats", detail, 0.0)))
-                out.append(LogUsage("deny", w.msg.sender, w.msg.license, w.msg.count, "no_seats"))
+                out.append(LogUsage("deny", w.msg.sender, w.msg.license, w.msg.count, "no_seats",
+                                    identity=w.msg.identity))  # fmt: skip
 
     def _claim(
         self,
@@ -1980,7 +1991,8 @@ class LicenseServer:
                 self._claim_arrived(now, w.client_id, w.license, w.count, hold)
                 self._retry_waiting(now, out)
                 continue
-            out.append(Send(w.target, self._heartbeat(now, w.target, up)))
+            # the grant first: on an ordered link the adopter keeps the seats for that
+            # client before the heartbeat's raised allowance shows them as free
             out.append(
                 Send(
                     w.target,
@@ -1994,6 +2006,7 @@ class LicenseServer:
                     ),
                 )
             )
+            out.append(Send(w.target, self._heartbeat(now, w.target, up)))
         ld.claim_waits = keep
 
     def _prune_claims(self, now: float) -> None:
@@ -2032,13 +2045,17 @@ class LicenseServer:
             # it made on the way may still be in flight, and would move this seat. Keep
             # it counted until that claim can no longer be honoured (the claim hold).
             self.keys.hold(entry)
-            out.append(LogUsage("release", msg.sender, msg.license, entry.count))
+            out.append(
+                LogUsage("release", msg.sender, msg.license, entry.count, identity=entry.identity)
+            )
             entry = None
         elif entry is not None:
             self.keys.remove(msg.sender, msg.license)
         if entry is not None:
             out.append(PersistKey(msg.sender, msg.license, None))
-            out.append(LogUsage("release", msg.sender, msg.license, entry.count))
+            out.append(
+                LogUsage("release", msg.sender, msg.license, entry.count, identity=entry.identity)
+            )
             if self.leader is not None and self.leader.short:
                 self._rebalance(now, msg.license, out)
         out.append(
@@ -2069,7 +2086,8 @@ class LicenseServer:
                 msg.reason,
             )
             out.append(PersistKey(msg.client_id, msg.license, None))
-            out.append(LogUsage("reclaim", msg.client_id, msg.license, entry.count, msg.reason))
+            out.append(LogUsage("reclaim", msg.client_id, msg.license, entry.count, msg.reason,
+                                identity=entry.identity))  # fmt: skip
             out.append(
                 self._note(now, "reclaim", f"{msg.client_id} {msg.license} reclaimed: {msg.reason}")
             )

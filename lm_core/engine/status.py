@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from lm_core.engine.identity import identity_json
 from lm_core.engine.limits import (
     STATUS_CLIENTS_MAX,
     STATUS_CODES_MAX,
@@ -136,6 +137,8 @@ def server_status(
                 "lease_expires_in": round(e.expires - now, 3),
                 "last_heartbeat_age": round(now - e.last_heartbeat, 3),
                 "live": e.live,
+                "held_for": round(now - e.since, 3),
+                "identity": identity_json(e.identity),
             }
         )
     events = events[-STATUS_EVENTS_MAX:]

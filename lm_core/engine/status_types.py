@@ -9,7 +9,7 @@ key marked `NotRequired` may be missing (added by the runtime, or absent in olde
 
 from __future__ import annotations
 
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 # ---------------------------------------------------------------- per-server status
 
@@ -64,6 +64,10 @@ class ClientStatus(TypedDict):
     lease_expires_in: float
     last_heartbeat_age: float
     live: bool  # False: kept from before a restart, not yet heard from again
+    # seconds since this server granted (or re-adopted) it: the checkout start
+    held_for: NotRequired[float]
+    # who holds it, as the client stated (`identity.ClientIdentity.as_json`); None: unknown
+    identity: NotRequired[dict[str, Any] | None]
 
 
 class EventStatus(TypedDict):
@@ -155,6 +159,9 @@ class PoolClient(TypedDict):
     count: int
     lease_expires_in: float
     last_heartbeat_age: float | None
+    held_for: NotRequired[float | None]
+    since: NotRequired[str | None]  # checkout start, ISO 8601 UTC (collected_at - held_for)
+    identity: NotRequired[dict[str, Any] | None]
 
 
 class PoolEvent(TypedDict):

@@ -411,10 +411,6 @@ class Ledger:
         a.reserved -= count
         a.sent += count
         a.peak = max(a.peak, a.sent)
-        # The server keeps them for the claiming client (and reports them in use) even
-        # when its allowance lies below its in-use count: count them in use until its
-        # next report says so itself.
-        a.in_use += count
 
     def learn(self, sid: str, seq: int, rows: Sequence[LicenseRow]) -> None:
         """An ACK of heartbeat `seq` with the server's own rows."""

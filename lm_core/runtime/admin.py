@@ -60,6 +60,7 @@ RETRY_FIRST = 0.1  # the first pause before retrying a "not now" refusal (then d
 RETRY_MAX = 1.0  # ... up to this
 PUSH_TIMEOUT = 15.0  # push_rlf waits this long for every reachable server
 PUSH_POLL = 0.02  # seconds between status rounds while push_rlf waits
+USAGE_PAGES_MAX = 10_000  # usage pages read from one server for one window (10 M rows)
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,45 @@ class AdminClient:
         leader = pool["leader"]
         self.leader = leader if leader is not None and per.get(leader) else None
         return pool
+
+    # -- usage log (read-only: an admin or a monitor certificate)
+
+    async def server_usage(
+        self, sid: str, since: float, until: float, *, license: str = ""
+    ) -> tuple[list[m.UsageRecord], float] | None:
+        """One server's usage rows of ``[since, until)`` (every page) and its clock at the
+        last answer, or None (reason in `self.errors[sid]`)."""
+        rows: list[m.UsageRecord] = []
+        after = 0
+        now = 0.0
+        for _ in range(USAGE_PAGES_MAX):
+            ask = m.UsageRequest(**self._msg_base(), since=since, until=until,
+                                 after_id=after, license=license)  # fmt: skip
+            try:
+                reply = await self._request(sid, ask, self.timeout)
+            except ConnectError as exc:
+                self.errors[sid] = f"unreachable: {exc}"
+                return None
+            except RequestTimeout:
+                self.errors[sid] = f"no answer within {self.timeout:g} s"
+                return None
+            except (TransportError, ProtocolError) as exc:
+                self.errors[sid] = f"connection failed: {exc}"
+                return None
+            if isinstance(reply, m.AdminReply):
+                self.errors[sid] = f"refused: {reply.message}"
+                return None
+            if not isinstance(reply, m.UsageReply):
+                self.errors[sid] = f"unexpected reply {type(reply).__name__}"
+                return None
+            rows.extend(reply.rows)
+            now = reply.now
+            if not reply.more or not reply.rows:
+                self.errors.pop(sid, None)
+                return rows, now
+            after = reply.rows[-1].id
+        self.errors[sid] = "usage log too long for one report (narrow --since/--until)"
+        return None
 
     # -- operations
 

@@ -11,9 +11,10 @@ role       may send
 server     server <-> server messages, as the server its certificate names; client
            messages. Never admin operations nor status: a server's key cannot change
            the distribution through the admin door.
-admin      status and every admin operation (code add, allocations, distribution,
+admin      status, the usage log and every admin operation (code add, allocations, distribution,
            RLF push, reclaim); client messages.
-monitor    status only; client messages. Read-only operators, dashboards.
+monitor    status and the usage log (reads only); client messages. Read-only
+           operators, dashboards, `lm report`.
 client     client messages (license requests, heartbeats, releases).
 (none)     client messages: a license client need not present a certificate.
 =========  ==========================================================================

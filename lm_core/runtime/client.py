@@ -41,10 +41,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import logging
 import os
 import socket
 import ssl as _ssl
+import sys
 import threading
 import time
 import uuid
@@ -53,6 +55,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from lm_core.engine import identity as ident
 from lm_core.engine.client import (
     FINAL_REASONS,
     Authorized,
@@ -63,6 +66,7 @@ from lm_core.engine.client import (
     ReleasedLocally,
     SendTo,
 )
+from lm_core.engine.identity import ClientIdentity
 from lm_core.engine.messages import (
     ClientHeartbeat,
     Deny,
@@ -149,6 +153,44 @@ def _default_client_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (a container)
+        return str(os.getuid()) if hasattr(os, "getuid") else ""
+
+
+def _display() -> str:
+    """The X display, else the SSH terminal, else the controlling terminal ("")."""
+    for name in ("DISPLAY", "SSH_TTY"):
+        value = os.environ.get(name, "")
+        if value:
+            return value
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        try:
+            if stream is not None and stream.isatty():
+                return os.ttyname(stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            continue
+    return ""
+
+
+def process_identity(*, program: str | None = None, version: str = "") -> ClientIdentity:
+    """Who this process is: user, host, pid, program (the script's name unless given),
+    `version` (the program's own; "" unless given) and display/terminal. Values read from
+    the process are made printable ASCII and cut to their bounds, so the defaults are
+    always valid; `program` and `version` given here are checked (`IdentityError`)."""
+    argv0 = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return ClientIdentity(
+        user=ident.sanitize(_user(), ident.USER_MAX),
+        host=ident.sanitize(socket.gethostname(), ident.HOST_MAX),
+        pid=os.getpid(),
+        program=program if program is not None else ident.sanitize(argv0, ident.PROGRAM_MAX),
+        version=version,
+        display=ident.sanitize(_display(), ident.DISPLAY_MAX),
+    )
+
+
 class LicenseClient:
     """Where the pool is and how to trust it; hands out `Lease`s.
 
@@ -159,7 +201,9 @@ class LicenseClient:
     pick their server); otherwise the first of the list. `retry_backoff` is the pause
     after a walk of the whole list found no seat (a server's ``retry_after`` hint may
     lengthen it); short, because during an election every server may refuse for a
-    moment.
+    moment. `identity` is who the requests say is asking (`process_identity()` unless
+    given: pass ``process_identity(program="cad", version="2.1")`` or a `ClientIdentity`
+    of your own to override it).
     """
 
     def __init__(
@@ -174,7 +218,11 @@ class LicenseClient:
         connect_timeout: float = 1.0,
         release_timeout: float = 1.0,
         retry_backoff: float = 0.5,
+        identity: ClientIdentity | None = None,
     ) -> None:
+        if identity is not None and not isinstance(identity, ClientIdentity):
+            raise InputError("must be a ClientIdentity", field="identity")
+        self.identity = identity if identity is not None else process_identity()
         if isinstance(servers, Rlf):
             self.pool = pool if pool is not None else servers.pool
             entries = [ServerAddress(id=s.id, address=s.address) for s in servers.servers]
@@ -262,6 +310,7 @@ class Lease:
             answer_timeout=client.answer_timeout,
             retry=True,
             retry_backoff=client.retry_backoff,
+            identity=client.identity,
         )
         self._conns: dict[str, Connection] = {}
         self._readers: dict[str, asyncio.Task[None]] = {}

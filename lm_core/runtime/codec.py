@@ -10,7 +10,10 @@ On the wire it is one UTF-8 JSON object::
 
 Every dataclass object -- a message or a nested record such as `ServerAddress` -- carries
 its class name under ``"type"``; every field is written, none may be missing and no other
-key may be present. The registry is built from the dataclasses themselves: every
+key may be present -- except a field added to the protocol later and marked optional on the
+wire (``field(metadata=OPTIONAL)``, default None, e.g. `Request.identity`): it is left out
+when None and may be absent (then None), so the frames of clients that predate it stay
+valid and byte for byte the same. The registry is built from the dataclasses themselves: every
 subclass of `Message` (found at first use, so messages added to the vocabulary later need
 no change here) and every dataclass reachable from their field type hints. For each field
 a validator is compiled once from its type hint:
@@ -93,6 +96,7 @@ class _ClassSpec:
     cls: type[Any]
     fields: tuple[tuple[str, Decoder, Encoder | None], ...]  # encoder None = identity
     names: frozenset[str]
+    optional: frozenset[str] = frozenset()  # may be absent (None); not written when None
 
 
 def _fail(path: str, what: str) -> typing.NoReturn:
@@ -292,7 +296,10 @@ class Codec:
                     raise TypeError(f"{cls.__name__}: a field may not be named 'type'")
                 dec, enc = self._compile(hints[f.name], f"{cls.__name__}.{f.name}")
                 fields.append((f.name, dec, enc))
-            spec = _ClassSpec(cls, tuple(fields), frozenset(n for n, _, _ in fields))
+            optional = frozenset(
+                f.name for f in dataclasses.fields(cls) if f.metadata.get("wire") == "optional"
+            )
+            spec = _ClassSpec(cls, tuple(fields), frozenset(n for n, _, _ in fields), optional)
         finally:
             self._building.discard(cls)
         self._specs[cls.__name__] = spec
@@ -522,12 +529,17 @@ class Codec:
             _fail(path, f"type {name} is not a {want.__name__}")
         if len(value) != len(spec.names) + 1 or not spec.names.issubset(value.keys()):
             keys = set(value) - {"type"}
-            missing = sorted(spec.names - keys)
+            missing = sorted(spec.names - spec.optional - keys)
             extra = sorted(keys - spec.names)
             if missing:
                 _fail(path, f"{name}: missing field {missing[0]!r}")
-            _fail(path, f"{name}: unknown field {extra[0][:64]!r}")
-        kwargs = {fname: dec(value[fname], f"{path}.{fname}") for fname, dec, _ in spec.fields}
+            if extra:
+                _fail(path, f"{name}: unknown field {extra[0][:64]!r}")
+        kwargs = {
+            fname: dec(value[fname], f"{path}.{fname}")
+            for fname, dec, _ in spec.fields
+            if fname in value
+        }
         try:
             return spec.cls(**kwargs)
         except (TypeError, ValueError) as exc:  # a dataclass __post_init__ may validate
@@ -543,6 +555,8 @@ class Codec:
         out: dict[str, Any] = {"type": spec.cls.__name__}
         for fname, _, enc in spec.fields:
             v = getattr(obj, fname)
+            if v is None and fname in spec.optional:
+                continue
             out[fname] = v if enc is None else enc(v)
         return out
 

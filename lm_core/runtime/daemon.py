@@ -80,6 +80,7 @@ from lm_core.runtime.logsafe import PeerLog, escape
 from lm_core.runtime.metrics import MetricsServer, Snapshot, UsageCounters
 from lm_core.runtime.peers import Peers
 from lm_core.runtime.store import Batch, Loaded, Store
+from lm_core.runtime.usage import prune_usage, usage_reply
 
 log = logging.getLogger("lm.daemon")
 events = logging.getLogger("lm.event")  # one line per engine Event effect
@@ -230,6 +231,7 @@ class Daemon:
         self.peer_inbox: collections.deque[tuple[str, m.Message]] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None  # the loop, waiting for input
         self._checkpointing: asyncio.Task[None] | None = None
+        self._prune_at = 0.0  # when to prune the usage log next (0: at start-up)
         self.clients: dict[str, Client] = {}
         self._tokens = itertools.count(1)
         self._stop = asyncio.Event()
@@ -380,6 +382,8 @@ class Daemon:
             if effects or self._audit_rows:
                 await self._carry_out(effects)
             self._maybe_checkpoint()
+            if now >= self._prune_at:
+                self._prune_at = now + prune_usage(self.store, self.engine.rlf.retention_days)
 
     def _step(self, sender: str, msg: m.Message, now: float) -> list[fx.Effect]:
         client = self.clients.get(sender)
@@ -438,7 +442,10 @@ class Daemon:
             elif isinstance(eff, fx.PersistKey):
                 batch.put_key(eff.client_id, eff.license, eff.entry)
             elif isinstance(eff, fx.LogUsage):
-                batch.log_usage(eff.kind, eff.client_id, eff.license, eff.count, eff.reason)
+                batch.log_usage(
+                    eff.kind, eff.client_id, eff.license, eff.count, eff.reason,
+                    None if eff.identity is None else eff.identity.as_json(), eff.ago,
+                )  # fmt: skip
                 self.counters.note(eff.kind, eff.license, eff.count, eff.reason)
         self._note_rlf(batch)
         if self._audit_rows:
@@ -609,6 +616,8 @@ class Daemon:
                 if reaches_nobody(msg, open=not conn.eof_seen):
                     continue  # sent by a client that has already hung up
                 await self._enqueue(client, msg)
+            elif isinstance(msg, m.UsageRequest):  # read-only (STATUS kind): the store answers
+                client.put(await usage_reply(self.store, msg, self.server_id))
             elif kind is Kind.STATUS:
                 if isinstance(msg, m.AuditRequest):
                     client.put(await self._audit_reply(msg))

@@ -12,11 +12,12 @@ kind           messages                                       sent by       cap
 =============  =============================================  ============  ==========
 CLIENT         Request, ClientHeartbeat, Release              a client      8 KiB
 CLIENT_REPLY   Authorize, Deny, Released                      a server      64 KiB
-STATUS         StatusRequest, AuditRequest                    admin/monitor 4 KiB
+STATUS         StatusRequest, UsageRequest, AuditRequest      admin/monitor 4 KiB
 ADMIN          ChangeDistribution, AddAllocations,            an admin      64 KiB
                AddLicenseCode, Reclaim, DrainServer
 ADMIN_RLF      UpdateRlf                                      an admin      4 MiB
-ADMIN_REPLY    StatusReply, AdminReply, AuditReply            a server      4 MiB
+ADMIN_REPLY    StatusReply, AdminReply, UsageReply,           a server      4 MiB
+               AuditReply
 SERVER         every other server <-> server message          a server      256 KiB
 SERVER_BULK    RlfTransfer, DistributionSync,                 a server      4 MiB
                ForwardedAdmin, ForwardedReply
@@ -70,6 +71,7 @@ _EXPLICIT: dict[type[m.Message], Kind] = {
     m.Deny: Kind.CLIENT_REPLY,
     m.Released: Kind.CLIENT_REPLY,
     m.StatusRequest: Kind.STATUS,
+    m.UsageRequest: Kind.STATUS,
     m.AuditRequest: Kind.STATUS,
     m.AuditReply: Kind.ADMIN_REPLY,
     m.ChangeDistribution: Kind.ADMIN,
@@ -80,6 +82,7 @@ _EXPLICIT: dict[type[m.Message], Kind] = {
     m.UpdateRlf: Kind.ADMIN_RLF,
     m.StatusReply: Kind.ADMIN_REPLY,
     m.AdminReply: Kind.ADMIN_REPLY,
+    m.UsageReply: Kind.ADMIN_REPLY,
     m.RlfTransfer: Kind.SERVER_BULK,
     m.DistributionSync: Kind.SERVER_BULK,
     m.ForwardedAdmin: Kind.SERVER_BULK,

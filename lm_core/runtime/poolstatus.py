@@ -17,6 +17,7 @@ was listed, `clients_total` (pool) and `servers[].clients_total` how many there 
 
 from __future__ import annotations
 
+import datetime
 from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -107,7 +108,7 @@ def merge_status(
         "servers": servers,
         "drained": [sid for sid in ids if sid in drained],
         "licenses": _licenses(ids, answered, lead),
-        "clients": _clients(ids, answered),
+        "clients": _clients(ids, answered, collected_at),
         "clients_total": sum(_clients_total(st) for st in answered.values()),
         "events": _events(ids, answered),
     }
@@ -222,8 +223,14 @@ def _find_license(st: Status | None, name: str) -> LicenseStatus | None:
     return None
 
 
-def _clients(ids: list[str], answered: Mapping[str, Status]) -> list[PoolClient]:
+def _clients(
+    ids: list[str], answered: Mapping[str, Status], collected_at: str
+) -> list[PoolClient]:
     out: list[PoolClient] = []
+    try:
+        at = datetime.datetime.fromisoformat(collected_at.replace("Z", "+00:00"))
+    except ValueError:
+        at = None
     for sid in ids:
         st = answered.get(sid)
         for c in (st.get("clients") if st else None) or []:
@@ -235,9 +242,21 @@ def _clients(ids: list[str], answered: Mapping[str, Status]) -> list[PoolClient]
                     "count": c.get("count"),
                     "lease_expires_in": c.get("lease_expires_in"),
                     "last_heartbeat_age": c.get("last_heartbeat_age"),
+                    "held_for": c.get("held_for"),
+                    "since": _since(at, c.get("held_for")),
+                    "identity": c.get("identity"),
                 }
             )
     return out
+
+
+def _since(at: datetime.datetime | None, held_for: object) -> str | None:
+    """The checkout start (ISO 8601 UTC, whole seconds) from the collection time and
+    how long the server says the seat has been held (None from an older daemon)."""
+    if at is None or not isinstance(held_for, int | float) or isinstance(held_for, bool):
+        return None
+    start = at - datetime.timedelta(seconds=float(held_for))
+    return start.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _events(ids: list[str], answered: Mapping[str, Status]) -> list[PoolEvent]:

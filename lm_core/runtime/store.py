@@ -8,11 +8,12 @@ The file `<data-dir>/lm.sqlite3` (WAL) holds
 * `rlf`    -- the current RLF text and its sequence number (one row);
 * `state`  -- the engine's small durable state (`PersistState`, JSON, one row, replaced);
 * `keys`   -- the key table (`PersistKey`: one row per client id + license; upsert/delete);
-* `usage`  -- the append-only usage log (`LogUsage`: grant, release, deny, expire, reclaim).
+* `usage`  -- the usage log (`LogUsage`: grant, release, deny, expire, reclaim, moved),
+  with who asked (the client's stated identity) -- see "The usage log" below.
 
 (Stores created before `keys` became `WITHOUT ROWID` and `usage.id` lost `AUTOINCREMENT`
--- one page write less each per grant; rows are never deleted from `usage`, so ids still
-only grow -- read and write exactly the same.)
+-- one page write less each per grant; rows are deleted from `usage` only oldest first
+(`prune_usage`), so ids still only grow -- read and write exactly the same.)
 
 Every write goes through `commit(batch)`: one transaction. The daemon gathers the
 persist effects of one step (or of several queued inputs) into a `Batch` and commits it
@@ -57,6 +58,21 @@ upgrade). `backup()` copies a store with SQLite's online backup API -- safe whil
 daemon runs -- into one self-contained file; `restore()` copies such a file back into a
 data directory whose daemon is stopped (the store it replaces is kept beside it).
 
+The usage log
+-------------
+One row per grant, release, expiry, reclaim or move of a key-table entry, with the
+client's identity (user, host, pid, program, version, display) when the server knows
+it. A *denial* row stands for one wait, not one retry: a client waiting with ``--wait``
+asks about once a second, and each refusal of the same (client, license, reason) that
+comes within `DENIAL_WAIT_GAP` seconds of the previous one adds to that row's
+`attempts` and moves its `last_at` instead of adding a row; a grant to the client ends
+the wait. (A restart starts a new row for a wait in progress.) `usage_window` reads the
+rows of a time window -- plus the grants still open at its start -- for the admin API
+(`UsageRequest`, `lm report`); it reads on a connection of its own, so a report never
+stalls the daemon's writes. `prune_usage` deletes rows older than the RLF's
+`retention_days` in bounded chunks (the daemon calls it at start-up and every
+`PRUNE_EVERY` seconds). Ids only grow: pruning deletes the oldest rows, never the newest.
+
 A data directory is bound to one (pool, server id) when it is first used. Opening it for
 another pool or server, opening a file that is not an lm store (or is damaged), or opening
 it while another daemon holds it raises `StoreError` -- the daemon prints that one line and
@@ -71,6 +87,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -84,7 +101,7 @@ from lm_core.runtime.audit import Head
 
 log = logging.getLogger("lm.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "lm.sqlite3"
 LOCK_NAME = "lm.lock"
 CHECKPOINT_EVERY = 256  # commits between WAL checkpoints (a few MiB of WAL at most)
@@ -99,8 +116,13 @@ CREATE TABLE keys (
 ) WITHOUT ROWID;
 CREATE TABLE usage (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL,
-    client_id TEXT NOT NULL, license TEXT NOT NULL, count INTEGER NOT NULL, reason TEXT NOT NULL
+    client_id TEXT NOT NULL, license TEXT NOT NULL, count INTEGER NOT NULL, reason TEXT NOT NULL,
+    user TEXT NOT NULL DEFAULT '', host TEXT NOT NULL DEFAULT '', pid INTEGER NOT NULL DEFAULT 0,
+    program TEXT NOT NULL DEFAULT '', version TEXT NOT NULL DEFAULT '',
+    display TEXT NOT NULL DEFAULT '', known INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 1, last_at REAL
 );
+CREATE INDEX usage_at ON usage (at);
 CREATE TABLE schema_history (
     version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL, lm_version TEXT NOT NULL,
     backup TEXT NOT NULL
@@ -114,6 +136,19 @@ class StoreError(InputError):
     """The data directory cannot be used (foreign, damaged, locked): exit 2, one line."""
 
 
+DENIAL_WAIT_GAP = 60.0  # seconds: a refusal this soon after the last one is the same wait
+WAITS_MAX = 10_000  # open waits remembered (older ones are forgotten first)
+PRUNE_CHUNK = 5_000  # rows deleted per prune step (a few ms: the daemon's loop runs it)
+PRUNE_EVERY = 3_600.0  # seconds between the daemon's prune runs
+_IDENTITY_COLS = ("user", "host", "pid", "program", "version", "display")
+_USAGE_COLS = (
+    "id, at, kind, client_id, license, count, reason, "
+    "user, host, pid, program, version, display, known, attempts, last_at"
+)
+# the usage kinds that open or close a seat interval (a denial does neither)
+_SEAT_KINDS = ("grant", "release", "expire", "reclaim", "moved")
+
+
 @dataclass(frozen=True, slots=True)
 class UsageRow:
     """One line of the usage log."""
@@ -125,6 +160,26 @@ class UsageRow:
     license: str
     count: int
     reason: str
+    identity: dict[str, Any] | None = None  # `ClientIdentity.as_json()`; None: not known
+    attempts: int = 1  # a denial: refusals in this wait
+    last_at: float | None = None  # a denial: the last refusal of this wait
+
+
+def _usage_row(r: tuple[Any, ...]) -> UsageRow:
+    ident = dict(zip(_IDENTITY_COLS, r[7:13], strict=True)) if r[13] else None
+    return UsageRow(
+        id=int(r[0]), at=float(r[1]), kind=str(r[2]), client_id=str(r[3]), license=str(r[4]),
+        count=int(r[5]), reason=str(r[6]), identity=ident, attempts=int(r[14]),
+        last_at=None if r[15] is None else float(r[15]),
+    )  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Wait:
+    """A denial row still counting retries."""
+
+    row_id: int
+    last: float
 
 
 @dataclass(slots=True)
@@ -134,7 +189,10 @@ class Batch:
     state: dict[str, Any] | None = None
     rlf: tuple[int, str] | None = None  # (sequence, text)
     keys: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
-    usage: list[tuple[str, str, str, int, str]] = field(default_factory=list)
+    # (kind, client_id, license, count, reason, identity as_json or None, seconds ago)
+    usage: list[tuple[str, str, str, int, str, dict[str, Any] | None, float]] = field(
+        default_factory=list
+    )
     audit: list[dict[str, Any]] = field(default_factory=list)  # audit rows (audit_store)
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -148,9 +206,21 @@ class Batch:
         # A later write for the same key replaces an earlier one in the same batch.
         self.keys[(client_id, license)] = entry
 
-    def log_usage(self, kind: str, client_id: str, license: str, count: int, reason: str) -> None:
+    def log_usage(
+        self,
+        kind: str,
+        client_id: str,
+        license: str,
+        count: int,
+        reason: str,
+        identity: dict[str, Any] | None = None,
+        ago: float = 0.0,
+    ) -> None:
+        """One usage row; `ago` dates it back from the commit time (an expiry)."""
         _check_int(count, -limits.HARD_LIMIT_MAX, limits.HARD_LIMIT_MAX, "usage count")
-        self.usage.append((kind, client_id, license, count, reason))
+        if not 0.0 <= ago <= limits.SECONDS_MAX:
+            raise ValueError(f"usage ago {ago!r} outside 0..{limits.SECONDS_MAX}")
+        self.usage.append((kind, client_id, license, count, reason, identity, ago))
 
     @property
     def synchronous(self) -> bool:
@@ -194,6 +264,9 @@ class Store:
         self._since_checkpoint = 0
         self._ckpt_conn: sqlite3.Connection | None = None  # see checkpoint()
         self.migrated: list[int] = []  # schema versions migrated to at open (oldest first)
+        self._waits: dict[tuple[str, str], dict[str, _Wait]] = {}  # open denial waits
+        self._read_conn: sqlite3.Connection | None = None  # see usage_window()
+        self._read_lock = threading.Lock()
         self.migration_backup: Path | None = None  # the copy taken before migrating
 
     # ------------------------------------------------------------ open / close
@@ -338,9 +411,10 @@ class Store:
 
     def close(self) -> None:
         """Close the database (a clean checkpoint) and release the directory lock."""
-        if self._ckpt_conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._ckpt_conn.close()
+        for extra in (self._ckpt_conn, self._read_conn):
+            if extra is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    extra.close()
         with contextlib.suppress(sqlite3.Error):
             self._conn.close()
         with contextlib.suppress(OSError):
@@ -369,11 +443,53 @@ class Store:
     def usage(self, *, since_id: int = 0, limit: int = 10_000) -> list[UsageRow]:
         """Usage log rows with id > since_id, oldest first."""
         rows = self._conn.execute(
-            "SELECT id, at, kind, client_id, license, count, reason FROM usage "
-            "WHERE id > ? ORDER BY id LIMIT ?",
+            f"SELECT {_USAGE_COLS} FROM usage WHERE id > ? ORDER BY id LIMIT ?",
             (since_id, limit),
         ).fetchall()
-        return [UsageRow(*r) for r in rows]
+        return [_usage_row(r) for r in rows]
+
+    def usage_window(
+        self, since: float, until: float, *, after_id: int = 0, limit: int = 1000,
+        license: str = "",
+    ) -> tuple[list[UsageRow], bool]:  # fmt: skip
+        """The rows of `[since, until)` (a denial's wait overlapping it counts) plus the
+        grants still open at `since` (the last seat event of their client and license
+        before `since` is that grant), with id > `after_id`, oldest first, at most
+        `limit`; and whether more follow. Safe to call from any thread while the daemon
+        writes: it reads on a read-only connection of its own (WAL: a consistent
+        snapshot per call)."""
+        lic_sql = " AND license = :lic" if license else ""
+        sql = (
+            f"SELECT {_USAGE_COLS} FROM usage WHERE id > :after AND at < :until{lic_sql} "
+            "AND (COALESCE(last_at, at) >= :since OR id IN ("
+            "  SELECT o.id FROM usage o WHERE o.kind = 'grant' AND o.id IN ("
+            "    SELECT MAX(id) FROM usage WHERE at < :since AND kind IN "
+            f"    ({', '.join(repr(k) for k in _SEAT_KINDS)}){lic_sql} "
+            "    GROUP BY client_id, license))) "
+            "ORDER BY id LIMIT :limit"
+        )
+        args = {"after": after_id, "until": until, "since": since, "lic": license,
+                "limit": limit + 1}  # fmt: skip
+        with self._read_lock:
+            if self._read_conn is None:
+                self._read_conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=5.0
+                )
+                self._read_conn.execute("PRAGMA query_only=1")
+            rows = self._read_conn.execute(sql, args).fetchall()
+        return [_usage_row(r) for r in rows[:limit]], len(rows) > limit
+
+    def prune_usage(self, before: float, *, chunk: int = PRUNE_CHUNK) -> int:
+        """Delete up to `chunk` usage rows that ended before `before` (wall clock),
+        oldest first, in one transaction; returns how many. Call again while it returns
+        `chunk`."""
+        with self._tx():
+            cur = self._conn.execute(
+                "DELETE FROM usage WHERE id IN (SELECT id FROM usage "
+                "WHERE COALESCE(last_at, at) < ? ORDER BY id LIMIT ?)",
+                (before, chunk),
+            )
+        return max(0, cur.rowcount)
 
     def audit_rows(self, *, since_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """Audit rows with seq > since_seq, oldest first (see `audit_store`)."""
@@ -423,13 +539,68 @@ class Store:
                     upserts,
                 )
             if batch.usage:
-                c.executemany(
-                    "INSERT INTO usage (at, kind, client_id, license, count, reason) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [(at, *u) for u in batch.usage],
-                )
+                self._write_usage(batch.usage, at)
             if batch.audit:
                 audit_store.insert(c, batch.audit)
+
+    def _write_usage(
+        self, rows: list[tuple[str, str, str, int, str, dict[str, Any] | None, float]], at: float
+    ) -> None:
+        """Insert the batch's usage rows (inside the commit's transaction); a denial that
+        continues an open wait updates that wait's row instead (module doc)."""
+        c = self._conn
+        plain: list[tuple[Any, ...]] = []
+        for kind, client_id, lic, count, reason, identity, ago in rows:
+            values = (at - ago, kind, client_id, lic, count, reason, *_identity_values(identity))
+            if kind == "grant":
+                self._waits.pop((client_id, lic), None)
+            if kind != "deny":
+                plain.append(values)
+                continue
+            self._insert_usage(plain)  # keep the batch's order
+            waits = self._waits.setdefault((client_id, lic), {})
+            wait = waits.get(reason)
+            if wait is not None and at - wait.last <= DENIAL_WAIT_GAP:
+                c.execute(
+                    "UPDATE usage SET attempts = attempts + 1, last_at = ? WHERE id = ?",
+                    (at, wait.row_id),
+                )
+                wait.last = at
+                continue
+            cur = c.execute(
+                "INSERT INTO usage (at, kind, client_id, license, count, reason, user, host, "
+                "pid, program, version, display, known, last_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*values, at),
+            )
+            waits[reason] = _Wait(int(cur.lastrowid or 0), at)
+            if len(self._waits) > WAITS_MAX:
+                self._forget_waits(at)
+        self._insert_usage(plain)
+
+    def _insert_usage(self, plain: list[tuple[Any, ...]]) -> None:
+        if plain:
+            self._conn.executemany(
+                "INSERT INTO usage (at, kind, client_id, license, count, reason, user, host, "
+                "pid, program, version, display, known) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                plain,
+            )
+            plain.clear()
+
+    def _forget_waits(self, now: float) -> None:
+        """Drop the waits that ended (no refusal within the gap); if that is not enough,
+        the oldest half."""
+        for key in list(self._waits):
+            left = {r: w for r, w in self._waits[key].items() if now - w.last <= DENIAL_WAIT_GAP}
+            if left:
+                self._waits[key] = left
+            else:
+                del self._waits[key]
+        if len(self._waits) > WAITS_MAX:
+            by_age = sorted(self._waits, key=lambda k: max(w.last for w in self._waits[k].values()))
+            for key in by_age[: len(by_age) // 2]:
+                del self._waits[key]
 
     @property
     def checkpoint_due(self) -> bool:
@@ -491,8 +662,37 @@ def _to_v2(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE keys_v2 RENAME TO keys")
 
 
+def _to_v3(conn: sqlite3.Connection) -> None:
+    """Version 3 (usage log): the client's identity, a denial's attempts and last time
+    on each row, and an index on the time (report windows, pruning). Old rows keep
+    `known` 0 (no identity) and one attempt. Columns already there (a store created at
+    version 3 and marked older) are kept."""
+    have = {str(r[1]) for r in conn.execute("PRAGMA table_info(usage)")}
+    for col in (
+        "user TEXT NOT NULL DEFAULT ''", "host TEXT NOT NULL DEFAULT ''",
+        "pid INTEGER NOT NULL DEFAULT 0", "program TEXT NOT NULL DEFAULT ''",
+        "version TEXT NOT NULL DEFAULT ''", "display TEXT NOT NULL DEFAULT ''",
+        "known INTEGER NOT NULL DEFAULT 0", "attempts INTEGER NOT NULL DEFAULT 1",
+        "last_at REAL",
+    ):  # fmt: skip
+        if col.split()[0] not in have:
+            conn.execute(f"ALTER TABLE usage ADD COLUMN {col}")
+    conn.execute("CREATE INDEX IF NOT EXISTS usage_at ON usage (at)")
+
+
+def _identity_values(identity: dict[str, Any] | None) -> tuple[Any, ...]:
+    """The identity columns of a usage row (and `known`)."""
+    if identity is None:
+        return ("", "", 0, "", "", "", 0)
+    return (
+        str(identity.get("user", "")), str(identity.get("host", "")),
+        int(identity.get("pid", 0)), str(identity.get("program", "")),
+        str(identity.get("version", "")), str(identity.get("display", "")), 1,
+    )  # fmt: skip
+
+
 # version -> the step that turns a store of version - 1 into it (runs inside a transaction)
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {2: _to_v2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {2: _to_v2, 3: _to_v3}
 
 
 def _schema_version(value: str | None, where: str) -> int:

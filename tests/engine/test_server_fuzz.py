@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from lm_core.engine import messages as m
 from lm_core.engine.effects import Event
 from lm_core.engine.harness import Pool, make_kit
+from lm_core.engine.identity import ClientIdentity
 
 KIT = make_kit()
 LIC = "Application 1.0"
@@ -46,6 +47,9 @@ def strategy_for(hint: Any) -> st.SearchStrategy[Any]:
         return st.one_of(*(strategy_for(a) for a in typing.get_args(hint)))
     if origin is dict or hint is dict:
         return st.just({})
+    if hint is ClientIdentity:  # validates itself: only valid ones can exist
+        word = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=8)
+        return st.builds(ClientIdentity, user=word, host=word, pid=st.integers(0, 2**32 - 1))
     if hint is m.Message:
         return st.deferred(lambda: message_strategy(depth=1))
     if dataclasses.is_dataclass(hint):

@@ -42,7 +42,8 @@ def _stable(st: dict[str, Any] | None) -> Any:
             return {
                 k: strip(x)
                 for k, x in v.items()
-                if not (k.endswith("_age") or k in ("lease_expires_in", "events", "age"))
+                if not (k.endswith("_age")
+                        or k in ("lease_expires_in", "held_for", "events", "age"))
             }
         if isinstance(v, list):
             return [strip(x) for x in v]

@@ -48,7 +48,9 @@ def _denials(pool: Pool, client_id: str) -> int:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
             total += conn.execute(
-                "SELECT COUNT(*) FROM usage WHERE kind = 'deny' AND client_id = ?", (client_id,)
+                "SELECT COALESCE(SUM(attempts), 0) FROM usage WHERE kind = 'deny' "
+                "AND client_id = ?",  # one row per wait, its refusals counted in `attempts`
+                (client_id,),
             ).fetchone()[0]
         finally:
             conn.close()

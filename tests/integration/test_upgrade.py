@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from lm_core.engine.rlf import Timing
-from lm_core.runtime.store import DB_NAME
+from lm_core.runtime.store import DB_NAME, SCHEMA_VERSION
 
 from .conftest import APP, Pool, all_up, held_total
 
@@ -117,7 +117,7 @@ def rolling_restart(pool_factory: Callable[..., Pool], *, leader_too: bool) -> N
         back = pool.lm("status", "--wait", "60", "--all-up", timeout=90)
         assert back.returncode == 0, back.stderr + pool.log_tail()
         pool.wait(lambda st: held_total(st) == seats, f"{seats} seats held after {sid}")
-        assert schema_version(pool.data_dir(sid)) == "2"
+        assert schema_version(pool.data_dir(sid)) == str(SCHEMA_VERSION)
         assert "migrated store" in pool.logs[sid].read_text()
         assert list(pool.data_dir(sid).glob(f"{DB_NAME}.schema1-*.bak"))
         assert all(h.poll() is None for h in pool.holders), "a client exited"

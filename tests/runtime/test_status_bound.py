@@ -2,7 +2,8 @@
 
 The worst case the limits allow is built on a real `LicenseServer` -- 11 servers with
 32-character ids, 1,024 licenses with the longest names, more key-table rows than a
-status lists (client ids of 300 `"` characters, each doubled by JSON escaping), a full
+status lists (client ids of 300 `"` characters, each doubled by JSON escaping, and a
+client identity with every field at its bound), a full
 event log of the longest texts -- and its `StatusReply` is measured on the wire."""
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import json
 
 import pytest
 
-from lm_core.engine import limits
+from lm_core.engine import identity, limits
 from lm_core.engine import messages as m
 from lm_core.engine.codes import issue_code
 from lm_core.engine.harness import Pool
+from lm_core.engine.identity import ClientIdentity
 from lm_core.engine.keys import generate_keypair, load_private
 from lm_core.engine.rlf import Rlf, ServerEntry, Timing, Vendor, sign_rlf
 from lm_core.runtime.codec import encode
@@ -24,6 +26,14 @@ from lm_core.runtime.codec import encode
 TODAY = datetime.date(2026, 11, 24)
 LICENSES = limits.CODES_MAX
 EXTRA_CLIENTS = 50
+WORST_IDENTITY = ClientIdentity(  # every field at its bound, each character doubled by JSON
+    user='"' * identity.USER_MAX,
+    host='"' * identity.HOST_MAX,
+    pid=identity.PID_MAX,
+    program='"' * identity.PROGRAM_MAX,
+    version='"' * identity.VERSION_MAX,
+    display='"' * identity.DISPLAY_MAX,
+)
 
 
 def _worst_rlf() -> Rlf:
@@ -71,8 +81,9 @@ def test_worst_case_status_reply_fits_the_frame_cap() -> None:
     for n in range(limits.STATUS_CLIENTS_MAX + EXTRA_CLIENTS):
         cid = f"{n:05d}" + '"' * (limits.SENDER_MAX - 5)
         msg = m.Request(
-            pool=rlf.pool, sender=cid, request_id=n + 1, license=licenses[n % len(licenses)]
-        )
+            pool=rlf.pool, sender=cid, request_id=n + 1, license=licenses[n % len(licenses)],
+            identity=WORST_IDENTITY,
+        )  # fmt: skip
         replies = pool.ask(leader, msg, token=f"conn:{n}")
         granted += sum(isinstance(r, m.Authorize) for r in replies)
     assert granted == limits.STATUS_CLIENTS_MAX + EXTRA_CLIENTS

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lm_core.errors import InputError
-from lm_core.runtime.store import DB_NAME, Batch, Store, StoreError
+from lm_core.runtime.store import DB_NAME, SCHEMA_VERSION, Batch, Store, StoreError
 
 
 def _open(tmp_path: Path, pool: str = "eng", server_id: str = "A") -> Store:
@@ -357,7 +357,7 @@ def test_previous_schema_migrates_at_open_with_a_copy_first(tmp_path: Path) -> N
     assert "WITHOUT ROWID" not in _table_sql(data / DB_NAME, "keys")
     store = _open(tmp_path)
     loaded = store.load()
-    assert store.migrated == [2]
+    assert store.migrated == [2, 3]
     copy = store.migration_backup
     store.close()
     # Everything the old store held is still there, in the new layout.
@@ -366,10 +366,12 @@ def test_previous_schema_migrates_at_open_with_a_copy_first(tmp_path: Path) -> N
     assert loaded.keys == [{"n": 1}, {"n": 2}]
     assert "WITHOUT ROWID" in _table_sql(data / DB_NAME, "keys")
     conn = sqlite3.connect(data / DB_NAME)
-    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+        str(SCHEMA_VERSION),
+    )
     history = conn.execute("SELECT version, backup FROM schema_history").fetchall()
     conn.close()
-    assert history == [(2, str(copy))]
+    assert history == [(2, str(copy)), (3, str(copy))]
     # The copy taken first is the untouched version-1 store.
     assert copy is not None
     assert copy.parent == data
@@ -498,7 +500,7 @@ def test_restored_older_backup_migrates_at_next_open(tmp_path: Path) -> None:
     assert info.schema_version == 1
     store_mod.restore(tmp_path / "data", out)
     store = _open(tmp_path)
-    assert store.migrated == [2]
+    assert store.migrated == [2, 3]
     assert store.load().state == {"term": 7}
     store.close()
 
@@ -510,7 +512,7 @@ def test_lm_daemon_backup_and_restore_commands(tmp_path: Path) -> None:
     done = subprocess.run([*cmd, "backup", "--data-dir", str(tmp_path / "data"), "--out",
                            str(out)], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "pool 'eng', server 'A', schema 2, 1 authorizations" in done.stdout
+    assert f"pool 'eng', server 'A', schema {SCHEMA_VERSION}, 1 authorizations" in done.stdout
     again = subprocess.run([*cmd, "backup", "--data-dir", str(tmp_path / "data"), "--out",
                             str(out)], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert again.returncode == 2
