@@ -158,7 +158,7 @@ def verify(
         if "error" in ans:
             result[sid] = {"ok": False, "rows": None, "error": ans["error"]}
             continue
-        brk = verify_chain(pool_name, sid, ans["rows"], ans.get("head"))
+        brk = verify_chain(pool_name, sid, ans["rows"], ans.get("head"), ans.get("anchor"))
         result[sid] = {"ok": brk is None, "rows": len(ans["rows"]), "error": None}
         if brk is not None:
             breaks.append(brk)

@@ -526,10 +526,12 @@ class AdminClient:
     # -- audit
 
     async def server_audit(self, sid: str, *, page: int = 1000) -> dict[str, Any]:
-        """Every audit row of one server, oldest first, and the head it reports:
-        {"rows": [...], "head": {...}} or {"error": "..."}."""
+        """Every audit row of one server, oldest first, the head it reports and where its
+        pruned chain starts: {"rows": [...], "head": {...}, "anchor": {...} | None} or
+        {"error": "..."}."""
         rows: list[dict[str, Any]] = []
         head: dict[str, Any] = {}
+        anchor: dict[str, Any] | None = None
         since = 0
         while True:
             msg = m.AuditRequest(since_seq=since, limit=page, **self._msg_base())
@@ -543,9 +545,11 @@ class AdminClient:
                 return {"error": f"unexpected reply {type(reply).__name__}"}
             got = list(reply.audit.get("rows", []))
             head = dict(reply.audit.get("head", {}))
+            if since == 0 and isinstance(reply.audit.get("anchor"), dict):
+                anchor = dict(reply.audit["anchor"])
             rows.extend(got)
             if not got or not reply.audit.get("more"):
-                return {"rows": rows, "head": head}
+                return {"rows": rows, "head": head, "anchor": anchor}
             since = int(got[-1]["seq"])
 
     async def audit(self) -> dict[str, dict[str, Any]]:

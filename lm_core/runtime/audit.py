@@ -444,13 +444,20 @@ class Break:
 
 
 def verify_chain(
-    pool: str, server: str, rows: Sequence[Mapping[str, Any]], head: Mapping[str, Any] | None
+    pool: str,
+    server: str,
+    rows: Sequence[Mapping[str, Any]],
+    head: Mapping[str, Any] | None,
+    anchor: Mapping[str, Any] | None = None,
 ) -> Break | None:
     """The first break in one server's rows (all of them, oldest first), or None.
 
-    `head` is what the running daemon says it last wrote ({"seq", "hash"})."""
+    `head` is what the running daemon says it last wrote ({"seq", "hash"}); `anchor` the
+    last row its retention pruned ({"seq", "hash"}): the chain starts after it."""
     prev = genesis(pool, server)
     expect = 1
+    if anchor:
+        prev, expect = str(anchor.get("hash")), int(anchor.get("seq", 0)) + 1
     for r in rows:
         seq = r.get("seq")
         if not isinstance(seq, int) or seq != expect:

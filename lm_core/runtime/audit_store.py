@@ -4,6 +4,11 @@ The table is created when a store is opened (``CREATE TABLE IF NOT EXISTS``: a s
 any schema version gains it without a migration; an older lm-daemon ignores it). Rows
 are only ever inserted, in the daemon's transaction with the state they describe.
 ``before`` and ``after`` are JSON text; everything else is a plain column.
+
+Retention: rows older than the RLF's ``retention_days`` are pruned oldest first, never
+the newest row; the ``audit_anchor`` table keeps the seq and hash of the last pruned row,
+so the chain still verifies from there (`audit.verify_chain`) and removing rows by hand
+is still told apart from pruning (the anchor would have to be rewritten too).
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ CREATE TABLE IF NOT EXISTS audit (
     before TEXT NOT NULL, after TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL
 )
 """
+ANCHOR = """
+CREATE TABLE IF NOT EXISTS audit_anchor (
+    id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL,
+    pruned_before TEXT NOT NULL
+)
+"""
 _COLS = (
     "seq, at, op, actor, reason, what, rlf_seq, cfg_term, cfg_version, before, after, prev, hash"
 )
@@ -32,6 +43,35 @@ _JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=Fal
 
 def ensure_table(conn: sqlite3.Connection) -> None:
     conn.execute(TABLE)
+    conn.execute(ANCHOR)
+
+
+def prune(conn: sqlite3.Connection, before: str, chunk: int) -> int:
+    """Delete up to `chunk` of the oldest rows stamped before `before` (ISO UTC, as in
+    `at`), never the newest row, and move the anchor to the last one deleted; returns
+    how many. The caller holds the transaction."""
+    newest = conn.execute("SELECT MAX(seq) FROM audit").fetchone()[0]
+    if newest is None:
+        return 0
+    rows = conn.execute(
+        "SELECT seq, hash FROM audit WHERE at < ? AND seq < ? ORDER BY seq LIMIT ?",
+        (before, newest, chunk),
+    ).fetchall()
+    if not rows:
+        return 0
+    last_seq, last_hash = rows[-1]
+    cur = conn.execute("DELETE FROM audit WHERE seq <= ?", (last_seq,))
+    conn.execute(
+        "INSERT OR REPLACE INTO audit_anchor (id, seq, hash, pruned_before) VALUES (1, ?, ?, ?)",
+        (last_seq, last_hash, before),
+    )
+    return max(0, cur.rowcount)
+
+
+def anchor(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    """{"seq", "hash", "pruned_before"} of the last pruned row, or None."""
+    r = conn.execute("SELECT seq, hash, pruned_before FROM audit_anchor WHERE id = 1").fetchone()
+    return None if r is None else {"seq": int(r[0]), "hash": str(r[1]), "pruned_before": r[2]}
 
 
 def insert(conn: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> None:

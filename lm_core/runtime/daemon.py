@@ -697,6 +697,7 @@ class Daemon:
                 "server": self.server_id,
                 "pool": self.rlf.pool,
                 "head": {"seq": head.seq, "hash": head.hash},
+                "anchor": self.store.audit_anchor(),
                 "rows": keep,
                 "more": len(keep) < len(rows) or len(rows) == max(1, min(msg.limit, 1000)),
             },

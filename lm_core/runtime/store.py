@@ -491,6 +491,16 @@ class Store:
             )
         return max(0, cur.rowcount)
 
+    def prune_audit(self, before: str, *, chunk: int = PRUNE_CHUNK) -> int:
+        """Delete up to `chunk` audit rows stamped before `before` (ISO UTC) in one
+        transaction, keeping the chain verifiable (see `audit_store.prune`)."""
+        with self._tx():
+            return audit_store.prune(self._conn, before, chunk)
+
+    def audit_anchor(self) -> dict[str, Any] | None:
+        """Where the audit chain starts after pruning (None: at its genesis)."""
+        return audit_store.anchor(self._conn)
+
     def audit_rows(self, *, since_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """Audit rows with seq > since_seq, oldest first (see `audit_store`)."""
         return audit_store.read(self._conn, since_seq=since_seq, limit=limit)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from lm_core.engine import messages as m
 from lm_core.engine.identity import identity_or_none
 from lm_core.engine.limits import CLOCK_MAX, USAGE_PAGE_MAX
+from lm_core.runtime.audit import utc_stamp
 from lm_core.runtime.store import PRUNE_CHUNK, PRUNE_EVERY, Store, UsageRow
 
 if TYPE_CHECKING:
@@ -79,10 +80,17 @@ async def usage_reply(store: Store, msg: m.UsageRequest, server_id: str) -> m.Me
 
 
 def prune_usage(store: Store, retention_days: int, *, now: float | None = None) -> float:
-    """Delete usage rows older than `retention_days` (a few bounded chunks); returns the
+    """Delete usage and audit rows older than `retention_days` (a few bounded chunks;
+    the audit chain keeps an anchor, see `audit_store`); returns the
     seconds until the next run (soon if rows are left, else `PRUNE_EVERY`)."""
     before = (time.time() if now is None else now) - retention_days * DAY
     try:
+        for _ in range(PRUNE_STEPS):
+            deleted = store.prune_audit(utc_stamp(before))
+            if deleted:
+                log.info("pruned %d audit rows older than %d days", deleted, retention_days)
+            if deleted < PRUNE_CHUNK:
+                break
         for _ in range(PRUNE_STEPS):
             deleted = store.prune_usage(before)
             if deleted:

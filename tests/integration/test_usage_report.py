@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 
 from lm_core.engine.identity import ClientIdentity
+from lm_core.runtime import audit_store
+from lm_core.runtime.audit import Head, genesis, make_row, utc_stamp, verify_chain
 from lm_core.runtime.client import LicenseClient, LicenseDenied
 from lm_core.runtime.store import DB_NAME
 from lm_core.runtime.tlsconfig import load_tls_dir
@@ -261,12 +263,25 @@ def test_the_daemon_prunes_rows_older_than_the_retention_at_start_up(
     pool_factory: Callable[..., Pool],
 ) -> None:
     """Rows older than the RLF's retention (default 400 days) go when the daemon starts;
-    younger ones stay."""
+    younger ones stay. The audit log too: its oldest rows go, the newest stays, and the
+    chain still verifies from the anchor the pruning leaves."""
     pool = pool_factory()
     pool.start_led_by("A")
     pool.terminate("A")
     now = time.time()
     conn = sqlite3.connect(pool.data_dir("A") / DB_NAME)
+    head = audit_store.head(conn) or Head(0, genesis(pool.rlf.pool, "A"))
+    old = []
+    for i in range(3):  # 3 changes 500 days ago, after whatever the start-up recorded
+        r = make_row(
+            head, at=utc_stamp(now - (500 - i) * 86_400), op="set_distribution",
+            actor="admin:old", reason=f"old {i}", what="w", rlf_seq=1, cfg=(1, 1),
+            before={}, after={},
+        )  # fmt: skip
+        old.append(r)
+        head = Head(r["seq"], r["hash"])
+    with conn:
+        audit_store.insert(conn, old)
     with conn:
         conn.executemany(
             "INSERT INTO usage (at, kind, client_id, license, count, reason) "
@@ -288,3 +303,12 @@ def test_the_daemon_prunes_rows_older_than_the_retention_at_start_up(
         assert time.monotonic() < deadline, f"not pruned: {seen}"
         time.sleep(0.1)
     assert "pruned 2 usage rows older than 400 days" in pool.logs["A"].read_text()
+
+    async def audit(c: Any) -> dict[str, Any]:
+        return dict(await c.server_audit("A"))
+
+    got = pool.run(audit)
+    assert [r["seq"] for r in got["rows"]][:1] == [head.seq]  # only the newest old row
+    assert got["anchor"]["seq"] == head.seq - 1
+    assert verify_chain(pool.rlf.pool, "A", got["rows"], got["head"], got["anchor"]) is None
+    assert verify_chain(pool.rlf.pool, "A", got["rows"], got["head"], None) is not None

@@ -16,7 +16,7 @@ from lm_core.runtime.audit import (
     verify_chain,
     verify_pool,
 )
-from lm_core.runtime.audit_store import ensure_table, insert, read
+from lm_core.runtime.audit_store import anchor, ensure_table, insert, prune, read
 
 
 def chain(n: int, server: str = "A", actor: str = "admin:a") -> list[dict[str, Any]]:
@@ -46,6 +46,39 @@ def test_chain_survives_sqlite_and_checks() -> None:
     insert(conn, chain(3))
     rows = read(conn)
     assert verify_chain("p", "A", rows, {"seq": 3, "hash": rows[-1]["hash"]}) is None
+
+
+def test_retention_prunes_the_oldest_rows_and_the_chain_still_verifies() -> None:
+    conn = sqlite3.connect(":memory:")
+    ensure_table(conn)
+    rows = chain(5)  # stamped 2026-01-01 .. 2026-01-05
+    insert(conn, rows)
+    head = {"seq": 5, "hash": rows[-1]["hash"]}
+    assert prune(conn, "2026-01-03T00:00:00.000Z", chunk=100) == 2  # Jan 1 and 2
+    kept = read(conn)
+    assert [r["seq"] for r in kept] == [3, 4, 5]
+    at = anchor(conn)
+    assert at is not None
+    assert (at["seq"], at["hash"]) == (2, rows[1]["hash"])
+    assert verify_chain("p", "A", kept, head, at) is None
+    # without the anchor the pruned rows read as removed; a forged anchor breaks the link
+    brk = verify_chain("p", "A", kept, head, None)
+    assert brk is not None
+    assert "missing" in brk.why
+    brk = verify_chain("p", "A", kept, head, {"seq": 2, "hash": "0" * 64})
+    assert brk is not None
+    assert brk.seq == 3
+    # an edited row after pruning is still caught; the newest row is never pruned
+    edited = [dict(r) for r in kept]
+    edited[0]["reason"] = "changed"
+    brk = verify_chain("p", "A", edited, head, at)
+    assert brk is not None
+    assert brk.seq == 3
+    assert prune(conn, "2027-01-01T00:00:00.000Z", chunk=100) == 2
+    assert [r["seq"] for r in read(conn)] == [5]
+    at = anchor(conn)
+    assert at is not None
+    assert verify_chain("p", "A", read(conn), head, at) is None
 
 
 def test_each_tampering_is_named() -> None:
