@@ -118,4 +118,6 @@ def agent(
 
 def register(app: typer.Typer) -> None:
     """Add `lm agent`."""
-    app.command("agent")(agent)
+    app.command(
+        "agent", short_help="Run the local license agent: any program takes seats over HTTP."
+    )(agent)

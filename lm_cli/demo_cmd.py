@@ -55,7 +55,9 @@ START_TIMEOUT = 20.0
 
 def register(app: typer.Typer) -> None:
     """Add `lm demo` to the `lm` app."""
-    app.command("demo")(demo)
+    app.command(
+        "demo", short_help="The patent's three-server pool on loopback, clients and lm-tui."
+    )(demo)
 
 
 # ---------------------------------------------------------------- the pool on disk

@@ -168,7 +168,9 @@ async def collect(
 def register(app: typer.Typer) -> None:
     """Add `lm report`."""
 
-    @app.command("report")
+    @app.command(
+        "report", short_help="Usage per license and day or hour: peaks, seat-hours, denials."
+    )
     @handle_errors
     def report(
         pool: PoolOpt = None,
