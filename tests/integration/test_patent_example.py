@@ -182,33 +182,6 @@ def _replay(pool: Pool, kill_moment: Callable[[], None]) -> None:
     }, f"the clients' own view (servers granting, in order; losses): {view}"
 
 
-# The patent's story with slow clients: a 4 s client heartbeat and A killed just after B's
-# and C's clients renewed, so their next heartbeat comes after the election.
-SLOW_CLIENTS = Timing(
-    heartbeat_interval=0.25,
-    leader_timeout=1.0,
-    server_lease=0.75,
-    client_heartbeat=4.0,
-    client_lease=12.0,
-    drift=0.05,
-)
-
-
-def _just_renewed(st: dict[str, Any]) -> bool:
-    ages = {c["client_id"]: c["last_heartbeat_age"] for c in st["clients"]}
-    return all(ages.get(cid) is not None and ages[cid] < 1.0 for cid in ("client-B", "client-C"))
-
-
-def test_figs_8_to_11_with_slow_clients(pool_factory: Callable[..., Pool]) -> None:
-    pool = pool_factory(timing=SLOW_CLIENTS)
-    _replay(
-        pool,
-        lambda: pool.wait(
-            lambda st: _fig8(st) and _just_renewed(st), "B's and C's clients just renewed"
-        ),
-    )
-
-
 def test_figs_8_to_11_at_default_timings(pool_factory: Callable[..., Pool]) -> None:
     """The RLF's default timings; A dies at a random moment of the clients' heartbeat
     cycle (seeded; `LM_PATENT_SEED=<n>` replays a run)."""

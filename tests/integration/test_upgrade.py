@@ -75,12 +75,6 @@ def client_events(pool: Pool) -> dict[str, list[dict[str, object]]]:
     return out
 
 
-def test_rolling_restart_of_the_followers_keeps_every_seat(
-    pool_factory: Callable[..., Pool],
-) -> None:
-    rolling_restart(pool_factory, leader_too=False)
-
-
 def test_rolling_restart_including_the_leader_keeps_every_seat(
     pool_factory: Callable[..., Pool],
 ) -> None:

@@ -128,7 +128,10 @@ def _run_node(pp: ProtocolPool, home: str, expected_next: str, client_id: str) -
             proc,
         )
         moved = [e for e in _events(out) if e["event"] == "authorized" and e["server"] != home]
-        assert moved[0]["server"] == expected_next, "not the next server in priority order"
+        # the first server of the walk may still refuse (the dead server's lease has not
+        # run out yet: its seat cannot move yet), so the adopter is any of the walk's
+        # live servers; the order of the asks is checked below
+        adopter = moved[0]["server"]
         events = _events(out)
         turn = next(i for i, e in enumerate(events) if e["event"] == "failover")
         assert events[turn]["from"] == home
@@ -138,18 +141,19 @@ def _run_node(pp: ProtocolPool, home: str, expected_next: str, client_id: str) -
         walk = [sid for sid in pp.pool.ids if sid != home] + [home]
         assert [e["server"] for e in asks[: len(walk)]] == walk[: len(asks)]
         assert asks[0]["server"] == expected_next
+        assert adopter in walk[:-1], (adopter, walk)
         assert all(e["failover"] and e["ticket"] for e in asks), asks
         pp.wait(
             lambda s: (
                 [(c["server"], c["count"]) for c in clients_of(s, client_id)]
-                == [(expected_next, 1)]
+                == [(adopter, 1)]
             ),
-            f"the node client held by {expected_next}",
+            f"the node client held by {adopter}",
         )
         _wait_events(
             out,
-            lambda ev: any(e["event"] == "renewed" and e["server"] == expected_next for e in ev),
-            f"a heartbeat answered by {expected_next}",
+            lambda ev: any(e["event"] == "renewed" and e["server"] == adopter for e in ev),
+            f"a heartbeat answered by {adopter}",
             proc,
         )
         assert not any(e["event"] == "lost" for e in _events(out)), _events(out)
@@ -160,7 +164,7 @@ def _run_node(pp: ProtocolPool, home: str, expected_next: str, client_id: str) -
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         released = [e for e in _events(out) if e["event"] == "released"]
-        assert released == [{**released[0], "server": expected_next, "answered": True}], _events(
+        assert released == [{**released[0], "server": adopter, "answered": True}], _events(
             out
         )
         pp.wait(lambda s: not clients_of(s, client_id), "the node client's seat released")
