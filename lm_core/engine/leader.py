@@ -80,6 +80,7 @@ class LeaderState:
     progress: dict[str, Progress] = field(default_factory=dict)
     pending: list[PendingAdmin] = field(default_factory=list)
     claim_waits: list[ClaimWait] = field(default_factory=list)
+    credited: list[ClaimWait] = field(default_factory=list)  # repeated in heartbeats till `until`
     revoke_seq: dict[str, dict[str, int]] = field(default_factory=dict)  # peer -> key -> seq
 
     def peer(self, server: str) -> Progress:

@@ -364,7 +364,9 @@ class ServerHeartbeat(Message):
     (a new leader that has not yet heard the follower's rows). `revoke` lists the
     tickets this follower minted whose seats moved to another server with their client:
     before anything else, the follower drops those key-table entries and lowers its own
-    allowance by their seats, once per ticket."""
+    allowance by their seats, once per ticket. `adopt` lists the claims credited to this
+    follower: their seats are in `allowed`, and arrive in the same message reserved for
+    the client that brought them (never free for another client on the way)."""
 
     seq: Counter
     echo: Clock = 0.0
@@ -375,6 +377,7 @@ class ServerHeartbeat(Message):
     rlf_seq: Counter = 0
     allowed: tuple[Allowance, ...] | None = None
     revoke: tuple[ClaimRecord, ...] = ()
+    adopt: tuple[Adoption, ...] | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -541,6 +544,21 @@ class ClaimRecord:
     term: Counter
     license: License
     count: Seats
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Adoption:
+    """A claim credited to the follower that receives it: `count` seats of `license`
+    (already in the heartbeat's allowance) are kept for client `client_id` for `hold`
+    more seconds, the time its lease from the granting server may still run. The leader
+    repeats it in every heartbeat to that follower until `hold` ends; the follower applies
+    each `key` once."""
+
+    key: ClaimKey
+    client_id: Sender
+    license: License
+    count: Seats
+    hold: Seconds
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

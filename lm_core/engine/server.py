@@ -102,6 +102,7 @@ from lm_core.engine.messages import (
     AddAllocations,
     AddLicenseCode,
     AdminReply,
+    Adoption,
     Allowance,
     Authorize,
     BorrowGrant,
@@ -216,6 +217,7 @@ class LicenseServer:
         self.heard_log: dict[int, float] = {}
         self.waiting: dict[tuple[str, str], _WaitingClaim] = {}
         self.revoked: dict[str, None] = {}  # claim keys of my tickets already applied
+        self.adopted: dict[str, None] = {}  # claim keys credited to me, already kept
         self.expecting: dict[tuple[str, str], tuple[int, float]] = {}  # see _spoken_for
         self.stepped_down = ""  # why this server left the leader role, until it follows
         self.removed = ""  # why this server is no longer a member (a newer RLF dropped it)
@@ -803,6 +805,7 @@ class LicenseServer:
             rlf_seq=self.rlf.sequence,
             allowed=allowed,
             revoke=self._revocations(peer, ld.hb_seq),
+            adopt=self._adoptions(now, peer),
             **self._cfg_fields(),
         )
 
@@ -1156,6 +1159,8 @@ class LicenseServer:
         fresh = self.started_at <= msg.echo <= now
         if msg.revoke or self.revoked:
             self._revoke(msg.revoke, out)
+        if msg.adopt or self.adopted:
+            self._take_adoptions(now, msg.adopt or (), out)
         raised = False
         if msg.allowed is not None and fresh:
             new = {a.license: a.count for a in msg.allowed}
@@ -1212,6 +1217,16 @@ class LicenseServer:
                 out.append(LogUsage("moved", entry.client_id, entry.license, entry.count, rec.key,
                                     identity=entry.identity))  # fmt: skip
         self.revoked = listed
+
+    def _take_adoptions(self, now: float, adopt: tuple[Adoption, ...], out: list[Effect]) -> None:
+        """Seats that came with their clients' claims (L2): kept for those clients, once
+        per claim (the leader repeats the list until each hold ends)."""
+        listed: dict[str, None] = {}
+        for a in adopt:
+            listed[a.key] = None
+            if a.key not in self.adopted:
+                self._claim_arrived(now, a.client_id, a.license, a.count, a.hold)
+        self.adopted = listed
 
     def _accept_leader(self, now: float, sender: str, term: int, out: list[Effect]) -> bool:
         """A message from the leader of `term` (>= mine): follow it."""
@@ -1986,28 +2001,37 @@ class LicenseServer:
                     f"{w.count} of {w.license} now {w.target}'s",
                 )
             )
-            hold = self.clocks.observed(max(0.0, w.until - now))
             if w.target == self.id:
+                hold = self.clocks.observed(max(0.0, w.until - now))
                 self._claim_arrived(now, w.client_id, w.license, w.count, hold)
                 self._retry_waiting(now, out)
                 continue
-            # the grant first: on an ordered link the adopter keeps the seats for that
-            # client before the heartbeat's raised allowance shows them as free
-            out.append(
-                Send(
-                    w.target,
-                    self._msg(
-                        BorrowGrant,
-                        license=w.license,
-                        count=w.count,
-                        claim=w.key,
-                        client_id=w.client_id,
-                        hold_for=hold,
-                    ),
-                )
-            )
+            # The seats travel in the adopter's heartbeat, reserved for the client in the
+            # same message that raises the allowance (`ServerHeartbeat.adopt`): a separate
+            # grant could be lost or overtaken, and the raised allowance alone would show
+            # the seats as free to any waiting client while the claimant's lease runs.
+            ld.credited.append(w)
             out.append(Send(w.target, self._heartbeat(now, w.target, up)))
         ld.claim_waits = keep
+
+    def _adoptions(self, now: float, peer: str) -> tuple[Adoption, ...] | None:
+        """The credited claims `peer` must keep for their clients, for its heartbeat."""
+        ld = self._lead()
+        if not ld.credited:
+            return None
+        ld.credited = [w for w in ld.credited if now < w.until]
+        out = tuple(
+            Adoption(
+                key=w.key,
+                client_id=w.client_id,
+                license=w.license,
+                count=w.count,
+                hold=self.clocks.observed(w.until - now),
+            )
+            for w in ld.credited
+            if w.target == peer
+        )
+        return out or None
 
     def _prune_claims(self, now: float) -> None:
         """Forget honoured claims whose tickets can no longer be presented."""
