@@ -70,7 +70,7 @@ import datetime
 import enum
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -232,7 +232,7 @@ class LicenseServer:
         self._events: deque[tuple[float, str, str]] = deque(maxlen=64)
         self.term = 0
         self.voted_for: str | None = None
-        self.role = Role.STARTING
+        self._steps = _STEPS[Role.STARTING]  # what I do in my role; swapped in `_become`
         self.leader_id: str | None = None
         self.keys = KeyTable()
         self.allowed: dict[str, int] = {}
@@ -334,8 +334,7 @@ class LicenseServer:
             ).claim_hold = now + self.clocks.claim_hold
 
     def _state_json(self) -> dict[str, Any]:
-        ld = self.leader
-        allowed = ld.ledger.allowances(self.id) if ld is not None else dict(self.allowed)
+        allowed = self._steps.allowances(self)
         return {
             "format": STATE_FORMAT,
             "server_id": self.id,
@@ -419,16 +418,11 @@ class LicenseServer:
             t = self._bucket_at
         if self.waiting:
             t = min(t, min(w.deadline for w in self.waiting.values()))
-        ld = self.leader
-        if ld is not None:
-            t = min(t, ld.next_hb)
-            if ld.pending:
-                t = min(t, min(p.deadline for p in ld.pending))
-        else:
-            t = min(t, self.elect_at)
-            if self.role is Role.FOLLOWER and not self.check_sent:
-                t = min(t, self.last_contact + self.clocks.leader_timeout)
-        return t
+        return min(t, self._steps.deadline(self))
+
+    @property
+    def role(self) -> Role:
+        return self._steps.role
 
     def _take_boot(self) -> list[Effect]:
         boot, self._boot = self._boot, []
@@ -440,11 +434,11 @@ class LicenseServer:
             if isinstance(msg, (Request, ClientHeartbeat)):
                 out.append(Reply(sender, self._deny(msg, "bad_request", "wrong pool")))
             return
-        handler = _HANDLERS.get(type(msg))
+        handler = self._steps.handlers.get(type(msg))
         if handler is None:
             out.append(self._note(now, "refused", f"unexpected {type(msg).__name__} from {sender}"))
             return
-        server_msg = handler[1]
+        server_msg = type(msg) in _SERVER_MSGS
         if server_msg and sender not in self.peers and isinstance(msg, RlfTransfer):
             self._on_outsider_rlf(now, sender, msg, out)
             return
@@ -469,42 +463,47 @@ class LicenseServer:
             return
         if server_msg:
             self.heard_peers.add(sender)
-        handler[0](self, now, sender, msg, out)
+        handler(self, now, sender, msg, out)
 
     # ================================================================ roles
 
     def _become(self, role: Role, now: float, out: list[Effect], why: str) -> None:
-        """The one place where the role changes."""
-        old = self.role
-        if role not in TRANSITIONS[old]:
-            raise EngineBug(f"illegal transition {old.value} -> {role.value}")
-        self.role = role
-        if old is Role.LEADER:
-            self._drop_leader_state(now, out)
-        if role is Role.FOLLOWER:
-            self.last_contact = now
-            self.check_sent = False
-            self.elect_at = now + self.clocks.election_delay(self.rank) + self.clocks.heartbeat
-        elif role is Role.CANDIDATE:
-            self.leader_id = None
-            self.lease_until = -_NEVER
-        elif role is Role.DISASSOCIATED:
-            self.lease_until = -_NEVER
-            self.elect_at = now + self.clocks.election_delay(self.rank) + self.clocks.leader_timeout
-        elif role is Role.LEADER:
-            self.leader_id = self.id
-            self.lease_until = -_NEVER
-            self._start_leading(now, out)
-        if old is not role or role is Role.LEADER:
+        """The one place where the role changes: the old role is left, the new role's
+        steps (`_STEPS`) replace the old ones, and the new role is entered."""
+        old = self._steps
+        if role not in TRANSITIONS[old.role]:
+            raise EngineBug(f"illegal transition {old.role.value} -> {role.value}")
+        self._steps = _STEPS[role]
+        old.leave(self, now, out)
+        self._steps.enter(self, now, out)
+        if old.role is not role:
             out.append(
                 self._note(
                     now,
                     "role",
-                    f"{self.id}: {old.value} -> {role.value} (term {self.term}): {why}",
+                    f"{self.id}: {old.role.value} -> {role.value} (term {self.term}): {why}",
                     role=role.value,
                     term=self.term,
                 )
             )
+
+    def _enter_follower(self, now: float, out: list[Effect]) -> None:
+        self.last_contact = now
+        self.check_sent = False
+        self.elect_at = now + self.clocks.election_delay(self.rank) + self.clocks.heartbeat
+
+    def _enter_candidate(self, now: float, out: list[Effect]) -> None:
+        self.leader_id = None
+        self.lease_until = -_NEVER
+
+    def _enter_disassociated(self, now: float, out: list[Effect]) -> None:
+        self.lease_until = -_NEVER
+        self.elect_at = now + self.clocks.election_delay(self.rank) + self.clocks.leader_timeout
+
+    def _enter_leader(self, now: float, out: list[Effect]) -> None:
+        self.leader_id = self.id
+        self.lease_until = -_NEVER
+        self._start_leading(now, out)
 
     def _adopt_term(self, term: int, now: float, out: list[Effect]) -> None:
         """A higher term seen: adopt it (persisted by the caller's PersistState)."""
@@ -512,9 +511,12 @@ class LicenseServer:
         self.voted_for = None
         self.lease_until = -_NEVER
         self.last_hb_seq = 0
-        if self.role in (Role.LEADER, Role.CANDIDATE):
-            self._become(Role.FOLLOWER, now, out, f"saw term {term}")
+        self._steps.new_term(self, term, now, out)
         self.leader_id = None
+
+    def _yield_to_term(self, term: int, now: float, out: list[Effect]) -> None:
+        """A leader or candidate that sees a higher term follows (whom, it learns later)."""
+        self._become(Role.FOLLOWER, now, out, f"saw term {term}")
 
     # ================================================================ timers
 
@@ -523,7 +525,7 @@ class LicenseServer:
             return
         if self._date_dirty:
             self._date_dirty = False
-            self._on_new_day(now, out)
+            self._steps.new_day(self, now, out)
         ended, gone = self.keys.expire(now)
         for entry in ended:
             # the client's own lease ended one client lease after its last heartbeat
@@ -540,18 +542,15 @@ class LicenseServer:
             self.expecting = {k: v for k, v in self.expecting.items() if now < v[1]}
         if self.reclaimed:
             self.reclaimed = {k: v for k, v in self.reclaimed.items() if now < v[0]}
-        ld = self.leader
-        if ld is not None:
-            if now >= ld.next_hb:
-                self._leader_tick(now, out)
-            if self.leader is not None:  # the tick may have stepped down
-                self._check_pending(now, out)
-            return
-        if (
-            self.role is Role.FOLLOWER
-            and not self.check_sent
-            and now >= self.last_contact + self.clocks.leader_timeout
-        ):
+        self._steps.tick(self, now, out)
+
+    def _tick_leader(self, now: float, out: list[Effect]) -> None:
+        if now >= self._lead().next_hb and not self._leader_tick(now, out):
+            return  # stepped down
+        self._check_pending(now, out)
+
+    def _tick_follower(self, now: float, out: list[Effect]) -> None:
+        if not self.check_sent and now >= self.last_contact + self.clocks.leader_timeout:
             self.check_sent = True
             if self.leader_id:
                 out.append(Send(self.leader_id, self._msg(LeaderCheck)))
@@ -559,16 +558,47 @@ class LicenseServer:
         if now >= self.elect_at:
             self._stand(now, out)
 
+    def _tick_candidate(self, now: float, out: list[Effect]) -> None:
+        if now >= self.elect_at:
+            self._stand_again(now, out)
+
+    def _tick_unled(self, now: float, out: list[Effect]) -> None:
+        """Starting or disassociated: stand when my turn comes."""
+        if now >= self.elect_at:
+            self._stand(now, out)
+
+    def _deadline_leader(self) -> float:
+        ld = self._lead()
+        if ld.pending:
+            return min(ld.next_hb, min(p.deadline for p in ld.pending))
+        return ld.next_hb
+
+    def _deadline_follower(self) -> float:
+        if self.check_sent:
+            return self.elect_at
+        return min(self.elect_at, self.last_contact + self.clocks.leader_timeout)
+
+    def _deadline_unled(self) -> float:
+        return self.elect_at
+
     def _stand(self, now: float, out: list[Effect]) -> None:
-        """Start a pre-vote round (or, with a quorum of 1, win at once)."""
-        if self.role is Role.CANDIDATE and self.prevote and self.leader_hints:
+        """No leader heard: stand, starting with a pre-vote round."""
+        self._become(Role.CANDIDATE, now, out, "no leader heard")
+        self._prevote(now, out)
+
+    def _stand_again(self, now: float, out: list[Effect]) -> None:
+        """A candidate whose round ended undecided: if peers named a leader in their
+        refusals, disassociate and ask it; else stand again."""
+        if self.prevote and self.leader_hints:
             leader = next(iter(self.leader_hints.values()))
             self.leader_id = leader
             self._become(Role.DISASSOCIATED, now, out, f"peers report leader {leader}")
             out.append(Send(leader, self._msg(LeaderCheck)))
             return
-        if self.role is not Role.CANDIDATE:
-            self._become(Role.CANDIDATE, now, out, "no leader heard")
+        self._prevote(now, out)
+
+    def _prevote(self, now: float, out: list[Effect]) -> None:
+        """Start a pre-vote round (or, with a quorum of 1, win at once)."""
         self.prevote = True
         self.votes = {self.id}
         self.leader_hints = {}
@@ -603,66 +633,80 @@ class LicenseServer:
 
     # ================================================================ elections
 
-    def _leader_alive(self, now: float) -> bool:
-        """Leader stickiness: do I follow (or am I) a leader that is alive?"""
-        if self.leader is not None:
-            return now < self.leader.lease_end or not self.rlf.majority_rule
-        if self.role is Role.FOLLOWER:
-            return now < max(self.last_contact + self.clocks.leader_timeout, self.lease_until)
-        return False
+    def _alive_as_leader(self, now: float) -> bool:
+        """Leader stickiness: am I a leader that is alive?"""
+        return now < self._lead().lease_end or not self.rlf.majority_rule
+
+    def _alive_as_follower(self, now: float) -> bool:
+        """Leader stickiness: do I follow a leader that is alive?"""
+        return now < max(self.last_contact + self.clocks.leader_timeout, self.lease_until)
 
     def _on_vote_request(
         self, now: float, sender: str, msg: VoteRequest, out: list[Effect]
     ) -> None:
-        theirs = (msg.cfg_term, msg.cfg_version, msg.rlf_seq)
+        if self._vote_granted(now, sender, msg, out):
+            if msg.term > self.term:
+                self._adopt_term(msg.term, now, out)
+            self._record_vote(now, sender, msg, out)
 
-        def reply(granted: bool, reason: str = "", leader: str = "") -> None:
-            out.append(
-                Send(
-                    sender,
-                    self._msg(
-                        VoteReply,
-                        for_term=msg.term,
-                        pre=msg.pre,
-                        granted=granted,
-                        leader=leader,
-                        reason=reason,
-                    ),
-                )
-            )
+    def _on_vote_request_candidate(
+        self, now: float, sender: str, msg: VoteRequest, out: list[Effect]
+    ) -> None:
+        """A candidate that gives its real vote to another stops standing."""
+        if self._vote_granted(now, sender, msg, out):
+            if msg.term > self.term:
+                self._adopt_term(msg.term, now, out)  # (which makes me a follower)
+            else:
+                self._become(Role.FOLLOWER, now, out, f"voted for {sender}")
+            self._record_vote(now, sender, msg, out)
 
+    def _vote_granted(self, now: float, sender: str, msg: VoteRequest, out: list[Effect]) -> bool:
+        """Judge a (pre-)vote request and answer it, except for a real vote granted
+        (True): that answer goes out once `_record_vote` persisted the vote."""
         verdict = judge_vote(
             my_term=self.term,
             voted_for=self.voted_for,
             candidate=sender,
             term=msg.term,
             pre=msg.pre,
-            leader_alive=self._leader_alive(now),
-            theirs=theirs,
+            leader_alive=self._steps.leader_alive(self, now),
+            theirs=(msg.cfg_term, msg.cfg_version, msg.rlf_seq),
             mine=self._version(),
         )
         if verdict.ballot is Ballot.REFUSE:
-            reply(False, verdict.reason, (self.leader_id or "") if verdict.leader_alive else "")
-            return
+            leader = (self.leader_id or "") if verdict.leader_alive else ""
+            out.append(self._vote_reply(sender, msg, False, verdict.reason, leader))
+            return False
         if verdict.ballot is not Ballot.VOTE:
-            reply(True)
-            return
-        if msg.term > self.term:
-            self._adopt_term(msg.term, now, out)
+            out.append(self._vote_reply(sender, msg, True))
+            return False
+        return True
+
+    def _record_vote(self, now: float, sender: str, msg: VoteRequest, out: list[Effect]) -> None:
         self.voted_for = sender
-        if self.role is Role.CANDIDATE:
-            self._become(Role.FOLLOWER, now, out, f"voted for {sender}")
         self.last_contact = now  # do not stand while the candidate we chose is being elected
         self.elect_at = max(self.elect_at, now + self.clocks.election_delay(self.rank))
         out.append(self._persist())
-        reply(True)
+        out.append(self._vote_reply(sender, msg, True))
+
+    def _vote_reply(
+        self, sender: str, msg: VoteRequest, granted: bool, reason: str = "", leader: str = ""
+    ) -> Send:
+        reply = self._msg(
+            VoteReply, for_term=msg.term, pre=msg.pre, granted=granted, leader=leader, reason=reason
+        )
+        return Send(sender, reply)
+
+    def _only_term(
+        self, now: float, sender: str, msg: VoteReply | ServerAck, out: list[Effect]
+    ) -> None:
+        """A vote reply to a server that does not stand, an ACK to one that does not
+        lead: only a higher term in it counts."""
+        if msg.term > self.term:
+            self._adopt_term(msg.term, now, out)
+            out.append(self._persist())
 
     def _on_vote_reply(self, now: float, sender: str, msg: VoteReply, out: list[Effect]) -> None:
-        if self.role is not Role.CANDIDATE:
-            if msg.term > self.term:
-                self._adopt_term(msg.term, now, out)
-                out.append(self._persist())
-            return
         if msg.pre != self.prevote:
             return
         expected = self.term + 1 if self.prevote else self.term
@@ -727,7 +771,8 @@ class LicenseServer:
         lt = self.clocks.leader_timeout
         return [s for s in self.servers if s == self.id or now - ld.peer(s).last_ack_recv <= lt]
 
-    def _leader_tick(self, now: float, out: list[Effect]) -> None:
+    def _leader_tick(self, now: float, out: list[Effect]) -> bool:
+        """Heartbeat round: fence, rebalance, heartbeats; False if I stepped down."""
         ld = self._lead()
         ld.next_hb = now + self.clocks.heartbeat
         if (
@@ -746,7 +791,7 @@ class LicenseServer:
             self.stepped_down = why
             self.last_contact = now - self.clocks.leader_timeout  # vote for others at once
             self.check_sent = True  # no leader to check on: stand when my turn comes
-            return
+            return False
         # fencing: servers out of contact long enough that nothing they had is alive;
         # only under a majority lease: without one, I am more likely the one cut off
         fenced_any = False
@@ -768,6 +813,7 @@ class LicenseServer:
         cutoff = now - self.clocks.history
         if len(ld.hb_times) > 64:
             ld.hb_times = {k: v for k, v in ld.hb_times.items() if v >= cutoff}
+        return True
 
     def _heartbeat(self, now: float, peer: str, up: tuple[str, ...]) -> ServerHeartbeat:
         ld = self._lead()
@@ -865,9 +911,9 @@ class LicenseServer:
             self._adopt_term(msg.term, now, out)
             out.append(self._persist())
             return
-        ld = self.leader
-        if ld is None or msg.term < self.term or not msg.ok:
+        if msg.term < self.term or not msg.ok:
             return
+        ld = self._lead()
         if msg.seq > ld.hb_seq:
             return  # not a heartbeat of this term
         key = (msg.seq, msg.ts)
@@ -1085,7 +1131,7 @@ class LicenseServer:
     def _on_borrow_request(
         self, now: float, sender: str, msg: BorrowRequest, out: list[Effect]
     ) -> None:
-        if self.role is not Role.LEADER or msg.term != self.term:
+        if msg.term != self.term:
             return
         if not 0 < msg.count <= MAX_COUNT:
             return
@@ -1121,10 +1167,17 @@ class LicenseServer:
     ) -> None:
         if self._limit(lic) < self.table.row(lic, self.id):
             return  # seats already moved here are on their way (or held): do not ask again
-        if self.role is Role.LEADER:
-            self._allocate(now, lic, self.id, want, failover, out, gather)
-            return
-        if self.role is not Role.FOLLOWER or not self.leader_id:
+        self._steps.borrow(self, now, lic, want, failover, out, gather)
+
+    def _borrow_as_leader(
+        self, now: float, lic: str, want: int, failover: bool, out: list[Effect], gather: int
+    ) -> None:
+        self._allocate(now, lic, self.id, want, failover, out, gather)
+
+    def _borrow_as_follower(
+        self, now: float, lic: str, want: int, failover: bool, out: list[Effect], gather: int
+    ) -> None:
+        if not self.leader_id:
             return
         if now < self.borrow_wait.get(lic, -_NEVER):
             return
@@ -1229,17 +1282,25 @@ class LicenseServer:
         self.adopted = listed
 
     def _accept_leader(self, now: float, sender: str, term: int, out: list[Effect]) -> bool:
-        """A message from the leader of `term` (>= mine): follow it."""
+        """A message from the leader of `term` (>= mine): follow it (False: refused)."""
         if term > self.term:
             self._adopt_term(term, now, out)
             out.append(self._persist())
-        if self.role is Role.LEADER:
-            out.append(self._note(now, "refused", f"second leader {sender} in term {term}"))
-            return False
-        if self.role is not Role.FOLLOWER or self.leader_id != sender:
-            self.leader_id = sender
-            self.stepped_down = ""
-            self._become(Role.FOLLOWER, now, out, f"{sender} leads term {term}")
+        return self._steps.accept_leader(self, now, sender, term, out)
+
+    def _second_leader(self, now: float, sender: str, term: int, out: list[Effect]) -> bool:
+        out.append(self._note(now, "refused", f"second leader {sender} in term {term}"))
+        return False
+
+    def _keep_following(self, now: float, sender: str, term: int, out: list[Effect]) -> bool:
+        if self.leader_id != sender:
+            self._follow(now, sender, term, out)
+        return True
+
+    def _follow(self, now: float, sender: str, term: int, out: list[Effect]) -> bool:
+        self.leader_id = sender
+        self.stepped_down = ""
+        self._become(Role.FOLLOWER, now, out, f"{sender} leads term {term}")
         return True
 
     def _ack(self, now: float, seq: int) -> ServerAck:
@@ -1313,46 +1374,61 @@ class LicenseServer:
     def _on_leader_check(
         self, now: float, sender: str, msg: LeaderCheck, out: list[Effect]
     ) -> None:
-        if self.role is Role.LEADER:
-            out.append(Send(sender, self._heartbeat(now, sender, tuple(self._up(now)))))
+        out.append(Send(sender, self._heartbeat(now, sender, tuple(self._up(now)))))
 
     # ================================================================ start-up, RLF
 
-    def _on_server_up(self, now: float, sender: str, msg: ServerUp, out: list[Effect]) -> None:
-        leader = self.leader_id if self.role in (Role.LEADER, Role.FOLLOWER) else ""
-        out.append(
-            Send(
-                sender,
-                self._msg(
-                    ServerUpReply,
-                    rlf_seq=self.rlf.sequence,
-                    leader=leader or "",
-                    **self._cfg_fields(),
-                ),
-            )
+    def _server_up_reply(self, sender: str, leader: str) -> Send:
+        reply = self._msg(
+            ServerUpReply, rlf_seq=self.rlf.sequence, leader=leader, **self._cfg_fields()
         )
-        if self.leader is not None:
-            # FIG. 11: a returning server gets a heartbeat and its distribution at once;
-            # its old clock readings mean nothing now
-            pr = self.leader.peer(sender)
-            pr.last_ack_ts = 0.0
-            out.append(Send(sender, self._heartbeat(now, sender, tuple(self._up(now)))))
-            out.append(Send(sender, self._sync()))
-            pr.last_sync_sent = now
-            if msg.rlf_seq < self.rlf.sequence:
-                self._send_rlf(now, sender, out)
-            elif msg.rlf_seq > self.rlf.sequence:
-                out.append(Send(sender, self._msg(RlfAccept, rlf_seq=msg.rlf_seq)))
-        elif self.role is Role.CANDIDATE and self.prevote:
+        return Send(sender, reply)
+
+    def _on_server_up(self, now: float, sender: str, msg: ServerUp, out: list[Effect]) -> None:
+        """Starting or disassociated: I know of no leader to name."""
+        out.append(self._server_up_reply(sender, ""))
+
+    def _on_server_up_follower(
+        self, now: float, sender: str, msg: ServerUp, out: list[Effect]
+    ) -> None:
+        out.append(self._server_up_reply(sender, self.leader_id or ""))
+
+    def _on_server_up_candidate(
+        self, now: float, sender: str, msg: ServerUp, out: list[Effect]
+    ) -> None:
+        out.append(self._server_up_reply(sender, ""))
+        if self.prevote:
             # a late starter can vote now: ask it
             ask = self._msg(VoteRequest, pre=True, rlf_seq=self.rlf.sequence, **self._cfg_fields())
             out.append(Send(sender, replace(ask, term=self.term + 1)))
 
+    def _on_server_up_leader(
+        self, now: float, sender: str, msg: ServerUp, out: list[Effect]
+    ) -> None:
+        out.append(self._server_up_reply(sender, self.leader_id or ""))
+        # FIG. 11: a returning server gets a heartbeat and its distribution at once;
+        # its old clock readings mean nothing now
+        pr = self._lead().peer(sender)
+        pr.last_ack_ts = 0.0
+        out.append(Send(sender, self._heartbeat(now, sender, tuple(self._up(now)))))
+        out.append(Send(sender, self._sync()))
+        pr.last_sync_sent = now
+        if msg.rlf_seq < self.rlf.sequence:
+            self._send_rlf(now, sender, out)
+        elif msg.rlf_seq > self.rlf.sequence:
+            out.append(Send(sender, self._msg(RlfAccept, rlf_seq=msg.rlf_seq)))
+
+    def _on_server_up_reply_unled(
+        self, now: float, sender: str, msg: ServerUpReply, out: list[Effect]
+    ) -> None:
+        """Not leading nor following: ask the leader the reply names."""
+        if msg.leader in self.peers:
+            out.append(Send(msg.leader, self._msg(LeaderCheck)))
+        self._on_server_up_reply(now, sender, msg, out)
+
     def _on_server_up_reply(
         self, now: float, sender: str, msg: ServerUpReply, out: list[Effect]
     ) -> None:
-        if msg.leader in self.peers and self.role not in (Role.LEADER, Role.FOLLOWER):
-            out.append(Send(msg.leader, self._msg(LeaderCheck)))
         if msg.rlf_seq < self.rlf.sequence and msg.leader == sender:
             out.append(Send(sender, self._msg(RlfOffer, rlf_seq=self.rlf.sequence)))
 
@@ -1382,31 +1458,39 @@ class LicenseServer:
             self._leave_pool(now, new, out)
             return
         self.elect_at = min(self.elect_at, now + self.clocks.after_push_delay(self.rank))
-        ld = self.leader
-        if ld is not None:
-            ld.ledger.set_servers(self.servers)
-            # honoured claims outlive a new RLF: their tickets may still be presented,
-            # and the granting servers' reports are discounted by them (`_unrevoked`)
-            drained = self.table.drained
-            self.table = DistributionTable.from_rlf(
-                new, self.today, self.table.codes, self.table.cfg, self.table.claims
-            )
-            self.table.drained = {k: v for k, v in drained.items() if k in self.servers}
-            self._bump_cfg()
-            out.append(self._persist())
-            for p in self.peers:  # the leader first (above), then every follower
-                ld.peer(p).last_rlf_sent = now
-                out.append(Send(p, self._msg(RlfTransfer, rlf_text=text)))
-            for p in gone:  # a server the RLF removed is told so (it stops serving)
-                out.append(Send(p, self._msg(RlfTransfer, rlf_text=text)))
-            self._table_changed(now, out, bump=False)
-        else:
-            out.append(self._persist())
+        self._steps.install_rlf(self, now, text, gone, out)
         out.append(
             self._note(
                 now, "push", f"{self.id}: RLF seq {old_seq} -> {new.sequence}", rlf_seq=new.sequence
             )
         )
+
+    def _install_rlf(self, now: float, text: str, gone: list[str], out: list[Effect]) -> None:
+        """Not leading: the new RLF (set already) is persisted; the leader sends me its
+        table."""
+        out.append(self._persist())
+
+    def _install_rlf_leader(
+        self, now: float, text: str, gone: list[str], out: list[Effect]
+    ) -> None:
+        """Leading: the table is rebuilt from the new RLF (set already) and sent out."""
+        ld = self._lead()
+        ld.ledger.set_servers(self.servers)
+        # honoured claims outlive a new RLF: their tickets may still be presented,
+        # and the granting servers' reports are discounted by them (`_unrevoked`)
+        drained = self.table.drained
+        self.table = DistributionTable.from_rlf(
+            self.rlf, self.today, self.table.codes, self.table.cfg, self.table.claims
+        )
+        self.table.drained = {k: v for k, v in drained.items() if k in self.servers}
+        self._bump_cfg()
+        out.append(self._persist())
+        for p in self.peers:  # the leader first (above), then every follower
+            ld.peer(p).last_rlf_sent = now
+            out.append(Send(p, self._msg(RlfTransfer, rlf_text=text)))
+        for p in gone:  # a server the RLF removed is told so (it stops serving)
+            out.append(Send(p, self._msg(RlfTransfer, rlf_text=text)))
+        self._table_changed(now, out, bump=False)
 
     def _on_outsider_rlf(
         self, now: float, sender: str, msg: RlfTransfer, out: list[Effect]
@@ -1425,15 +1509,16 @@ class LicenseServer:
         """A newer RLF does not list me: I serve nothing from now on (stop me)."""
         self.removed = membership.removed_text(self.id, new)
         self.lease_until = self.renew_until = -_NEVER
-        if self.role is Role.LEADER:
-            self._become(Role.FOLLOWER, now, out, "removed from the pool")
+        self._steps.leave_pool(self, now, out)
         self.leader_id = None
         out.append(self._persist())
         out.append(self._note(now, "push", self.removed, rlf_seq=new.sequence))
 
-    def _on_new_day(self, now: float, out: list[Effect]) -> None:
-        if self.role is not Role.LEADER:
-            return
+    def _step_down_removed(self, now: float, out: list[Effect]) -> None:
+        self._become(Role.FOLLOWER, now, out, "removed from the pool")
+
+    def _new_day_leader(self, now: float, out: list[Effect]) -> None:
+        """Leading: expired codes lower the hard limits in the table."""
         fresh = DistributionTable.from_rlf(self.rlf, self.today, self.table.codes)
         changed = False
         for lic, state in self.table.licenses.items():
@@ -1464,26 +1549,48 @@ class LicenseServer:
         )
 
     def _not_serving(self, now: float) -> tuple[str, str] | None:
+        """(deny reason, detail) while I may not issue or renew authorizations."""
         if self.removed:
             return ("disassociated", self.removed)
-        if self.role is Role.DISASSOCIATED:
-            return ("disassociated", f"{self.id} cannot reach leader {self.leader_id}")
-        if self.role is Role.LEADER:
-            if self._serving_lease(now):
-                return None
-            return ("no_majority", self._no_lease_why(now))
-        if self.role is Role.FOLLOWER:
-            if now < self.lease_until:
-                return None
-            if self.stepped_down:
-                return ("no_majority", f"{self.id} {self.stepped_down}")
-            return ("no_majority", f"{self.id} holds no lease from a majority leader")
+        return self._steps.not_serving(self, now)
+
+    def _why_not_leading(self, now: float) -> tuple[str, str] | None:
+        if self._serving_lease(now):
+            return None
+        return ("no_majority", self._no_lease_why(now))
+
+    def _why_not_following(self, now: float) -> tuple[str, str] | None:
+        if now < self.lease_until:
+            return None
+        if self.stepped_down:
+            return ("no_majority", f"{self.id} {self.stepped_down}")
+        return ("no_majority", f"{self.id} holds no lease from a majority leader")
+
+    def _why_disassociated(self, now: float) -> tuple[str, str] | None:
+        return ("disassociated", f"{self.id} cannot reach leader {self.leader_id}")
+
+    def _why_electing(self, now: float) -> tuple[str, str] | None:
         return ("no_majority", f"{self.id} is {self.role.value}: election in progress")
 
+    def _has_lease(self, now: float) -> bool:
+        """Follower: do I hold a lease from the leader?"""
+        return now < self.lease_until
+
     def _limit(self, lic: str) -> int:
-        if self.leader is not None:
-            return self.leader.ledger.get(self.id, lic).sent
+        """The seats of `lic` I may serve."""
+        return self._steps.limit(self, lic)
+
+    def _limit_as_leader(self, lic: str) -> int:
+        return self._lead().ledger.get(self.id, lic).sent
+
+    def _limit_as_follower(self, lic: str) -> int:
         return self.allowed.get(lic, 0)
+
+    def _allowances_as_leader(self) -> dict[str, int]:
+        return self._lead().ledger.allowances(self.id)
+
+    def _allowances_as_follower(self) -> dict[str, int]:
+        return dict(self.allowed)
 
     def _on_client(self, now: float, token: str, msg: Message, out: list[Effect]) -> None:
         if isinstance(msg, Release):
@@ -1700,11 +1807,7 @@ class LicenseServer:
     def _fast_renew(self, now: float, token: str, msg: ClientHeartbeat) -> list[Effect] | None:
         """The hot path: a live client renews what it holds on a serving server.
         Anything unusual returns None and takes the general path."""
-        role = self.role
-        if role is Role.FOLLOWER:
-            if now >= self.lease_until:
-                return None
-        elif role is not Role.LEADER or not self._serving_lease(now):
+        if not self._steps.serving(self, now):
             return None
         if self.reclaimed or msg.failover or self.table.drained:
             return None
@@ -1791,27 +1894,31 @@ class LicenseServer:
         self.waiting[(msg.sender, lic)] = _WaitingClaim(
             token=token, msg=msg, deadline=now + self.clocks.claim_wait
         )
-        if self.role is Role.LEADER:
-            why = self._claim(now, self.id, msg.sender, lic, count, msg.ticket, out)
-            if why:
-                out.append(self._note(now, "claim", f"claim of {msg.sender} refused: {why}"))
-                self._allocate(now, lic, self.id, count, True, out)
-                self._retry_waiting(now, out)
-        elif self.leader_id:
-            out.append(
-                Send(
-                    self.leader_id,
-                    self._msg(
-                        BorrowRequest,
-                        license=lic,
-                        count=count,
-                        failover=True,
-                        claim=msg.ticket,
-                        client_id=msg.sender,
-                    ),
-                )
-            )
+        self._steps.claim(self, now, msg, out)
         return True
+
+    def _claim_as_leader(self, now: float, msg: ClientHeartbeat, out: list[Effect]) -> None:
+        """Leading: honour the claim myself; refused, find seats as for any fail-over."""
+        lic, count = msg.license, msg.count
+        why = self._claim(now, self.id, msg.sender, lic, count, msg.ticket, out)
+        if why:
+            out.append(self._note(now, "claim", f"claim of {msg.sender} refused: {why}"))
+            self._allocate(now, lic, self.id, count, True, out)
+            self._retry_waiting(now, out)
+
+    def _claim_via_leader(self, now: float, msg: ClientHeartbeat, out: list[Effect]) -> None:
+        """Not leading: the leader judges the claim (`_on_borrow_request`)."""
+        if not self.leader_id:
+            return
+        ask = self._msg(
+            BorrowRequest,
+            license=msg.license,
+            count=msg.count,
+            failover=True,
+            claim=msg.ticket,
+            client_id=msg.sender,
+        )
+        out.append(Send(self.leader_id, ask))
 
     def _retry_waiting(self, now: float, out: list[Effect]) -> None:
         """Answer the fail-over clients whose seats have arrived."""
@@ -2080,16 +2187,19 @@ class LicenseServer:
             out.append(
                 LogUsage("release", msg.sender, msg.license, entry.count, identity=entry.identity)
             )
-            if self.leader is not None and self.leader.short:
-                self._rebalance(now, msg.license, out)
+            self._steps.released(self, now, msg.license, out)
         out.append(
             Reply(token, self._msg(Released, request_id=msg.request_id, license=msg.license))
         )
 
     # ================================================================ admin
 
-    def _on_status(self, now: float, token: str, msg: Message, out: list[Effect]) -> None:
-        assert isinstance(msg, StatusRequest)
+    def _rebalance_released(self, now: float, lic: str, out: list[Effect]) -> None:
+        """Leading: seats a release freed may go where the table still lacks them."""
+        if self._lead().short:
+            self._rebalance(now, lic, out)
+
+    def _on_status(self, now: float, token: str, msg: StatusRequest, out: list[Effect]) -> None:
         out.append(
             Reply(token, self._msg(StatusReply, request_id=msg.request_id, status=self.status(now)))
         )
@@ -2148,40 +2258,68 @@ class LicenseServer:
     def _admin(
         self, now: float, token: str, via: str | None, msg: Message, out: list[Effect]
     ) -> None:
+        """An admin operation asked here (`via` None) or forwarded by follower `via`."""
+        self._steps.admin(self, now, token, via, msg, out)
+
+    def _refuse_admin(
+        self, now: float, token: str, via: str | None, msg: Message, why: str, out: list[Effect]
+    ) -> None:
         request_id = int(getattr(msg, "request_id", 0))
+        reply = self._msg(AdminReply, request_id=request_id, ok=False, message=why)
+        out.append(self._note(now, "refused", f"{type(msg).__name__}: {why}"))
+        if via is None:
+            out.append(Reply(token, reply))
+        else:
+            out.append(Send(via, self._msg(ForwardedReply, token=token, reply=reply)))
 
-        def refuse(message: str) -> None:
-            reply = self._msg(AdminReply, request_id=request_id, ok=False, message=message)
-            out.append(self._note(now, "refused", f"{type(msg).__name__}: {message}"))
-            if via is None:
-                out.append(Reply(token, reply))
-            else:
-                out.append(Send(via, self._msg(ForwardedReply, token=token, reply=reply)))
+    def _admin_checked_here(
+        self, now: float, token: str, via: str | None, msg: Message, out: list[Effect]
+    ) -> bool:
+        """Not leading: refuse an operation forwarded to me; check one asked here (a
+        cheap local check first, so an invalid op is refused here). True if it passed."""
+        if via is not None:
+            self._refuse_admin(now, token, via, msg, f"{self.id} is not the leader", out)
+            return False
+        try:
+            check_admin(msg, self.rlf, self.table, self.today)
+        except Refused as err:
+            self._refuse_admin(now, token, via, msg, str(err), out)
+            return False
+        return True
 
-        ld = self.leader
-        if ld is None:
-            if via is not None:
-                refuse(f"{self.id} is not the leader")
-                return
-            # a cheap local check first, so an invalid op is refused here
-            try:
-                check_admin(msg, self.rlf, self.table, self.today)
-            except Refused as err:
-                refuse(str(err))
-                return
-            if self.role is Role.FOLLOWER and self.leader_id:
-                out.append(Send(self.leader_id, self._msg(ForwardedAdmin, token=token, op=msg)))
-                return
-            refuse("no leader right now (election in progress); retry shortly")
+    def _admin_unled(
+        self, now: float, token: str, via: str | None, msg: Message, out: list[Effect]
+    ) -> None:
+        if self._admin_checked_here(now, token, via, msg, out):
+            why = "no leader right now (election in progress); retry shortly"
+            self._refuse_admin(now, token, via, msg, why, out)
+
+    def _admin_follower(
+        self, now: float, token: str, via: str | None, msg: Message, out: list[Effect]
+    ) -> None:
+        """Following: the leader applies it (and answers through me)."""
+        if not self._admin_checked_here(now, token, via, msg, out):
             return
+        if self.leader_id:
+            out.append(Send(self.leader_id, self._msg(ForwardedAdmin, token=token, op=msg)))
+            return
+        why = "no leader right now (election in progress); retry shortly"
+        self._refuse_admin(now, token, via, msg, why, out)
+
+    def _admin_leader(
+        self, now: float, token: str, via: str | None, msg: Message, out: list[Effect]
+    ) -> None:
+        """Leading: apply it; the answer goes out once a majority holds it."""
+        ld = self._lead()
         if not self._serving_lease(now):
-            refuse(self._no_lease_why(now))
+            self._refuse_admin(now, token, via, msg, self._no_lease_why(now), out)
             return
         try:
             message, data = self._apply_admin(now, msg, out)
         except Refused as err:
-            refuse(str(err))
+            self._refuse_admin(now, token, via, msg, str(err), out)
             return
+        request_id = int(getattr(msg, "request_id", 0))
         ld.pending.append(
             PendingAdmin(
                 cfg=self.table.cfg,
@@ -2219,7 +2357,8 @@ class LicenseServer:
             )
         if isinstance(msg, DrainServer):
             return self._drain(now, msg, out)
-        assert isinstance(msg, UpdateRlf)
+        if not isinstance(msg, UpdateRlf):
+            raise EngineBug(f"{type(msg).__name__} routed to the admin path")
         new = check_rlf(msg.rlf_text, self.rlf)
         if self.id not in new.server_ids:
             raise Refused(
@@ -2257,12 +2396,16 @@ class LicenseServer:
 
     # ================================================================ status
 
+    def _in_contact(self, now: float) -> set[str]:
+        """Leading: the servers in contact with me (status)."""
+        return set(self._up(now))
+
     def status(self, now: float) -> ServerStatus:
         """This server's view, JSON-able (built by `status.server_status`)."""
         return server_status(
             self,
             now,
-            up=set(self._up(now)) if self.leader is not None else set(),
+            up=self._steps.in_contact(self, now),
             why=self._not_serving(now),
             grace_held=lambda lic, in_use: self._grace_held(now, lic, in_use),
             limit=self._limit,
@@ -2273,34 +2416,175 @@ class LicenseServer:
 # messages that only mean something in the sender's current term
 _TERMED = frozenset({ServerHeartbeat, ServerAck, DistributionSync, BorrowRequest, BorrowGrant})
 
-# ---------------------------------------------------------------- dispatch table
-# type -> (handler, is a server<->server message)
+# ---------------------------------------------------------------- steps per role
 
 _Handler = Callable[[LicenseServer, float, str, Any, list[Effect]], None]
-_HANDLERS: dict[type, tuple[_Handler, bool]] = {
-    Request: (LicenseServer._on_client, False),
-    ClientHeartbeat: (LicenseServer._on_client, False),
-    Release: (LicenseServer._on_client, False),
-    StatusRequest: (LicenseServer._on_status, False),
-    Reclaim: (LicenseServer._on_reclaim, False),
-    ChangeDistribution: (LicenseServer._on_admin, False),
-    AddAllocations: (LicenseServer._on_admin, False),
-    AddLicenseCode: (LicenseServer._on_admin, False),
-    UpdateRlf: (LicenseServer._on_admin, False),
-    DrainServer: (LicenseServer._on_admin, False),
-    ServerHeartbeat: (LicenseServer._on_heartbeat, True),
-    ServerAck: (LicenseServer._on_ack, True),
-    LeaderCheck: (LicenseServer._on_leader_check, True),
-    VoteRequest: (LicenseServer._on_vote_request, True),
-    VoteReply: (LicenseServer._on_vote_reply, True),
-    ServerUp: (LicenseServer._on_server_up, True),
-    ServerUpReply: (LicenseServer._on_server_up_reply, True),
-    RlfOffer: (LicenseServer._on_rlf_offer, True),
-    RlfAccept: (LicenseServer._on_rlf_accept, True),
-    RlfTransfer: (LicenseServer._on_rlf_transfer, True),
-    BorrowRequest: (LicenseServer._on_borrow_request, True),
-    BorrowGrant: (LicenseServer._on_borrow_grant, True),
-    DistributionSync: (LicenseServer._on_sync, True),
-    ForwardedAdmin: (LicenseServer._on_forwarded, True),
-    ForwardedReply: (LicenseServer._on_forwarded_reply, True),
+_Change = Callable[[LicenseServer, float, list[Effect]], None]
+
+
+def _ignore(srv: LicenseServer, now: float, sender: str, msg: Message, out: list[Effect]) -> None:
+    """A message that means nothing in this role (a leader's business): dropped."""
+
+
+def _no_change(srv: LicenseServer, now: float, out: list[Effect]) -> None:
+    """Nothing to do in this role."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Steps:
+    """What a server does in one role, like raft's `step`/`tick` functions: `_become`
+    swaps the whole set, so no handler tests the role. Each field is one place where
+    roles differ; everything else is common."""
+
+    role: Role
+    handlers: Mapping[type, _Handler]  # message type -> its handler in this role
+    enter: _Change  # on becoming this role (after leaving the old one)
+    leave: _Change  # on leaving it
+    tick: _Change  # the role's timers (after the common ones)
+    deadline: Callable[[LicenseServer], float]  # when `tick` has work next
+    new_term: Callable[[LicenseServer, int, float, list[Effect]], None]  # a higher term seen
+    accept_leader: Callable[[LicenseServer, float, str, int, list[Effect]], bool]
+    leader_alive: Callable[[LicenseServer, float], bool]  # leader stickiness (votes)
+    serving: Callable[[LicenseServer, float], bool]  # may issue and renew now
+    not_serving: Callable[[LicenseServer, float], tuple[str, str] | None]  # why not
+    limit: Callable[[LicenseServer, str], int]  # seats of a license I may serve
+    allowances: Callable[[LicenseServer], dict[str, int]]  # all of them (persisted)
+    borrow: Callable[[LicenseServer, float, str, int, bool, list[Effect], int], None]
+    claim: Callable[[LicenseServer, float, ClientHeartbeat, list[Effect]], None]
+    released: Callable[[LicenseServer, float, str, list[Effect]], None]
+    new_day: _Change
+    install_rlf: Callable[[LicenseServer, float, str, list[str], list[Effect]], None]
+    leave_pool: _Change  # a newer RLF does not list me
+    admin: Callable[[LicenseServer, float, str, str | None, Message, list[Effect]], None]
+    in_contact: Callable[[LicenseServer, float], set[str]]  # for the status
+
+
+_S = LicenseServer
+_ADMIN_OPS = (ChangeDistribution, AddAllocations, AddLicenseCode, UpdateRlf, DrainServer)
+
+# messages every role handles alike (the handler may still ask the role's steps)
+_COMMON: dict[type, _Handler] = {
+    Request: _S._on_client,
+    ClientHeartbeat: _S._on_client,
+    Release: _S._on_client,
+    StatusRequest: _S._on_status,
+    Reclaim: _S._on_reclaim,
+    **dict.fromkeys(_ADMIN_OPS, _S._on_admin),
+    ServerHeartbeat: _S._on_heartbeat,
+    ServerAck: _S._only_term,
+    LeaderCheck: _ignore,
+    VoteRequest: _S._on_vote_request,
+    VoteReply: _S._only_term,
+    ServerUp: _S._on_server_up,
+    ServerUpReply: _S._on_server_up_reply_unled,
+    RlfOffer: _S._on_rlf_offer,
+    RlfAccept: _S._on_rlf_accept,
+    RlfTransfer: _S._on_rlf_transfer,
+    BorrowRequest: _ignore,
+    BorrowGrant: _S._on_borrow_grant,
+    DistributionSync: _S._on_sync,
+    ForwardedAdmin: _S._on_forwarded,
+    ForwardedReply: _S._on_forwarded_reply,
 }
+
+# server<->server messages: the rest come from clients and admins
+_SERVER_MSGS = frozenset(_COMMON) - {Request, ClientHeartbeat, Release, StatusRequest, Reclaim}
+_SERVER_MSGS -= frozenset(_ADMIN_OPS)
+
+# STARTING: just up, listening for a leader; the other roles differ from it as below
+_STARTING = _Steps(
+    role=Role.STARTING,
+    handlers=_COMMON,
+    enter=_no_change,
+    leave=_no_change,
+    tick=_S._tick_unled,
+    deadline=_S._deadline_unled,
+    new_term=lambda srv, term, now, out: None,
+    accept_leader=_S._follow,
+    leader_alive=lambda srv, now: False,
+    serving=lambda srv, now: False,
+    not_serving=_S._why_electing,
+    limit=_S._limit_as_follower,
+    allowances=_S._allowances_as_follower,
+    borrow=lambda srv, now, lic, want, failover, out, gather: None,
+    claim=_S._claim_via_leader,
+    released=lambda srv, now, lic, out: None,
+    new_day=_no_change,
+    install_rlf=_S._install_rlf,
+    leave_pool=_no_change,
+    admin=_S._admin_unled,
+    in_contact=lambda srv, now: set(),
+)
+
+_STEPS: dict[Role, _Steps] = {
+    Role.STARTING: _STARTING,
+    Role.FOLLOWER: replace(
+        _STARTING,
+        role=Role.FOLLOWER,
+        handlers={
+            **_COMMON,
+            ServerUp: _S._on_server_up_follower,
+            ServerUpReply: _S._on_server_up_reply,
+        },
+        enter=_S._enter_follower,
+        tick=_S._tick_follower,
+        deadline=_S._deadline_follower,
+        accept_leader=_S._keep_following,
+        leader_alive=_S._alive_as_follower,
+        serving=_S._has_lease,
+        not_serving=_S._why_not_following,
+        borrow=_S._borrow_as_follower,
+        admin=_S._admin_follower,
+    ),
+    Role.CANDIDATE: replace(
+        _STARTING,
+        role=Role.CANDIDATE,
+        handlers={
+            **_COMMON,
+            VoteRequest: _S._on_vote_request_candidate,
+            VoteReply: _S._on_vote_reply,
+            ServerUp: _S._on_server_up_candidate,
+        },
+        enter=_S._enter_candidate,
+        tick=_S._tick_candidate,
+        new_term=_S._yield_to_term,
+    ),
+    Role.DISASSOCIATED: replace(
+        _STARTING,
+        role=Role.DISASSOCIATED,
+        enter=_S._enter_disassociated,
+        not_serving=_S._why_disassociated,
+    ),
+    Role.LEADER: _Steps(
+        role=Role.LEADER,
+        handlers={
+            **_COMMON,
+            ServerAck: _S._on_ack,
+            LeaderCheck: _S._on_leader_check,
+            ServerUp: _S._on_server_up_leader,
+            ServerUpReply: _S._on_server_up_reply,
+            BorrowRequest: _S._on_borrow_request,
+        },
+        enter=_S._enter_leader,
+        leave=_S._drop_leader_state,
+        tick=_S._tick_leader,
+        deadline=_S._deadline_leader,
+        new_term=_S._yield_to_term,
+        accept_leader=_S._second_leader,
+        leader_alive=_S._alive_as_leader,
+        serving=_S._serving_lease,
+        not_serving=_S._why_not_leading,
+        limit=_S._limit_as_leader,
+        allowances=_S._allowances_as_leader,
+        borrow=_S._borrow_as_leader,
+        claim=_S._claim_as_leader,
+        released=_S._rebalance_released,
+        new_day=_S._new_day_leader,
+        install_rlf=_S._install_rlf_leader,
+        leave_pool=_S._step_down_removed,
+        admin=_S._admin_leader,
+        in_contact=_S._in_contact,
+    ),
+}
+if any(set(steps.handlers) != set(_COMMON) for steps in _STEPS.values()):
+    raise EngineBug("every role must handle the same message types")
