@@ -9,7 +9,10 @@ here reads a clock, a socket or a random generator.
 Roles (`Role`; every change goes through `_become`, which checks `TRANSITIONS`):
 STARTING (just up, listening for a leader), FOLLOWER, CANDIDATE (pre-vote, then vote),
 LEADER, DISASSOCIATED (cannot reach the leader that a majority follows: serves nothing,
-keeps trying to rejoin).
+keeps trying to rejoin). What differs between roles is a `_Steps` table per role
+(`_STEPS`: a handler per message type, the role's timers, and each point of the client
+path where roles differ), which `_become` swaps the way raft swaps `step` and `tick`: no
+handler tests the role.
 
 Terms and votes (Raft-like). Every server message carries the sender's term; a higher
 term makes the receiver adopt it (persisted) and follow; a lower one is refused. A
