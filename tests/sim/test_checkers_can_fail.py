@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from lm_core.engine import claims
 from lm_core.engine.claims import TEST_CLAIM_KEY
 from lm_core.engine.effects import Persisted, Reply
 from lm_core.engine.harness import make_kit
@@ -453,6 +454,28 @@ class PushForgetsClaimsServer(LicenseServer):
     def _adopt_rlf(self, now: float, new: Rlf, text: str, out: list[Any]) -> None:
         self.table.claims = {}
         super()._adopt_rlf(now, new, text, out)
+
+
+class NoAdoptionHoldServer(LicenseServer):
+    """Takes the seats a claim brought as free: the heartbeat's `adopt` list is ignored,
+    so the raised allowance goes to whichever client asks first, while the claimant's
+    old lease still runs."""
+
+    def _take_adoptions(self, now: float, adopt: tuple[Any, ...], out: list[Any]) -> None:
+        self.adopted = {}
+
+
+class DropsClaimedEntryServer(LicenseServer):
+    """Drops its entry for a client that presents another server's ticket even when that
+    ticket's seat moved here with a claim (the client never heard the Authorize): the
+    client's old lease is then counted nowhere."""
+
+    def _foreign_ticket(self, msg: ClientHeartbeat) -> bool:
+        try:
+            ticket = claims.read(self.claim_key, msg.ticket, msg.sender, msg.license)
+        except claims.ClaimError:
+            return False
+        return ticket.server != self.id and ticket.server in self.peers
 
 
 def _factory(cls: type[LicenseServer]) -> Any:
