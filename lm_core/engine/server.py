@@ -1584,6 +1584,9 @@ class LicenseServer:
             and self._adopt(now, token, msg, out)
         ):
             return
+        if self._expected(now, lic, client, count):
+            self._grant(now, token, msg, out)
+            return
         in_use = self.keys.in_use(lic) + self._spoken_for(now, lic, client)
         if in_use + count > limit:
             self._borrow(now, lic, in_use + count - limit, failover, out, gather=count)
@@ -1842,8 +1845,18 @@ class LicenseServer:
 
     def _room(self, now: float, lic: str, client: str, count: int) -> bool:
         """Can `client` get `count` seats here now, seats kept for others aside?"""
+        if self._expected(now, lic, client, count):
+            return True
         used = self.keys.in_use(lic) + self._spoken_for(now, lic, client)
         return used + count <= self._limit(lic)
+
+    def _expected(self, now: float, lic: str, client: str, count: int) -> bool:
+        """Did `client`'s claim bring its `count` seats here? They are its own, whatever
+        my allowance says: the leader counts them in my hold on top of the seats I had
+        in use (`credit` and `_unadopted`), so an adopter serving more than its
+        allowance (a lowered row) still takes its claimants back."""
+        kept = self.expecting.get((client, lic))
+        return kept is not None and kept[0] >= count and now < kept[1]
 
     def _spoken_for(self, now: float, lic: str, client: str) -> int:
         """Seats that a claim moved here for another fail-over client, who has not
@@ -1928,6 +1941,12 @@ class LicenseServer:
             self.table.move(lic, t.server, target, from_row)
         if from_free:
             self.table.move(lic, None, target, from_free)
+        if count - from_row - from_free > 0:
+            # the granting server served beyond its row (a push or a distribution change
+            # lowered it under its in-use count): the rest of the seats are spare in
+            # other rows; without them the adopter's row would pull its allowance back
+            # below the seats it keeps for the claimant
+            self._allocate(now, lic, target, count - from_row - from_free, True, out)
         self.table.claims[t.key] = ClaimRecord(key=t.key, term=t.term, license=lic, count=count)
         # what the granting server holds is unknown from now until it reports again
         # (its report then lacks the seats claimed away, or the leader discounts them)
