@@ -478,6 +478,29 @@ class DropsClaimedEntryServer(LicenseServer):
         return ticket.server != self.id and ticket.server in self.peers
 
 
+class ReplayAcceptingServer(LicenseServer):
+    """Honours a ticket that was used before (the use-once check undone): a client that
+    presents its ticket to a second server moves a second seat."""
+
+    def _claim(
+        self,
+        now: float,
+        target: str,
+        client_id: str,
+        lic: str,
+        count: int,
+        text: str,
+        out: list[Any],
+    ) -> str:
+        try:
+            t = claims.read(self.claim_key, text, client_id, lic)
+        except claims.ClaimError:
+            pass
+        else:
+            self.table.claims.pop(t.key, None)
+        return super()._claim(now, target, client_id, lic, count, text, out)
+
+
 def _factory(cls: type[LicenseServer]) -> Any:
     def make(sid: str, rlf: Rlf, now: float, today: date, p: Persisted | None) -> LicenseServer:
         return cls(sid, rlf, now=now, today=today, persisted=p, claim_key=TEST_CLAIM_KEY)
@@ -487,13 +510,27 @@ def _factory(cls: type[LicenseServer]) -> Any:
 
 @pytest.mark.parametrize(
     ("cls", "seed"),
-    [(NoClaimHoldServer, 11572), (PushForgetsClaimsServer, 10797)],
-    ids=["stale-ticket", "claims-lost-on-push"],
+    [
+        (NoClaimHoldServer, 11572),
+        (PushForgetsClaimsServer, 10797),
+        (NoAdoptionHoldServer, 11502),
+        (DropsClaimedEntryServer, 21035),
+        (ReplayAcceptingServer, 1),
+    ],
+    ids=[
+        "stale-ticket",
+        "claims-lost-on-push",
+        "claimed-seat-taken-as-free",
+        "claimed-entry-dropped",
+        "replayed-ticket",
+    ],
 )
 def test_s1_catches_a_claim_that_moves_a_seat_twice(cls: type[LicenseServer], seed: int) -> None:
-    """Seeds the 2,000-seed sweep found: the real engine passes them, and each of the two
-    holes it had then (a stale ticket of an entry its server had dropped and given to
-    another client; claims forgotten by an RLF push) makes S1 fire on the same seed."""
+    """Seeds the sweeps found: the real engine passes them, and each hole it had (a stale
+    ticket of an entry its server had dropped and given to another client; claims
+    forgotten by an RLF push; a claimed seat arriving as free allowance; an entry a claim
+    brought dropped for the claimed ticket) or could have (a ticket honoured twice) makes
+    S1 fire on the same seed."""
     run_seed(seed, random.Random(seed), l2="measure")
     with pytest.raises(SimFailure) as err:
         run_seed(seed, random.Random(seed), l2="measure", factory=_factory(cls))
