@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from lm_core.engine.claims import TEST_CLAIM_KEY, ClaimError, Ticket, mint, read
 from lm_core.engine.harness import Pool, make_kit
+from lm_core.engine.leases import Clocks
 from lm_core.engine.messages import (
     Authorize,
     ClientHeartbeat,
@@ -201,3 +202,21 @@ def test_an_entry_a_claim_brought_survives_the_claimed_ticket() -> None:
     assert kept is not None
     assert kept.serial == entry.serial
     assert isinstance(only(pool.ask("C", req("newcomer", 9), token="n")), Deny)
+
+
+def test_a_dropped_entry_is_held_while_its_ticket_may_still_be_claimed() -> None:
+    """B0 stops heartbeating B (cut off from it, say): its entry ends after the keep-time,
+    but B keeps counting the seat (held back) while B0's last ticket may still be
+    claimed elsewhere -- else B could give it to a newcomer, die, and B0's claim would
+    move the same seat a second time. After the claim hold the seat is free again."""
+    pool, tickets = full_pool()
+    clocks = Clocks.from_timing(pool.servers["B"].rlf.timing)
+    keep, hold = clocks.client_keep, clocks.claim_hold
+    assert hold > keep + 1.0
+    pool.run(pool.now + (keep + hold) / 2)  # B0's entry has ended, its ticket has not
+    assert pool.status("B")["serving"]
+    ans = only(pool.ask("B", req("newcomer", 9), token="n1"))
+    assert isinstance(ans, Deny), ans
+    # B0 itself may still come back to its seat
+    assert isinstance(only(pool.ask("B", hb("B0", 5), token="b0")), Authorize)
+    del tickets
