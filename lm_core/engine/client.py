@@ -82,6 +82,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lm_core.engine.identity import ClientIdentity
+from lm_core.engine.leases import ANSWER_TIMEOUT
 from lm_core.engine.messages import (
     Authorize,
     ClientHeartbeat,
@@ -177,7 +178,7 @@ class ClientMachine:
         *,
         count: int = 1,
         home: str | None = None,
-        answer_timeout: float = 1.0,
+        answer_timeout: float = ANSWER_TIMEOUT,
         heartbeat_interval: float = 2.0,
         retry: bool = True,
         retry_backoff: float = 2.0,
@@ -469,6 +470,8 @@ class ClientMachine:
         return [Authorized(server_id, self.license, self.count, self.lease_expires, renewed)]
 
     def _on_deny(self, now: float, server_id: str, msg: Deny) -> list[ClientEffect]:
+        if msg.license == self.license:
+            self._silent.pop(server_id, None)  # it answers: worth asking in the next walk
         if msg.license != self.license or msg.request_id != self._waiting_id:
             return []  # a stale answer: only the request we wait for may move us
         self._waiting_id = None

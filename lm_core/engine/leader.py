@@ -33,7 +33,9 @@ class PendingAdmin:
 
 @dataclass(slots=True)
 class ClaimWait:
-    """A claim the leader honoured, credited to `target` once `cfg` is durable."""
+    """A claim the leader honoured, credited to `target` once `cfg` is durable and the
+    granting server has let go of the seats (`source_done`: it ACKed the heartbeat that
+    revoked them, or its lease ran out, before `ticket_until`)."""
 
     cfg: Cfg
     target: str
@@ -42,6 +44,10 @@ class ClaimWait:
     key: str
     client_id: str
     until: float  # the client's lease from the granting server has surely ended by then
+    source: str = ""  # the granting server
+    ticket_until: float = NEVER  # the claim window of the ticket ends then (my clock)
+    source_done: bool = True  # the granting server has let go of the seats
+    first_seq: int = 0  # the first heartbeat to `target` that carried it (0: none yet)
 
 
 @dataclass(slots=True)

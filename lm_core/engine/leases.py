@@ -35,6 +35,8 @@ duration an observer waits out is stretched by it, so clocks running at differen
 * election delay: a follower that heard nothing for ``leader_timeout`` sends
   LEADER_CHECK; it stands after ``leader_timeout + rank * heartbeat_interval`` more
   (rank = position in the leader priority list), so higher priority stands first;
+* claim wait: a server holds a fail-over client's answer for its claim at most
+  ``min(heartbeat_interval, client_heartbeat / 4, 0.75 * ANSWER_TIMEOUT)``;
 * restart grace (S4): one client keep-time after a restart with persisted state.
 """
 
@@ -43,6 +45,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lm_core.engine.rlf import Timing
+
+# How long a client waits for a server's answer before it asks the next server (the
+# client library's default); a server holding a fail-over client's answer for its claim
+# answers well within it, or the client has moved on (and skips that server for a while)
+ANSWER_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +97,7 @@ class Clocks:
             admin_timeout=5 * t.leader_timeout + 10 * t.heartbeat_interval,
             renew_window=renew,
             claim_window=claim,
-            claim_wait=min(t.heartbeat_interval, t.client_heartbeat / 4),
+            claim_wait=min(t.heartbeat_interval, t.client_heartbeat / 4, 0.75 * ANSWER_TIMEOUT),
             claim_hold=claim * (1 + 4 * d),
             stale_lease=t.leader_timeout,
             history=claim + t.heartbeat_interval,

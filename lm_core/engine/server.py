@@ -810,6 +810,8 @@ class LicenseServer:
             ld.short = set(self.table.licenses)
         for lic in sorted(ld.short):
             self._rebalance(now, lic, out)
+        if ld.claim_waits:
+            self._check_claims(now, out)  # a granting server's lease may have run out
         up = tuple(self._up(now))
         for p in self.peers:
             out.append(Send(p, self._heartbeat(now, p, up)))
@@ -932,6 +934,8 @@ class LicenseServer:
         pr.acked_cfg = (msg.rlf_seq, (msg.cfg_term, msg.cfg_version))
         was_known = ld.ledger.known.get(sender, False)
         rows = msg.rows if was_known else self._unrevoked(sender, msg.seq, msg.rows)
+        if ld.credited:
+            rows = self._unadopted(sender, msg.seq, rows)
         ld.ledger.learn(sender, msg.seq, rows)
         self._update_lease()
         # catch the follower up: RLF first, then the table
@@ -1105,11 +1109,14 @@ class LicenseServer:
             order=self.servers,
             rows=state.rows,
             free=state.free,
-            leader_in_use=self.keys.in_use(lic),
+            # seats kept for claimants (arrived or on their way) are in use, not spare
+            leader_in_use=self.keys.in_use(lic)
+            + self._spoken_for(now, lic, "")
+            + ledger.get(self.id, lic).reserved,
             threshold=self.rlf.borrowing_threshold,
             fenced=ledger.fenced,
             up=set(self._up(now)) if failover or gather > 0 else set(),
-            in_use_of=lambda s: ledger.get(s, lic).in_use,
+            in_use_of=lambda s: ledger.get(s, lic).in_use + ledger.get(s, lic).reserved,
             drained=self.table.drained,
             gather=gather,
         )
@@ -1687,6 +1694,9 @@ class LicenseServer:
             and self._adopt(now, token, msg, out)
         ):
             return
+        if self._expected(now, lic, client, count):
+            self._grant(now, token, msg, out)
+            return
         in_use = self.keys.in_use(lic) + self._spoken_for(now, lic, client)
         if in_use + count > limit:
             self._borrow(now, lic, in_use + count - limit, failover, out, gather=count)
@@ -1701,10 +1711,15 @@ class LicenseServer:
         self._grant(now, token, msg, out)
 
     def _foreign_ticket(self, msg: ClientHeartbeat) -> bool:
-        """Does the client present a valid ticket of another pool server?"""
+        """Does the client present a valid ticket of another pool server, whose seat did
+        not move with a claim? (A claimed ticket's seat has left its server: if it came
+        here, my entry is that seat -- the client never heard my Authorize -- and
+        dropping the entry would leave the client's old lease counted nowhere.)"""
         try:
             ticket = claims.read(self.claim_key, msg.ticket, msg.sender, msg.license)
         except claims.ClaimError:
+            return False
+        if ticket.key in self.table.claims or ticket.key in self.adopted:
             return False
         return ticket.server != self.id and ticket.server in self.peers
 
@@ -1940,8 +1955,18 @@ class LicenseServer:
 
     def _room(self, now: float, lic: str, client: str, count: int) -> bool:
         """Can `client` get `count` seats here now, seats kept for others aside?"""
+        if self._expected(now, lic, client, count):
+            return True
         used = self.keys.in_use(lic) + self._spoken_for(now, lic, client)
         return used + count <= self._limit(lic)
+
+    def _expected(self, now: float, lic: str, client: str, count: int) -> bool:
+        """Did `client`'s claim bring its `count` seats here? They are its own, whatever
+        my allowance says: the leader counts them in my hold on top of the seats I had
+        in use (`credit` and `_unadopted`), so an adopter serving more than its
+        allowance (a lowered row) still takes its claimants back."""
+        kept = self.expecting.get((client, lic))
+        return kept is not None and kept[0] >= count and now < kept[1]
 
     def _spoken_for(self, now: float, lic: str, client: str) -> int:
         """Seats that a claim moved here for another fail-over client, who has not
@@ -2005,10 +2030,12 @@ class LicenseServer:
             return f"ticket {t.key} was used before"
         if t.server in ledger.fenced:
             return f"{t.server} is fenced: its seats moved already"
-        if now < ld.lease_granted.get(t.server, -_NEVER) and not drain.settled(
+        # A granting server that may still grant must let go of the seats first: the
+        # claim waits for its ACK of the heartbeat that revokes them (or for its lease
+        # to run out), within the ticket's claim window (see `_check_claims`).
+        source_done = now >= ld.lease_granted.get(t.server, -_NEVER) or drain.settled(
             self.table, t.server, self._acked_table(t.server)
-        ):
-            return f"{t.server} may still grant"
+        )
         if not self._serving_lease(now):
             return self._no_lease_why(now)
         if not ledger.known.get(target, False):
@@ -2024,6 +2051,12 @@ class LicenseServer:
             self.table.move(lic, t.server, target, from_row)
         if from_free:
             self.table.move(lic, None, target, from_free)
+        if count - from_row - from_free > 0:
+            # the granting server served beyond its row (a push or a distribution change
+            # lowered it under its in-use count): the rest of the seats are spare in
+            # other rows; without them the adopter's row would pull its allowance back
+            # below the seats it keeps for the claimant
+            self._allocate(now, lic, target, count - from_row - from_free, True, out)
         self.table.claims[t.key] = ClaimRecord(key=t.key, term=t.term, license=lic, count=count)
         # what the granting server holds is unknown from now until it reports again
         # (its report then lacks the seats claimed away, or the leader discounts them)
@@ -2053,6 +2086,9 @@ class LicenseServer:
                 # showed: t.server renewed nothing after its renew window
                 until=max(ld.lease_granted.get(t.server, -_NEVER), ld.became_leader_at)
                 + self.clocks.claim_window,
+                source=t.server,
+                ticket_until=until,
+                source_done=source_done,
             )
         )
         self._check_claims(now, out)
@@ -2093,6 +2129,16 @@ class LicenseServer:
         keep: list[ClaimWait] = []
         up = tuple(self._up(now))
         for w in ld.claim_waits:
+            if not w.source_done and not self._source_let_go(now, w):
+                if now >= w.ticket_until:
+                    # the granting server may have given the seats to someone else once
+                    # its hold on the ticket's entry ended: the claim moves nothing
+                    ledger.unreserve(w.target, w.license, w.count)
+                    out.append(self._note(now, "claim", f"claim of {w.client_id} lapsed: "
+                                          f"{w.source} did not let go in time"))  # fmt: skip
+                    continue
+                keep.append(w)
+                continue
             have = 1 + sum(
                 1
                 for s in self.peers
@@ -2103,6 +2149,9 @@ class LicenseServer:
                 continue
             if ledger.get(w.target, w.license).reserved >= w.count:
                 ledger.credit(w.target, w.license, w.count)
+                # in use for its client from now on: not free for a borrow while the
+                # target's reports predate the heartbeat that carries it
+                ledger.get(w.target, w.license).in_use += w.count
             out.append(
                 self._note(
                     now,
@@ -2124,12 +2173,34 @@ class LicenseServer:
             out.append(Send(w.target, self._heartbeat(now, w.target, up)))
         ld.claim_waits = keep
 
+    def _source_let_go(self, now: float, w: ClaimWait) -> bool:
+        """Has the granting server of a claim let go of its seats, in time? It ACKed a
+        heartbeat that listed the claim in `revoke` (it applied the revoke: dropped the
+        entry, lowered its allowance), or every lease it had from me ran out. Either must
+        happen before the ticket's claim window ends: until then the server still counts
+        the entry (its claim hold), so it cannot have given the seats to another client."""
+        ld = self._lead()
+        if now >= w.ticket_until:
+            return False
+        sent = ld.revoke_seq.get(w.source, {}).get(w.key)
+        if now >= ld.lease_granted.get(w.source, -_NEVER) or (
+            sent is not None and ld.peer(w.source).acked_seq >= sent
+        ):
+            w.source_done = True
+            # whatever it renewed until then ends within a claim window from now
+            w.until = max(w.until, now + self.clocks.claim_window)
+        return w.source_done
+
     def _adoptions(self, now: float, peer: str) -> tuple[Adoption, ...] | None:
         """The credited claims `peer` must keep for their clients, for its heartbeat."""
         ld = self._lead()
         if not ld.credited:
             return None
         ld.credited = [w for w in ld.credited if now < w.until]
+        mine = [w for w in ld.credited if w.target == peer]
+        for w in mine:
+            if not w.first_seq:
+                w.first_seq = ld.hb_seq  # this heartbeat's
         out = tuple(
             Adoption(
                 key=w.key,
@@ -2138,10 +2209,23 @@ class LicenseServer:
                 count=w.count,
                 hold=self.clocks.observed(w.until - now),
             )
-            for w in ld.credited
-            if w.target == peer
+            for w in mine
         )
         return out or None
+
+    def _unadopted(
+        self, peer: str, seq: int, rows: tuple[LicenseRow, ...]
+    ) -> tuple[LicenseRow, ...]:
+        """A follower's rows counting the claimed seats it keeps for their clients that
+        its ACK of heartbeat `seq` does not reflect yet (it reports them in use once it
+        has them)."""
+        pending: dict[str, int] = {}
+        for w in self._lead().credited:
+            if w.target == peer and (not w.first_seq or seq < w.first_seq):
+                pending[w.license] = pending.get(w.license, 0) + w.count
+        if not pending:
+            return rows
+        return tuple(replace(r, in_use=r.in_use + pending.get(r.license, 0)) for r in rows)
 
     def _prune_claims(self, now: float) -> None:
         """Forget honoured claims whose tickets can no longer be presented."""

@@ -403,6 +403,13 @@ class Ledger:
         """Hold `count` seats for `sid` (a claim moving them there, not yet durable)."""
         self.get(sid, license).reserved += count
 
+    def unreserve(self, sid: str, license: str, count: int) -> None:
+        """A claim that will not be credited gives its reservation back."""
+        a = self.get(sid, license)
+        if a.reserved < count:
+            raise AssertionError(f"unreserve of {count} on {sid} exceeds reserved {a.reserved}")
+        a.reserved -= count
+
     def credit(self, sid: str, license: str, count: int) -> None:
         """The claim is durable: the reserved seats become `sid`'s allowance."""
         a = self.get(sid, license)

@@ -67,6 +67,7 @@ from lm_core.engine.client import (
     SendTo,
 )
 from lm_core.engine.identity import ClientIdentity
+from lm_core.engine.leases import ANSWER_TIMEOUT
 from lm_core.engine.messages import (
     ClientHeartbeat,
     Deny,
@@ -214,7 +215,7 @@ class LicenseClient:
         pool: str | None = None,
         client_id: str | None = None,
         prefer: str | None = None,
-        answer_timeout: float = 1.0,
+        answer_timeout: float = ANSWER_TIMEOUT,
         connect_timeout: float = 1.0,
         release_timeout: float = 1.0,
         retry_backoff: float = 0.5,

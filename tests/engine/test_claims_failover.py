@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from lm_core.engine.claims import TEST_CLAIM_KEY, ClaimError, Ticket, mint, read
 from lm_core.engine.harness import Pool, make_kit
+from lm_core.engine.leases import Clocks
 from lm_core.engine.messages import (
     Authorize,
     ClientHeartbeat,
@@ -146,3 +147,76 @@ def test_a_reclaimed_client_is_told_so_for_good() -> None:
     assert isinstance(ans, Deny)
     assert ans.reason == "reclaimed"
     assert "left for the day" in ans.detail
+
+
+def test_a_claim_on_a_live_server_waits_for_its_ack_of_the_revoke() -> None:
+    """B is alive (its client B0 only lost its own connection): the leader moves B0's
+    seat to C once B has ACKed the heartbeat that revokes it -- about one heartbeat
+    round -- not when B's lease runs out; B then no longer holds B0 and its allowance
+    is one lower."""
+    pool, tickets = full_pool()
+    b_allowed = pool.servers["B"].allowed[LIC]
+    ans = answer(pool, "C", hb("B0", 5, ticket=tickets["B0"], failover=True), "c-B0")
+    if isinstance(ans, Deny):  # the answer waited less than the ACK round: ask again
+        ans = answer(pool, "C", hb("B0", 6, ticket=tickets["B0"], failover=True), "c-B0b")
+    assert isinstance(ans, Authorize), ans
+    assert pool.servers["B"].keys.get("B0", LIC) is None
+    assert pool.servers["B"].allowed[LIC] == b_allowed - 1
+    assert pool.servers["C"].keys.get("B0", LIC) is not None
+    # one seat moved: nobody else gets one anywhere
+    for sid in "ABC":
+        assert isinstance(only(pool.ask(sid, req("newcomer", 9), token=f"n-{sid}")), Deny)
+    assert all(s.table.conserved() for s in pool.servers.values())
+
+
+def test_a_claimed_seat_is_kept_for_its_client_not_the_next_asker() -> None:
+    """The seat a claim brings to C arrives reserved for its client (in the heartbeat
+    that raises C's allowance): a newcomer asking C first is refused, the claimant is
+    served whenever it comes."""
+    pool, tickets = full_pool()
+    pool.crash("B")
+    # B0 asks C, gives up before the seat arrives (its answer is dropped here)
+    pool.ask("C", hb("B0", 5, ticket=tickets["B0"], failover=True), token="lost")
+    pool.run(pool.now + 12.0)  # B's lease runs out; the claim is credited to C
+    pool.replies.pop("lost", None)
+    ans = only(pool.ask("C", req("newcomer", 9), token="n"))
+    assert isinstance(ans, Deny), ans
+    ans = only(pool.ask("C", hb("B0", 6, ticket=tickets["B0"], failover=True), token="again"))
+    assert isinstance(ans, Authorize), ans
+
+
+def test_an_entry_a_claim_brought_survives_the_claimed_ticket() -> None:
+    """C served B0 with the seat B0's claim brought, but B0 never heard that Authorize
+    and shows B's ticket again: C renews its entry (the seat is B0's) instead of dropping
+    it as "moved on", which would leave B0's old lease from B counted nowhere."""
+    pool, tickets = full_pool()
+    pool.crash("B")
+    pool.run(pool.now + 12.0)  # B's lease has run out
+    first = answer(pool, "C", hb("B0", 5, ticket=tickets["B0"], failover=True), "unheard")
+    assert isinstance(first, Authorize), first
+    entry = pool.servers["C"].keys.get("B0", LIC)
+    assert entry is not None
+    ans = only(pool.ask("C", hb("B0", 6, ticket=tickets["B0"], failover=True), token="again"))
+    assert isinstance(ans, Authorize), ans
+    kept = pool.servers["C"].keys.get("B0", LIC)
+    assert kept is not None
+    assert kept.serial == entry.serial
+    assert isinstance(only(pool.ask("C", req("newcomer", 9), token="n")), Deny)
+
+
+def test_a_dropped_entry_is_held_while_its_ticket_may_still_be_claimed() -> None:
+    """B0 stops heartbeating B (cut off from it, say): its entry ends after the keep-time,
+    but B keeps counting the seat (held back) while B0's last ticket may still be
+    claimed elsewhere -- else B could give it to a newcomer, die, and B0's claim would
+    move the same seat a second time. After the claim hold the seat is free again."""
+    pool, tickets = full_pool()
+    clocks = Clocks.from_timing(pool.servers["B"].rlf.timing)
+    keep, hold = clocks.client_keep, clocks.claim_hold
+    assert hold > keep + 1.0
+    pool.run(pool.now + (keep + hold) / 2)  # B0's entry has ended, its ticket has not
+    assert pool.status("B")["serving"]
+    ans = only(pool.ask("B", req("newcomer", 9), token="n1"))
+    assert isinstance(ans, Deny), ans
+    # B0 itself may still come back to its seat
+    assert isinstance(only(pool.ask("B", hb("B0", 5), token="b0")), Authorize)
+    del tickets

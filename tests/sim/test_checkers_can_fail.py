@@ -6,7 +6,6 @@ matching `Violation` (a checker that never fires would prove nothing).
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import sys
 from datetime import date
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from lm_core.engine import claims
 from lm_core.engine.claims import TEST_CLAIM_KEY
 from lm_core.engine.effects import Persisted, Reply
 from lm_core.engine.harness import make_kit
@@ -437,15 +437,6 @@ def test_s1_catches_a_server_that_renews_past_a_possible_fence() -> None:
     assert err.value.invariant == "S1"
 
 
-class NoClaimHoldServer(LicenseServer):
-    """Frees the seats of an entry as soon as its client's lease is over, although that
-    entry's last ticket may still be claimed elsewhere (the claim hold undone)."""
-
-    def _set_rlf(self, rlf: Rlf, text: str) -> None:
-        super()._set_rlf(rlf, text)
-        self.clocks = dataclasses.replace(self.clocks, claim_hold=0.0)
-
-
 class PushForgetsClaimsServer(LicenseServer):
     """Drops the honoured claims when a new RLF is pushed, so a returning server's report
     is no longer discounted by the seats its clients carried away."""
@@ -453,6 +444,38 @@ class PushForgetsClaimsServer(LicenseServer):
     def _adopt_rlf(self, now: float, new: Rlf, text: str, out: list[Any]) -> None:
         self.table.claims = {}
         super()._adopt_rlf(now, new, text, out)
+
+
+class NoAdoptionHoldServer(LicenseServer):
+    """Takes the seats a claim brought as free: the heartbeat's `adopt` list is ignored,
+    so the raised allowance goes to whichever client asks first, while the claimant's
+    old lease still runs."""
+
+    def _take_adoptions(self, now: float, adopt: tuple[Any, ...], out: list[Any]) -> None:
+        self.adopted = {}
+
+
+class ReplayAcceptingServer(LicenseServer):
+    """Honours a ticket that was used before (the use-once check undone): a client that
+    presents its ticket to a second server moves a second seat."""
+
+    def _claim(
+        self,
+        now: float,
+        target: str,
+        client_id: str,
+        lic: str,
+        count: int,
+        text: str,
+        out: list[Any],
+    ) -> str:
+        try:
+            t = claims.read(self.claim_key, text, client_id, lic)
+        except claims.ClaimError:
+            pass
+        else:
+            self.table.claims.pop(t.key, None)
+        return super()._claim(now, target, client_id, lic, count, text, out)
 
 
 def _factory(cls: type[LicenseServer]) -> Any:
@@ -464,13 +487,22 @@ def _factory(cls: type[LicenseServer]) -> Any:
 
 @pytest.mark.parametrize(
     ("cls", "seed"),
-    [(NoClaimHoldServer, 11572), (PushForgetsClaimsServer, 10797)],
-    ids=["stale-ticket", "claims-lost-on-push"],
+    [
+        (PushForgetsClaimsServer, 10797),
+        (NoAdoptionHoldServer, 11502),
+        (ReplayAcceptingServer, 1),
+    ],
+    ids=["claims-lost-on-push", "claimed-seat-taken-as-free", "replayed-ticket"],
 )
 def test_s1_catches_a_claim_that_moves_a_seat_twice(cls: type[LicenseServer], seed: int) -> None:
-    """Seeds the 2,000-seed sweep found: the real engine passes them, and each of the two
-    holes it had then (a stale ticket of an entry its server had dropped and given to
-    another client; claims forgotten by an RLF push) makes S1 fire on the same seed."""
+    """Seeds the sweeps found: the real engine passes them, and each hole it had (claims
+    forgotten by an RLF push; a claimed seat arriving as free allowance) or could have (a
+    ticket honoured twice) makes S1 fire on the same seed. Two other holes the sweeps
+    found no longer show on any seed the engine's current schedules reach (a dropped
+    entry's seat given away while its ticket may still be claimed: seed 11572 before;
+    an entry a claim brought dropped for the claimed ticket: seed 21035 before); their
+    guards are pinned by `tests/engine/test_claims_failover.py`, each test failing with
+    its guard undone."""
     run_seed(seed, random.Random(seed), l2="measure")
     with pytest.raises(SimFailure) as err:
         run_seed(seed, random.Random(seed), l2="measure", factory=_factory(cls))

@@ -1,8 +1,8 @@
 """Shared helpers of the console's tests: recorded fixtures, a deterministic app factory.
 
 Snapshot and view tests are fed recorded pool statuses (tests/tui/fixtures/*.json: the
-patent's example run through the engine by fixtures/record.py; busy_pool.json is still
-written by hand), never live daemons; the clocks are fixed and TZ is pinned so every
+patent's example, and a busy day on the same pool, run through the engine by
+fixtures/record.py), never live daemons; the clocks are fixed and TZ is pinned so every
 render is the same on every machine.
 """
 

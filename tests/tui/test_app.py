@@ -52,11 +52,13 @@ async def test_tables_show_the_recorded_status(recorded_app: Make, ready: Ready)
         assert servers.plain_rows()[2][4] == "2 behind"
         assert sorted(app._panels) == ["Application 1.0", "CAD Pro 2.1", "Viewer 3.0"]
         cad = app._panels["CAD Pro 2.1"].query_one(KeyedTable).plain_rows()
-        assert cad[0] == ["A ★", "8", "8", "0", "100%", "8", "8", "0"]
+        assert cad[0] == ["A ★", "9", "9", "0", "100%", "9", "9", "0"]
         keys = app.query_one("#keys-table", KeyedTable)
-        assert len(keys.row_keys()) == 76
+        assert len(keys.row_keys()) == 72
         events = app.query_one("#events-table", KeyedTable).plain_rows()
-        assert [row[2] for row in events][:2] == ["deny", "borrow"]  # newest first
+        # newest first: the push C missed (A, B and B's sync of it), then the reclaim
+        assert [row[2] for row in events][:4] == ["sync", "push", "push", "reclaim"]
+        assert [row[2] for row in events][-1] == "start"
 
 
 async def test_rows_update_in_place_by_key(recorded_app: Make, ready: Ready) -> None:
@@ -323,10 +325,10 @@ async def test_escape_leaves_the_filter(recorded_app: Make, ready: Ready) -> Non
         await ready(pilot)
         await pilot.press("3", "slash")
         assert app.focused is app.query_one("#event-filter")
-        await pilot.press(*"deny", "escape")
+        await pilot.press(*"borrow", "escape")
         assert app.focused is app.query_one("#events-table")
         kinds = {row[2] for row in app.query_one("#events-table", KeyedTable).plain_rows()}
-        assert kinds == {"deny"}
+        assert kinds == {"borrow"}
 
 
 async def test_command_palette_offers_the_actions(

@@ -150,7 +150,7 @@ def test_history_and_sparkline() -> None:
 
 def test_key_rows_filter_invert_and_sort() -> None:
     rows = vm.key_rows(fixture("busy_pool"))
-    assert len(rows) == 76
+    assert len(rows) == 72
     ws = vm.filter_rows(rows, vm.compile_filter("^ws-"), vm.key_row_text)
     not_ws = vm.filter_rows(rows, vm.compile_filter("!^ws-"), vm.key_row_text)
     assert len(ws) + len(not_ws) == len(rows)

@@ -25,6 +25,7 @@ from typing import Any
 
 from lm_core.engine.codes import issue_code
 from lm_core.engine.keys import generate_keypair, load_private
+from lm_core.engine.leases import ANSWER_TIMEOUT
 from lm_core.engine.messages import (
     AddAllocations,
     AddLicenseCode,
@@ -97,7 +98,7 @@ class SimConfig:
 
     @property
     def answer_timeout(self) -> float:
-        return min(1.0, self.timing.client_heartbeat / 2)  # what `World.add_client` uses
+        return min(ANSWER_TIMEOUT, self.timing.client_heartbeat / 2)  # what `World.add_client` uses
 
     @property
     def l2_bound(self) -> float:

@@ -53,6 +53,7 @@ from lm_core.engine.effects import (
     Reply,
     Send,
 )
+from lm_core.engine.leases import ANSWER_TIMEOUT
 from lm_core.engine.messages import (
     AdminReply,
     Message,
@@ -295,7 +296,7 @@ class World:
             home=home,
             answer_timeout=answer_timeout
             if answer_timeout is not None
-            else min(1.0, t.client_heartbeat / 2),
+            else min(ANSWER_TIMEOUT, t.client_heartbeat / 2),
             heartbeat_interval=t.client_heartbeat,
             retry=True,
             retry_backoff=retry_backoff if retry_backoff is not None else 2 * t.client_heartbeat,
