@@ -743,7 +743,12 @@ class LicenseServer:
             # I may have been fenced since, and my seats handed to others.
             a.sent = a.peak = self.allowed.get(lic, 0)
             in_use = self.keys.in_use(lic)
-            a.in_use = in_use + self._grace_held(now, lic, in_use)
+            a.grace = self._grace_held(now, lic, in_use)
+            a.in_use = in_use + a.grace
+            # back from a quick restart with my store (my clients re-adopting their
+            # seats): my allowance moves toward my in-use count, raised only from usable
+            # seats, as for a restored follower (`Allowance.target`)
+            a.restored = in_use > a.sent
         ld = self.leader = LeaderState(
             ledger=ledger,
             became_leader_at=now,
@@ -1221,7 +1226,7 @@ class LicenseServer:
         # heartbeat from before a restart must not bring back an old allowance or lease.
         fresh = self.started_at <= msg.echo <= now
         if msg.revoke or self.revoked:
-            self._revoke(msg.revoke, out)
+            self._revoke(now, msg.revoke, out)
         if msg.adopt or self.adopted:
             self._take_adoptions(now, msg.adopt or (), out)
         raised = False
@@ -1253,10 +1258,11 @@ class LicenseServer:
         if raised or (self.waiting and now < self.lease_until):
             self._retry_waiting(now, out)
 
-    def _revoke(self, records: tuple[ClaimRecord, ...], out: list[Effect]) -> None:
-        """Seats I granted moved away with their clients (L2): drop those entries and
-        lower my allowance by their seats, once per ticket (the leader repeats the list
-        in every heartbeat until the claims are forgotten)."""
+    def _revoke(self, now: float, records: tuple[ClaimRecord, ...], out: list[Effect]) -> None:
+        """Seats I granted moved away with their clients (L2): those entries end (held
+        back until their claim hold) and my allowance drops by their seats, once per
+        ticket (the leader repeats the list in every heartbeat until the claims are
+        forgotten)."""
         prefix = self.id + ":"
         listed: dict[str, None] = {}
         for rec in records:
@@ -1275,10 +1281,17 @@ class LicenseServer:
                 )
             entry = self.keys.by_serial(int(serial))
             if entry is not None:
-                self.keys.remove(entry.client_id, entry.license)
-                out.append(PersistKey(entry.client_id, entry.license, None))
                 out.append(LogUsage("moved", entry.client_id, entry.license, entry.count, rec.key,
                                     identity=entry.identity))  # fmt: skip
+                if entry.claim_hold > now:
+                    # Counted (held back) until its claim hold ends: I may have renewed
+                    # it since the ticket was claimed, and if the leader that honoured
+                    # the claim falls before crediting it, no adopter keeps the seat for
+                    # its client -- my count is then all that covers the client's lease.
+                    self.keys.hold(entry)
+                else:
+                    self.keys.remove(entry.client_id, entry.license)
+                    out.append(PersistKey(entry.client_id, entry.license, None))
         self.revoked = listed
 
     def _take_adoptions(self, now: float, adopt: tuple[Adoption, ...], out: list[Effect]) -> None:
