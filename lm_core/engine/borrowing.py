@@ -1,7 +1,7 @@
 """Where seats move when a server borrows: the pure source order of claims 5, 14, 15, 17.
 
 `plan_borrow` says where the leader takes `want` seats of one license from for `target`;
-the leader (`server`) applies the moves to the distribution table and syncs it. The
+the leader (`leading`) applies the moves to the distribution table and syncs it. The
 orders:
 
 - an ordinary borrow (claims 5, 14: a server's use crossed the borrowing threshold):

@@ -2,7 +2,7 @@
 
 `LicenseServer._become(LEADER)` creates a `LeaderState`; stepping down drops it (the
 allowance it held for itself survives as a follower's allowance). Nothing here decides:
-the rules live in `server` (heartbeats, ACKs, leases), `tables` (the `Ledger`) and
+the rules live in `leading` (heartbeats, ACKs, leases), `tables` (the `Ledger`) and
 `claims`; this module only holds the bookkeeping they share, so leader-only state cannot
 outlive the leadership it belongs to.
 """

@@ -53,13 +53,18 @@ Releases (S1). A RELEASE older (by request id) than the newest request its key-t
 entry was granted or renewed by is stale: the client sent it before a later REQUEST it
 now holds under, so it frees nothing (the id of a renewing REQUEST is persisted).
 
-Where the rest lives. Whether to grant a vote: `elections.judge_vote`. Leader-only
-state (ledger, heartbeat and lease bookkeeping, pending admin changes, claim waits, one
-`Progress` per peer) is a `leader.LeaderState` that `_become(LEADER)` creates and a
-step-down drops; `_lead()` returns it or raises `EngineBug`. Where seats move when a
-server borrows: `borrowing.plan_borrow`; fail-over tickets: `claims`. Admin operations,
+Where the rest lives. The roles and their legal moves: `roles`. Whether to grant a vote:
+`elections.judge_vote`. What the leader does (heartbeats, ACKs, the majority lease,
+rebalancing, pending admin changes, syncs, allocating seats to a borrower): the `Leading`
+mixin in `leading`; leader-only state (ledger, heartbeat and lease bookkeeping, pending
+admin changes, claim waits, one `Progress` per peer) is a `leader.LeaderState` that
+`_become(LEADER)` creates and a step-down drops; `_lead()` returns it or raises
+`EngineBug`. Where seats move when a server borrows: `borrowing.plan_borrow`; where they
+move with their clients on fail-over (claims, revocations, adoptions, both sides): the
+`SeatMoves` mixin in `seat_moves`, with the tickets in `claims`. Admin operations,
 license codes and pushed RLFs are checked in `admin`; the status is built in `status`;
-every duration comes from `leases.Clocks`.
+every duration comes from `leases.Clocks`. This module keeps the doors, the dispatch
+(`_Steps`), the role transitions, elections, the follower's side and the client path.
 
 Restart (S4). A server that comes up with persisted state issues nothing new for one
 client keep-time, re-adopts clients that heartbeat back in, and reports to the leader
@@ -70,7 +75,6 @@ without persisting them are not handed out elsewhere.
 from __future__ import annotations
 
 import datetime
-import enum
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -80,7 +84,6 @@ from typing import Any, TypeVar
 from lm_core.engine import claims, drain, membership
 from lm_core.engine.admin import Refused, check_admin, check_code, check_rlf
 from lm_core.engine.binding import Binding
-from lm_core.engine.borrowing import plan_borrow
 from lm_core.engine.effects import (
     Effect,
     Event,
@@ -94,7 +97,8 @@ from lm_core.engine.effects import (
 from lm_core.engine.elections import Ballot, judge_vote
 from lm_core.engine.identity import identity_or_none
 from lm_core.engine.keytable import KeyEntry, KeyTable
-from lm_core.engine.leader import ClaimWait, LeaderState, PendingAdmin
+from lm_core.engine.leader import LeaderState, PendingAdmin
+from lm_core.engine.leading import Leading
 from lm_core.engine.leases import Clocks
 from lm_core.engine.limits import (
     EVENT_TEXT_MAX,
@@ -105,13 +109,10 @@ from lm_core.engine.messages import (
     AddAllocations,
     AddLicenseCode,
     AdminReply,
-    Adoption,
-    Allowance,
     Authorize,
     BorrowGrant,
     BorrowRequest,
     ChangeDistribution,
-    ClaimRecord,
     ClientHeartbeat,
     Deny,
     DistributionSync,
@@ -140,30 +141,13 @@ from lm_core.engine.messages import (
     VoteRequest,
 )
 from lm_core.engine.rlf import Rlf, parse_rlf, render_rlf, verify_rlf
+from lm_core.engine.roles import TRANSITIONS, Role
+from lm_core.engine.seat_moves import SeatMoves
 from lm_core.engine.status import server_status
 from lm_core.engine.status_types import ServerStatus
 from lm_core.engine.tables import DistributionTable, Ledger, threshold_want
 from lm_core.engine.vocab import CONFIG_CHANGES
 from lm_core.errors import LmError
-
-
-class Role(enum.Enum):
-    STARTING = "starting"
-    FOLLOWER = "follower"
-    CANDIDATE = "candidate"
-    LEADER = "leader"
-    DISASSOCIATED = "disassociated"
-
-
-# The legal moves. FOLLOWER -> FOLLOWER is a new leader or term; CANDIDATE -> CANDIDATE a
-# new election round.
-TRANSITIONS: dict[Role, frozenset[Role]] = {
-    Role.STARTING: frozenset({Role.FOLLOWER, Role.CANDIDATE, Role.DISASSOCIATED}),
-    Role.FOLLOWER: frozenset({Role.FOLLOWER, Role.CANDIDATE, Role.DISASSOCIATED}),
-    Role.CANDIDATE: frozenset({Role.CANDIDATE, Role.FOLLOWER, Role.LEADER, Role.DISASSOCIATED}),
-    Role.LEADER: frozenset({Role.FOLLOWER}),
-    Role.DISASSOCIATED: frozenset({Role.FOLLOWER, Role.CANDIDATE, Role.DISASSOCIATED}),
-}
 
 STATE_FORMAT = 1
 _NEVER = float("inf")
@@ -186,7 +170,7 @@ class _WaitingClaim:
 _SERIAL_BLOCK = 1024
 
 
-class LicenseServer:
+class LicenseServer(Leading, SeatMoves):
     """One pool member (see the module docstring)."""
 
     def __init__(
@@ -731,180 +715,7 @@ class LicenseServer:
         else:
             self._become(Role.LEADER, now, out, f"won term {self.term} ({len(self.votes)} votes)")
 
-    # ================================================================ leader
-
-    def _start_leading(self, now: float, out: list[Effect]) -> None:
-        ledger = Ledger(self.id, self.servers)
-        # my own allowance is what I had as a follower (or before a restart)
-        for lic in self.table.licenses:
-            a = ledger.get(self.id, lic)
-            # My allowance is what a leader gave me as a follower. What I had before a
-            # restart is held (I may have granted it unpersisted) but not mine to grant:
-            # I may have been fenced since, and my seats handed to others.
-            a.sent = a.peak = self.allowed.get(lic, 0)
-            in_use = self.keys.in_use(lic)
-            a.grace = self._grace_held(now, lic, in_use)
-            a.in_use = in_use + a.grace
-            # back from a quick restart with my store (my clients re-adopting their
-            # seats): my allowance moves toward my in-use count, raised only from usable
-            # seats, as for a restored follower (`Allowance.target`)
-            a.restored = in_use > a.sent
-        ld = self.leader = LeaderState(
-            ledger=ledger,
-            became_leader_at=now,
-            prev_heard=self.heard,
-            prev_log=dict(self.heard_log),
-            short=set(self.table.licenses),
-        )
-        # tickets of terms before the previous leader's can no longer be honoured
-        self.table.claims = {
-            k: c for k, c in self.table.claims.items() if c.term >= ld.prev_heard[0]
-        }
-        self._bump_cfg()
-        out.append(self._persist())
-        for lic in sorted(ld.short):
-            self._rebalance(now, lic, out)
-        self._broadcast_sync(now, out)
-        self._leader_tick(now, out)
-
-    def _drop_leader_state(self, now: float, out: list[Effect]) -> None:
-        ld, self.leader = self._lead(), None
-        self.allowed = ld.ledger.allowances(self.id)
-        for p in ld.pending:
-            self._answer_admin(p, False, "leader changed before the change was durable; retry", out)
-
-    def _up(self, now: float) -> list[str]:
-        """Servers in contact with this leader (itself included)."""
-        ld = self._lead()
-        lt = self.clocks.leader_timeout
-        return [s for s in self.servers if s == self.id or now - ld.peer(s).last_ack_recv <= lt]
-
-    def _leader_tick(self, now: float, out: list[Effect]) -> bool:
-        """Heartbeat round: fence, rebalance, heartbeats; False if I stepped down."""
-        ld = self._lead()
-        ld.next_hb = now + self.clocks.heartbeat
-        if (
-            not self._serving_lease(now)
-            and now >= max(ld.lease_end, ld.became_leader_at) + self.clocks.stale_lease
-        ):
-            # cut off from the majority: say so and stand again, rather than call
-            # myself leader of a pool that may well have elected another
-            ago = "never" if ld.lease_end == -_NEVER else f"{now - ld.lease_end:.1f}s ago"
-            why = (
-                f"stepped down: no majority lease (lease ended {ago}, "
-                f"{len(self._up(now))}/{self.size} servers in contact)"
-            )
-            self._become(Role.FOLLOWER, now, out, why)
-            self.leader_id = None
-            self.stepped_down = why
-            self.last_contact = now - self.clocks.leader_timeout  # vote for others at once
-            self.check_sent = True  # no leader to check on: stand when my turn comes
-            return False
-        # fencing: servers out of contact long enough that nothing they had is alive;
-        # only under a majority lease: without one, I am more likely the one cut off
-        fenced_any = False
-        for p in self.peers if self._serving_lease(now) else ():
-            if p in ld.ledger.fenced:
-                continue
-            since = max(ld.peer(p).last_ack_recv, ld.became_leader_at)
-            if now - since > self.clocks.fence:
-                ld.ledger.fence(p)
-                fenced_any = True
-                out.append(self._note(now, "fence", f"{p} fenced (out of contact)", server=p))
-        if fenced_any:
-            ld.short = set(self.table.licenses)
-        for lic in sorted(ld.short):
-            self._rebalance(now, lic, out)
-        if ld.claim_waits:
-            self._check_claims(now, out)  # a granting server's lease may have run out
-        up = tuple(self._up(now))
-        for p in self.peers:
-            out.append(Send(p, self._heartbeat(now, p, up)))
-        cutoff = now - self.clocks.history
-        if len(ld.hb_times) > 64:
-            ld.hb_times = {k: v for k, v in ld.hb_times.items() if v >= cutoff}
-        return True
-
-    def _heartbeat(self, now: float, peer: str, up: tuple[str, ...]) -> ServerHeartbeat:
-        ld = self._lead()
-        ld.hb_seq += 1
-        ld.hb_times[ld.hb_seq] = now
-        granted = 0.0
-        pr = ld.peer(peer)
-        echo = pr.last_ack_ts
-        if echo > 0 and self._serving_lease(now):
-            if not self.rlf.majority_rule:
-                granted = self.clocks.server_lease
-            else:
-                granted = max(
-                    0.0,
-                    min(self.clocks.server_lease, ld.lease_end - pr.last_ack_recv),
-                )
-            if granted > 0:
-                # the lease runs from the follower's ACK that reached me at
-                # last_ack_recv; a follower that stopped ACKing gains nothing from it
-                ld.lease_granted[peer] = max(
-                    ld.lease_granted.get(peer, -_NEVER),
-                    pr.last_ack_recv + self.clocks.observed(granted),
-                )
-        allowed: tuple[Allowance, ...] | None = None
-        if ld.ledger.known.get(peer, False):
-            allowed = tuple(
-                Allowance(license=lic, count=n) for lic, n in ld.ledger.allowances(peer).items()
-            )
-        return self._msg(
-            ServerHeartbeat,
-            seq=ld.hb_seq,
-            echo=echo,
-            lease=granted,
-            up=up,
-            rlf_seq=self.rlf.sequence,
-            allowed=allowed,
-            revoke=self._revocations(peer, ld.hb_seq),
-            adopt=self._adoptions(now, peer),
-            **self._cfg_fields(),
-        )
-
-    def _revocations(self, peer: str, seq: int) -> tuple[ClaimRecord, ...]:
-        """The honoured claims on `peer`'s tickets, sent in heartbeat `seq`."""
-        ld = self._lead()
-        prefix = peer + ":"
-        out = tuple(c for k, c in self.table.claims.items() if k.startswith(prefix))
-        sent = ld.revoke_seq.setdefault(peer, {})
-        for c in out:
-            sent.setdefault(c.key, seq)
-        return out
-
-    def _unrevoked(
-        self, peer: str, seq: int, rows: tuple[LicenseRow, ...]
-    ) -> tuple[LicenseRow, ...]:
-        """A follower's rows as they will be once it applies the claims on its tickets
-        that its ACK of heartbeat `seq` does not reflect yet: its allowance lowers by
-        their seats (its in-use count is left as reported: over-counting is safe)."""
-        ld = self._lead()
-        sent = ld.revoke_seq.get(peer, {})
-        pending: dict[str, int] = {}
-        prefix = peer + ":"
-        for k, c in self.table.claims.items():
-            if k.startswith(prefix) and sent.get(k, seq + 1) > seq:
-                pending[c.license] = pending.get(c.license, 0) + c.count
-        if not pending:
-            return rows
-        return tuple(
-            replace(r, allowed=max(0, r.allowed - pending.get(r.license, 0))) for r in rows
-        )
-
-    def _no_lease_why(self, now: float) -> str:
-        """What a leader without a majority lease lacks, in one line (names the gap
-        between "in contact" and "lease": contact counts ACKs within leader_timeout, the
-        lease needs a heartbeat a majority ACKed within the server lease)."""
-        ld = self._lead()
-        up = len(self._up(now))
-        if ld.lease_end == -_NEVER:
-            last = "no majority ACK yet in this term"
-        else:
-            last = f"last majority ACK {now - ld.lease_end + self.clocks.leader_lease:.1f}s ago"
-        return f"no majority lease yet: {up}/{self.size} servers in contact, {last}"
+    # ============================================================ leader (handlers: `leading`)
 
     def _lead(self) -> LeaderState:
         """The leader state; an `EngineBug` when this server does not lead."""
@@ -912,264 +723,7 @@ class LicenseServer:
             raise EngineBug(f"{self.id} used the leader's state as {self.role.value}")
         return self.leader
 
-    def _serving_lease(self, now: float) -> bool:
-        """Leader: may I grant now (I hold a majority lease, or majority rule is off)?"""
-        return not self.rlf.majority_rule or now < self._lead().lease_end
-
-    def _on_ack(self, now: float, sender: str, msg: ServerAck, out: list[Effect]) -> None:
-        if msg.term > self.term:
-            self._adopt_term(msg.term, now, out)
-            out.append(self._persist())
-            return
-        if msg.term < self.term or not msg.ok:
-            return
-        ld = self._lead()
-        if msg.seq > ld.hb_seq:
-            return  # not a heartbeat of this term
-        key = (msg.seq, msg.ts)
-        pr = ld.peer(sender)
-        if key < pr.last_ack_key:
-            return  # older than an ACK already taken (reordered or replayed)
-        pr.last_ack_key = key
-        pr.last_ack_recv = now
-        if msg.ts > pr.last_ack_ts:
-            pr.last_ack_ts = msg.ts
-        if msg.seq > pr.acked_seq:
-            pr.acked_seq = msg.seq
-        pr.acked_cfg = (msg.rlf_seq, (msg.cfg_term, msg.cfg_version))
-        was_known = ld.ledger.known.get(sender, False)
-        rows = msg.rows if was_known else self._unrevoked(sender, msg.seq, msg.rows)
-        if ld.credited:
-            rows = self._unadopted(sender, msg.seq, rows)
-        ld.ledger.learn(sender, msg.seq, rows)
-        self._update_lease()
-        # catch the follower up: RLF first, then the table
-        if msg.rlf_seq < self.rlf.sequence:
-            self._send_rlf(now, sender, out)
-        elif msg.rlf_seq > self.rlf.sequence:
-            out.append(Send(sender, self._msg(RlfAccept, rlf_seq=msg.rlf_seq)))
-        if (msg.cfg_term, msg.cfg_version) < self.table.cfg and (
-            now - pr.last_sync_sent >= self.clocks.heartbeat
-        ):
-            pr.last_sync_sent = now
-            out.append(Send(sender, self._sync()))
-        if not was_known:
-            ld.short = set(self.table.licenses)
-        if ld.short:
-            changed: dict[str, None] = {}  # ordered: the engine is deterministic
-            for lic in sorted(ld.short):
-                changed.update(dict.fromkeys(self._rebalance(now, lic, out)))
-            up = tuple(self._up(now))
-            for p in changed:
-                if p != self.id:
-                    out.append(Send(p, self._heartbeat(now, p, up)))
-        if ld.pending:
-            self._check_pending(now, out)
-        if ld.claim_waits:
-            self._check_claims(now, out)
-
-    def _update_lease(self) -> None:
-        ld = self._lead()
-        seqs = sorted((ld.peer(p).acked_seq for p in self.peers), reverse=True)
-        need = self.quorum - 1  # the leader acks its own heartbeats
-        if need <= 0:
-            q = ld.hb_seq
-        elif len(seqs) >= need:
-            q = seqs[need - 1]
-        else:
-            return
-        sent = ld.hb_times.get(q)
-        if q > 0 and sent is not None and sent + self.clocks.leader_lease > ld.lease_end:
-            ld.lease_end = sent + self.clocks.leader_lease
-            ld.lease_q = q
-            self.lease_src = (self.term, q)
-            self.lease_src_at = sent
-            self.renew_until = max(self.renew_until, ld.lease_end + self.clocks.renew_window)
-
-    def _rebalance(self, now: float, lic: str, out: list[Effect]) -> list[str]:
-        """Move allowances toward the table for one license; returns changed servers."""
-        ld = self._lead()
-        state = self.table.licenses.get(lic)
-        if state is None:
-            ld.short.discard(lic)
-            return []
-        in_use = self.keys.in_use(lic)
-        ld.ledger.set_self_in_use(
-            lic,
-            in_use + self._grace_held(now, lic, in_use) + self._spoken_for(now, lic, ""),
-        )
-        before = ld.ledger.get(self.id, lic).sent
-        # Raise allowances only under a majority lease: without one a newer leader may
-        # exist, and the servers this one fenced may be serving under it (their seats
-        # are not free). Decreases always apply; what stays short is retried each tick.
-        up = self._up(now) if self._serving_lease(now) else []
-        changed, short = ld.ledger.rebalance(state, ld.hb_seq + 1, up)
-        if short:
-            ld.short.add(lic)
-        else:
-            ld.short.discard(lic)
-        if ld.ledger.get(self.id, lic).sent > before:
-            out.append(self._persist())
-        return changed
-
-    def _check_pending(self, now: float, out: list[Effect]) -> None:
-        ld = self._lead()
-        if not ld.pending:
-            return
-        keep: list[PendingAdmin] = []
-        for p in ld.pending:
-            have = 1 + sum(
-                1
-                for s in self.peers
-                if (acked := ld.peer(s).acked_cfg) is not None
-                and acked[0] >= p.rlf_seq
-                and acked[1] >= p.cfg
-            )
-            if have >= self.quorum:
-                data = dict(p.data, durable_on=have)
-                self._answer_admin(replace(p, data=data), True, p.message, out)
-            elif now >= p.deadline:
-                self._answer_admin(
-                    p,
-                    False,
-                    f"not durable on a majority in time ({have}/{self.size} servers hold it)",
-                    out,
-                )
-            else:
-                keep.append(p)
-        ld.pending = keep
-
-    def _answer_admin(self, p: PendingAdmin, ok: bool, message: str, out: list[Effect]) -> None:
-        reply = self._msg(
-            AdminReply, request_id=p.request_id, ok=ok, message=message, data=dict(p.data)
-        )
-        if p.via is None:
-            out.append(Reply(p.token, reply))
-        else:
-            out.append(Send(p.via, self._msg(ForwardedReply, token=p.token, reply=reply)))
-
-    def _sync(self) -> DistributionSync:
-        return self.table.to_sync(
-            pool=self.pool, sender=self.id, term=self.term, rlf_seq=self.rlf.sequence
-        )
-
-    def _broadcast_sync(self, now: float, out: list[Effect]) -> None:
-        """DISTRIBUTION_SYNC to every follower (down ones get it when they ACK again)."""
-        ld = self._lead()
-        sync = self._sync()
-        for p in self.peers:
-            ld.peer(p).last_sync_sent = now
-            out.append(Send(p, sync))
-
-    def _send_rlf(self, now: float, peer: str, out: list[Effect]) -> None:
-        pr = self._lead().peer(peer)
-        if now - pr.last_rlf_sent < self.clocks.leader_timeout:
-            return
-        pr.last_rlf_sent = now
-        out.append(Send(peer, self._msg(RlfTransfer, rlf_text=self._rlf_text)))
-
-    def _table_changed(
-        self, now: float, out: list[Effect], lic: str | None = None, *, bump: bool = True
-    ) -> None:
-        """After the leader changed the table: bump, persist, sync, rebalance."""
-        ld = self._lead()
-        self._prune_claims(now)
-        if bump:
-            self._bump_cfg()
-            out.append(self._persist())
-        self._broadcast_sync(now, out)
-        lics = [lic] if lic is not None else list(self.table.licenses)
-        changed: dict[str, None] = {}  # ordered: the engine is deterministic
-        for name in lics:
-            ld.short.add(name)
-            changed.update(dict.fromkeys(self._rebalance(now, name, out)))
-        up = tuple(self._up(now))
-        for p in changed:
-            if p != self.id:
-                out.append(Send(p, self._heartbeat(now, p, up)))
-
     # ---------------------------------------------------------------- borrowing
-
-    def _allocate(
-        self,
-        now: float,
-        lic: str,
-        target: str,
-        want: int,
-        failover: bool,
-        out: list[Effect],
-        gather: int = 0,
-    ) -> int:
-        """Claims 5, 14, 15: find `want` seats of `lic` for `target`; returns seats moved."""
-        ld = self._lead()
-        state = self.table.licenses.get(lic)
-        if state is None or want <= 0:
-            return 0
-        ledger = ld.ledger
-        moves = plan_borrow(
-            target=target,
-            want=want,
-            failover=failover,
-            leader=self.id,
-            order=self.servers,
-            rows=state.rows,
-            free=state.free,
-            # seats kept for claimants (arrived or on their way) are in use, not spare
-            leader_in_use=self.keys.in_use(lic)
-            + self._spoken_for(now, lic, "")
-            + ledger.get(self.id, lic).reserved,
-            threshold=self.rlf.borrowing_threshold,
-            fenced=ledger.fenced,
-            up=set(self._up(now)) if failover or gather > 0 else set(),
-            in_use_of=lambda s: ledger.get(s, lic).in_use + ledger.get(s, lic).reserved,
-            drained=self.table.drained,
-            gather=gather,
-        )
-        for m in moves:
-            self.table.move(lic, m.source, target, m.count)
-        total = sum(m.count for m in moves)
-        if total:
-            where = ", ".join(f"{m.count} from {m.source or 'free pool'}" for m in moves)
-            out.append(
-                self._note(
-                    now,
-                    "borrow",
-                    f"{target} borrows {total} of {lic}: {where}",
-                    license=lic,
-                    server=target,
-                    count=total,
-                )
-            )
-            self._table_changed(now, out, lic)
-        return total
-
-    def _on_borrow_request(
-        self, now: float, sender: str, msg: BorrowRequest, out: list[Effect]
-    ) -> None:
-        if msg.term != self.term:
-            return
-        if not 0 < msg.count <= MAX_COUNT:
-            return
-        if msg.claim:
-            why = self._claim(now, sender, msg.client_id, msg.license, msg.count, msg.claim, out)
-            if not why:
-                return  # the BorrowGrant goes out once the claim is durable
-            out.append(self._note(now, "claim", f"claim of {msg.client_id} refused: {why}"))
-        got = self._allocate(
-            now, msg.license, sender, msg.count, msg.failover, out, gather=msg.gather
-        )
-        out.append(
-            Send(
-                sender,
-                self._msg(
-                    BorrowGrant,
-                    license=msg.license,
-                    count=got,
-                    detail="" if got else "no seats free in the pool now",
-                    client_id=msg.client_id,
-                ),
-            )
-        )
 
     def _borrow(
         self,
@@ -1183,26 +737,6 @@ class LicenseServer:
         if self._limit(lic) < self.table.row(lic, self.id):
             return  # seats already moved here are on their way (or held): do not ask again
         self._steps.borrow(self, now, lic, want, failover, out, gather)
-
-    def _borrow_as_leader(
-        self, now: float, lic: str, want: int, failover: bool, out: list[Effect], gather: int
-    ) -> None:
-        self._allocate(now, lic, self.id, want, failover, out, gather)
-
-    def _borrow_as_follower(
-        self, now: float, lic: str, want: int, failover: bool, out: list[Effect], gather: int
-    ) -> None:
-        if not self.leader_id:
-            return
-        if now < self.borrow_wait.get(lic, -_NEVER):
-            return
-        self.borrow_wait[lic] = now + self.clocks.retry_after
-        out.append(
-            Send(
-                self.leader_id,
-                self._msg(BorrowRequest, license=lic, count=want, failover=failover, gather=gather),
-            )
-        )
 
     # ================================================================ follower
 
@@ -1257,52 +791,6 @@ class LicenseServer:
         out.append(Send(sender, self._ack(now, msg.seq)))
         if raised or (self.waiting and now < self.lease_until):
             self._retry_waiting(now, out)
-
-    def _revoke(self, now: float, records: tuple[ClaimRecord, ...], out: list[Effect]) -> None:
-        """Seats I granted moved away with their clients (L2): those entries end (held
-        back until their claim hold) and my allowance drops by their seats, once per
-        ticket (the leader repeats the list in every heartbeat until the claims are
-        forgotten)."""
-        prefix = self.id + ":"
-        listed: dict[str, None] = {}
-        for rec in records:
-            serial = rec.key[len(prefix) :]
-            if not rec.key.startswith(prefix) or not serial.isdigit():
-                continue
-            listed[rec.key] = None
-            if rec.key in self.revoked:
-                continue
-            if rec.license in self.allowed:
-                self.allowed[rec.license] = max(0, self.allowed[rec.license] - rec.count)
-            if rec.license in self._grace_allowed:
-                # what I held back for my restart grace included those seats too
-                self._grace_allowed[rec.license] = max(
-                    0, self._grace_allowed[rec.license] - rec.count
-                )
-            entry = self.keys.by_serial(int(serial))
-            if entry is not None:
-                out.append(LogUsage("moved", entry.client_id, entry.license, entry.count, rec.key,
-                                    identity=entry.identity))  # fmt: skip
-                if entry.claim_hold > now:
-                    # Counted (held back) until its claim hold ends: I may have renewed
-                    # it since the ticket was claimed, and if the leader that honoured
-                    # the claim falls before crediting it, no adopter keeps the seat for
-                    # its client -- my count is then all that covers the client's lease.
-                    self.keys.hold(entry)
-                else:
-                    self.keys.remove(entry.client_id, entry.license)
-                    out.append(PersistKey(entry.client_id, entry.license, None))
-        self.revoked = listed
-
-    def _take_adoptions(self, now: float, adopt: tuple[Adoption, ...], out: list[Effect]) -> None:
-        """Seats that came with their clients' claims (L2): kept for those clients, once
-        per claim (the leader repeats the list until each hold ends)."""
-        listed: dict[str, None] = {}
-        for a in adopt:
-            listed[a.key] = None
-            if a.key not in self.adopted:
-                self._claim_arrived(now, a.client_id, a.license, a.count, a.hold)
-        self.adopted = listed
 
     def _accept_leader(self, now: float, sender: str, term: int, out: list[Effect]) -> bool:
         """A message from the leader of `term` (>= mine): follow it (False: refused)."""
@@ -1892,7 +1380,8 @@ class LicenseServer:
             ticket=self._ticket(entry),
         )
 
-    # ---------------------------------------------------------------- fail-over claims (L2)
+    # ---------------------------------------------------------------- fail-over claims (L2; the
+    # claims themselves, both sides: `seat_moves`)
 
     def _ticket(self, entry: KeyEntry) -> str:
         """The entry's ticket under my current lease source ("" without a claim key)."""
@@ -1927,326 +1416,6 @@ class LicenseServer:
         )
         self._steps.claim(self, now, msg, out)
         return True
-
-    def _claim_as_leader(self, now: float, msg: ClientHeartbeat, out: list[Effect]) -> None:
-        """Leading: honour the claim myself; refused, find seats as for any fail-over."""
-        lic, count = msg.license, msg.count
-        why = self._claim(now, self.id, msg.sender, lic, count, msg.ticket, out)
-        if why:
-            out.append(self._note(now, "claim", f"claim of {msg.sender} refused: {why}"))
-            self._allocate(now, lic, self.id, count, True, out)
-            self._retry_waiting(now, out)
-
-    def _claim_via_leader(self, now: float, msg: ClientHeartbeat, out: list[Effect]) -> None:
-        """Not leading: the leader judges the claim (`_on_borrow_request`)."""
-        if not self.leader_id:
-            return
-        ask = self._msg(
-            BorrowRequest,
-            license=msg.license,
-            count=msg.count,
-            failover=True,
-            claim=msg.ticket,
-            client_id=msg.sender,
-        )
-        out.append(Send(self.leader_id, ask))
-
-    def _retry_waiting(self, now: float, out: list[Effect]) -> None:
-        """Answer the fail-over clients whose seats have arrived."""
-        if not self.waiting or self._not_serving(now) is not None:
-            return
-        if drain.is_drained(self.table, self.id):
-            return  # a drained server adopts nothing: the waiting clients walk on
-        for key, w in list(self.waiting.items()):
-            lic, count = w.msg.license, w.msg.count
-            if self.keys.get(w.msg.sender, lic) is not None:
-                del self.waiting[key]
-                continue
-            if self._room(now, lic, w.msg.sender, count):
-                del self.waiting[key]
-                self._grant(now, w.token, w.msg, out)
-
-    def _room(self, now: float, lic: str, client: str, count: int) -> bool:
-        """Can `client` get `count` seats here now, seats kept for others aside?"""
-        if self._expected(now, lic, client, count):
-            return True
-        used = self.keys.in_use(lic) + self._spoken_for(now, lic, client)
-        return used + count <= self._limit(lic)
-
-    def _expected(self, now: float, lic: str, client: str, count: int) -> bool:
-        """Did `client`'s claim bring its `count` seats here? They are its own, whatever
-        my allowance says: the leader counts them in my hold on top of the seats I had
-        in use (`credit` and `_unadopted`), so an adopter serving more than its
-        allowance (a lowered row) still takes its claimants back."""
-        kept = self.expecting.get((client, lic))
-        return kept is not None and kept[0] >= count and now < kept[1]
-
-    def _spoken_for(self, now: float, lic: str, client: str) -> int:
-        """Seats that a claim moved here for another fail-over client, who has not
-        taken them yet: kept for it, not for others."""
-        if not self.expecting:
-            return 0
-        return sum(
-            n
-            for (c, name), (n, until) in self.expecting.items()
-            if name == lic and c != client and now < until
-        )
-
-    def _claim_arrived(
-        self, now: float, client: str, lic: str, count: int, hold_for: float
-    ) -> None:
-        """The seats of `client`'s claim are mine now: they are kept for that client
-        (not for another waiting one), whether it still waits or comes back later, until
-        the claim window ends: a late duplicate of its fail-over heartbeat may have made
-        the claim while the client went back to its old server, which may renew it
-        until then."""
-        if self.keys.get(client, lic) is not None:
-            return
-        self.expecting[(client, lic)] = (count, now + hold_for)
-
-    def _expire_waiting(self, now: float, out: list[Effect]) -> None:
-        for key, w in list(self.waiting.items()):
-            if now >= w.deadline:
-                del self.waiting[key]
-                detail = f"{self.id}: the seats of this claim have not arrived yet"
-                out.append(Reply(w.token, self._deny(w.msg, "no_seats", detail, 0.0)))
-                out.append(LogUsage("deny", w.msg.sender, w.msg.license, w.msg.count, "no_seats",
-                                    identity=w.msg.identity))  # fmt: skip
-
-    def _claim(
-        self,
-        now: float,
-        target: str,
-        client_id: str,
-        lic: str,
-        count: int,
-        text: str,
-        out: list[Effect],
-    ) -> str:
-        """Leader: honour a fail-over claim for `target`; "" if honoured (the seats reach
-        `target` once the claim is durable on a majority), else why not (see `claims`)."""
-        ld = self._lead()
-        ledger = ld.ledger
-        try:
-            t = claims.read(self.claim_key, text, client_id, lic)
-        except claims.ClaimError as err:
-            return str(err)
-        state = self.table.licenses.get(lic)
-        if state is None:
-            return f"no license {lic!r}"
-        if t.count != count:
-            return f"ticket is for {t.count} seats, not {count}"
-        if t.server == target or t.server not in self.peers:
-            # (a seat of mine stays mine: I am alive, and may grant it again)
-            return f"ticket of {t.server!r} cannot move seats to {target}"
-        if t.key in self.table.claims:
-            return f"ticket {t.key} was used before"
-        if t.server in ledger.fenced:
-            return f"{t.server} is fenced: its seats moved already"
-        # A granting server that may still grant must let go of the seats first: the
-        # claim waits for its ACK of the heartbeat that revokes them (or for its lease
-        # to run out), within the ticket's claim window (see `_check_claims`).
-        source_done = now >= ld.lease_granted.get(t.server, -_NEVER) or drain.settled(
-            self.table, t.server, self._acked_table(t.server)
-        )
-        if not self._serving_lease(now):
-            return self._no_lease_why(now)
-        if not ledger.known.get(target, False):
-            return f"{target} has not reported to this leader yet"
-        until = self._ticket_until(t)
-        if isinstance(until, str):
-            return until
-        if now >= until:
-            return f"ticket {t.key} is past its claim window"
-        from_row = min(state.rows.get(t.server, 0), count)
-        from_free = min(state.free, count - from_row)
-        if from_row:
-            self.table.move(lic, t.server, target, from_row)
-        if from_free:
-            self.table.move(lic, None, target, from_free)
-        if count - from_row - from_free > 0:
-            # the granting server served beyond its row (a push or a distribution change
-            # lowered it under its in-use count): the rest of the seats are spare in
-            # other rows; without them the adopter's row would pull its allowance back
-            # below the seats it keeps for the claimant
-            self._allocate(now, lic, target, count - from_row - from_free, True, out)
-        self.table.claims[t.key] = ClaimRecord(key=t.key, term=t.term, license=lic, count=count)
-        # what the granting server holds is unknown from now until it reports again
-        # (its report then lacks the seats claimed away, or the leader discounts them)
-        ledger.forget(t.server)
-        ledger.reserve(target, lic, count)
-        out.append(
-            self._note(
-                now,
-                "claim",
-                f"{target} adopts {client_id}: {count} of {lic} from {t.server}",
-                license=lic,
-                server=target,
-                source=t.server,
-                count=count,
-            )
-        )
-        self._table_changed(now, out, lic)
-        ld.claim_waits.append(
-            ClaimWait(
-                cfg=self.table.cfg,
-                target=target,
-                license=lic,
-                count=count,
-                key=t.key,
-                client_id=client_id,
-                # the client's lease from t.server ends by then, whatever ticket it
-                # showed: t.server renewed nothing after its renew window
-                until=max(ld.lease_granted.get(t.server, -_NEVER), ld.became_leader_at)
-                + self.clocks.claim_window,
-                source=t.server,
-                ticket_until=until,
-                source_done=source_done,
-            )
-        )
-        self._check_claims(now, out)
-        return ""
-
-    def _acked_table(self, peer: str) -> tuple[int, int] | None:
-        """The config version `peer` last ACKed to this leader."""
-        acked = self._lead().peer(peer).acked_cfg
-        return None if acked is None else acked[1]
-
-    def _ticket_until(self, t: claims.Ticket) -> float | str:
-        """When a ticket's claim window ends on my clock (by then the client's lease
-        from the granting server has surely ended), or why it cannot be judged."""
-        ld = self._lead()
-        c = self.clocks
-        if t.term == self.term:
-            sent = ld.hb_times.get(t.seq)
-            if sent is None:
-                return f"ticket of heartbeat {t.seq} is too old"
-            return sent + c.claim_window
-        term = ld.prev_heard[0]
-        if t.term != term:
-            return f"ticket of term {t.term}, not of the previous leader's term {term}"
-        # the latest heartbeat of that term I applied that is not newer than the ticket's
-        # lease source left the previous leader after my ACK stamped its echo: so did the
-        # ticket's lease source
-        echo = max((e for q, e in ld.prev_log.items() if q <= t.seq), default=None)
-        if echo is None:
-            return f"ticket of heartbeat {t.seq} of term {t.term} is too old"
-        return echo + c.claim_window
-
-    def _check_claims(self, now: float, out: list[Effect]) -> None:
-        """Leader: credit the claims a majority now holds durably."""
-        ld = self._lead()
-        if not ld.claim_waits:
-            return
-        ledger = ld.ledger
-        keep: list[ClaimWait] = []
-        up = tuple(self._up(now))
-        for w in ld.claim_waits:
-            if not w.source_done and not self._source_let_go(now, w):
-                if now >= w.ticket_until:
-                    # the granting server may have given the seats to someone else once
-                    # its hold on the ticket's entry ended: the claim moves nothing
-                    ledger.unreserve(w.target, w.license, w.count)
-                    out.append(self._note(now, "claim", f"claim of {w.client_id} lapsed: "
-                                          f"{w.source} did not let go in time"))  # fmt: skip
-                    continue
-                keep.append(w)
-                continue
-            have = 1 + sum(
-                1
-                for s in self.peers
-                if (acked := ld.peer(s).acked_cfg) is not None and acked[1] >= w.cfg
-            )
-            if have < self.quorum:
-                keep.append(w)
-                continue
-            if ledger.get(w.target, w.license).reserved >= w.count:
-                ledger.credit(w.target, w.license, w.count)
-                # in use for its client from now on: not free for a borrow while the
-                # target's reports predate the heartbeat that carries it
-                ledger.get(w.target, w.license).in_use += w.count
-            out.append(
-                self._note(
-                    now,
-                    "claim",
-                    f"claim of {w.client_id} durable on {have}/{self.size}: "
-                    f"{w.count} of {w.license} now {w.target}'s",
-                )
-            )
-            if w.target == self.id:
-                hold = self.clocks.observed(max(0.0, w.until - now))
-                self._claim_arrived(now, w.client_id, w.license, w.count, hold)
-                self._retry_waiting(now, out)
-                continue
-            # The seats travel in the adopter's heartbeat, reserved for the client in the
-            # same message that raises the allowance (`ServerHeartbeat.adopt`): a separate
-            # grant could be lost or overtaken, and the raised allowance alone would show
-            # the seats as free to any waiting client while the claimant's lease runs.
-            ld.credited.append(w)
-            out.append(Send(w.target, self._heartbeat(now, w.target, up)))
-        ld.claim_waits = keep
-
-    def _source_let_go(self, now: float, w: ClaimWait) -> bool:
-        """Has the granting server of a claim let go of its seats, in time? It ACKed a
-        heartbeat that listed the claim in `revoke` (it applied the revoke: dropped the
-        entry, lowered its allowance), or every lease it had from me ran out. Either must
-        happen before the ticket's claim window ends: until then the server still counts
-        the entry (its claim hold), so it cannot have given the seats to another client."""
-        ld = self._lead()
-        if now >= w.ticket_until:
-            return False
-        sent = ld.revoke_seq.get(w.source, {}).get(w.key)
-        if now >= ld.lease_granted.get(w.source, -_NEVER) or (
-            sent is not None and ld.peer(w.source).acked_seq >= sent
-        ):
-            w.source_done = True
-            # whatever it renewed until then ends within a claim window from now
-            w.until = max(w.until, now + self.clocks.claim_window)
-        return w.source_done
-
-    def _adoptions(self, now: float, peer: str) -> tuple[Adoption, ...] | None:
-        """The credited claims `peer` must keep for their clients, for its heartbeat."""
-        ld = self._lead()
-        if not ld.credited:
-            return None
-        ld.credited = [w for w in ld.credited if now < w.until]
-        mine = [w for w in ld.credited if w.target == peer]
-        for w in mine:
-            if not w.first_seq:
-                w.first_seq = ld.hb_seq  # this heartbeat's
-        out = tuple(
-            Adoption(
-                key=w.key,
-                client_id=w.client_id,
-                license=w.license,
-                count=w.count,
-                hold=self.clocks.observed(w.until - now),
-            )
-            for w in mine
-        )
-        return out or None
-
-    def _unadopted(
-        self, peer: str, seq: int, rows: tuple[LicenseRow, ...]
-    ) -> tuple[LicenseRow, ...]:
-        """A follower's rows counting the claimed seats it keeps for their clients that
-        its ACK of heartbeat `seq` does not reflect yet (it reports them in use once it
-        has them)."""
-        pending: dict[str, int] = {}
-        for w in self._lead().credited:
-            if w.target == peer and (not w.first_seq or seq < w.first_seq):
-                pending[w.license] = pending.get(w.license, 0) + w.count
-        if not pending:
-            return rows
-        return tuple(replace(r, in_use=r.in_use + pending.get(r.license, 0)) for r in rows)
-
-    def _prune_claims(self, now: float) -> None:
-        """Forget honoured claims whose tickets can no longer be presented."""
-        ld = self._lead()
-        if not self.table.claims or now < ld.became_leader_at + self.clocks.claim_window:
-            return
-        for k in [k for k, c in self.table.claims.items() if c.term < self.term]:
-            del self.table.claims[k]
 
     def _after_grant(self, now: float, lic: str, out: list[Effect]) -> None:
         row = self.table.row(lic, self.id)
