@@ -50,6 +50,9 @@ class KeyEntry:
     # until then a ticket of this entry may be claimed: its seats stay counted
     claim_hold: float = float("-inf")
     held: bool = False  # its client's lease is over; counted only for `claim_hold`
+    # its seat moved with its client's fail-over claim: counted until `claim_hold`, never
+    # renewed (the adopter keeps the seat for the client)
+    revoked: bool = False
     identity: ClientIdentity | None = None  # who holds it, as the client stated
     since: float = 0.0  # when this server granted (or re-adopted) it, on its clock
 

@@ -140,6 +140,7 @@ class SeatMoves:
                 out.append(LogUsage("moved", entry.client_id, entry.license, entry.count, rec.key,
                                     identity=entry.identity))  # fmt: skip
                 if entry.claim_hold > now:
+                    entry.revoked = True
                     # Counted (held back) until its claim hold ends: I may have renewed
                     # it since the ticket was claimed, and if the leader that honoured
                     # the claim falls before crediting it, no adopter keeps the seat for

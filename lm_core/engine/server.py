@@ -1139,6 +1139,11 @@ class LicenseServer(Leading, SeatMoves):
                 deny("reclaimed", f"reclaimed by an operator: {gone[1]}")
                 return
         entry = self.keys.get(client, lic)
+        if entry is not None and entry.revoked:
+            # held back only to cover a lease I may have renewed before the revoke: the
+            # seat itself moved with the client's claim, its adopter keeps it for it
+            deny("no_seats", f"{self.id}: this seat moved with {client}'s fail-over claim")
+            return
         if (
             entry is not None
             and isinstance(msg, ClientHeartbeat)
