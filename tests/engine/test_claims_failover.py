@@ -4,51 +4,17 @@ use-once ticket; a server keeps renewing through an election; a reclaim sticks."
 from __future__ import annotations
 
 from lm_core.engine.claims import TEST_CLAIM_KEY, ClaimError, Ticket, mint, read
-from lm_core.engine.harness import Pool, make_kit
+from lm_core.engine.harness import Pool
 from lm_core.engine.leases import Clocks
-from lm_core.engine.messages import (
-    Authorize,
-    ClientHeartbeat,
-    Deny,
-    Reclaim,
-    Request,
-)
+from lm_core.engine.messages import Authorize, Deny, Reclaim
 
-LIC = "Application 1.0"
-
-
-def req(client: str, rid: int = 1) -> Request:
-    return Request(pool="eng", sender=client, request_id=rid, license=LIC)
-
-
-def hb(client: str, rid: int, *, ticket: str = "", failover: bool = False) -> ClientHeartbeat:
-    return ClientHeartbeat(
-        pool="eng", sender=client, request_id=rid, license=LIC, failover=failover, ticket=ticket
-    )
+from . import fullpool
+from .fullpool import LIC, answer, hb, req
 
 
 def full_pool() -> tuple[Pool, dict[str, str]]:
     """The patent's pool (A:40 B:30 C:30), every seat held; returns each client's ticket."""
-    pool = make_kit({"A": 40, "B": 30, "C": 30}, borrowing_threshold=1.0).pool()
-    for sid in "ABC":
-        pool.start(sid)
-    pool.run(4.0)
-    assert pool.leader() == "A"
-    tickets: dict[str, str] = {}
-    for sid, n in (("A", 40), ("B", 30), ("C", 30)):
-        for i in range(n):
-            [ans] = pool.ask(sid, req(f"{sid}{i}"), token=f"t-{sid}{i}")
-            assert isinstance(ans, Authorize), ans
-            assert ans.ticket
-            tickets[f"{sid}{i}"] = ans.ticket
-    return pool, tickets
-
-
-def answer(pool: Pool, sid: str, msg: ClientHeartbeat, token: str) -> object:
-    """The one answer to `msg`, at once or (a claim waiting for its seats) later."""
-    now = pool.ask(sid, msg, token=token)
-    pool.run(pool.now + 1.0)
-    return only(now + pool.replies.pop(token, []))
+    return fullpool.full_pool({"A": 40, "B": 30, "C": 30})
 
 
 def only(answers: list[object]) -> object:

@@ -5,59 +5,26 @@ serves again."""
 
 from __future__ import annotations
 
-from lm_core.engine.harness import Pool, make_kit
+from lm_core.engine.harness import Pool
 from lm_core.engine.messages import (
     AdminReply,
     Authorize,
-    ClientHeartbeat,
     Deny,
     DrainServer,
-    Message,
-    Request,
 )
 from lm_core.engine.vocab import DenyReason
 
-LIC = "Application 1.0"
-
-
-def req(client: str, rid: int = 1) -> Request:
-    return Request(pool="eng", sender=client, request_id=rid, license=LIC)
-
-
-def hb(client: str, rid: int, *, ticket: str = "", failover: bool = False) -> ClientHeartbeat:
-    return ClientHeartbeat(
-        pool="eng", sender=client, request_id=rid, license=LIC, failover=failover, ticket=ticket
-    )
+from . import fullpool
+from .fullpool import LIC, answer, hb, req
 
 
 def drain(server: str, *, on: bool = True, rid: int = 1) -> DrainServer:
     return DrainServer(pool="eng", sender="admin", request_id=rid, server=server, drain=on)
 
 
-def answer(pool: Pool, sid: str, msg: Message, token: str) -> Message:
-    """The one answer to `msg`, at once or (after majority durability) a little later."""
-    now = pool.ask(sid, msg, token=token)
-    pool.run(pool.now + 1.0)
-    got = now + pool.replies.pop(token, [])
-    assert len(got) == 1, got
-    return got[0]
-
-
 def full_pool() -> tuple[Pool, dict[str, str]]:
     """A:4 B:3 C:3 of a hard limit of 10, every seat held; returns each client's ticket."""
-    pool = make_kit({"A": 4, "B": 3, "C": 3}, borrowing_threshold=1.0, seats=10).pool()
-    for sid in "ABC":
-        pool.start(sid)
-    pool.run(4.0)
-    assert pool.leader() == "A"
-    tickets: dict[str, str] = {}
-    for sid, n in (("A", 4), ("B", 3), ("C", 3)):
-        for i in range(n):
-            [ans] = pool.ask(sid, req(f"{sid}{i}"), token=f"t-{sid}{i}")
-            assert isinstance(ans, Authorize), ans
-            tickets[f"{sid}{i}"] = ans.ticket
-    pool.run(pool.now + 1.0)
-    return pool, tickets
+    return fullpool.full_pool({"A": 4, "B": 3, "C": 3}, seats=10, settle=1.0)
 
 
 def held(pool: Pool) -> int:
