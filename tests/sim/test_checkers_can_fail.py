@@ -489,7 +489,7 @@ def _factory(cls: type[LicenseServer]) -> Any:
     ("cls", "seed"),
     [
         (PushForgetsClaimsServer, 10797),
-        (NoAdoptionHoldServer, 11554),
+        (NoAdoptionHoldServer, 11577),
         (ReplayAcceptingServer, 1),
     ],
     ids=["claims-lost-on-push", "claimed-seat-taken-as-free", "replayed-ticket"],
