@@ -9,7 +9,7 @@ without decoding them, so the ratio is "what the daemon costs over the wire itse
 The daemon is server A, the leader of a three-server pool (a pool has 3 to 11 servers;
 B and C run beside it as followers) with plenty of seats; every client talks to A.
 
-    .venv/bin/python bench/throughput.py [--seconds 3] [--rounds 2] [--clients 1,16,128] [--tls]
+    .venv/bin/python bench/throughput.py [--seconds 3] [--rounds 2] [--clients 128,16,1] [--tls]
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def echo_server_main(port: int, tls_dir: str | None) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seconds", type=float, default=3.0, help="measuring time per row")
-    ap.add_argument("--clients", default="1,16,128", help="concurrent clients per row")
+    ap.add_argument("--clients", default="128,16,1", help="clients per row (busy first)")
     ap.add_argument("--tls", action="store_true", help="TLS 1.3 on both servers")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds per row (best)")
     ap.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
