@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from lm_core.engine import claims, drain
 from lm_core.engine.effects import Effect, Event, LogUsage, PersistKey, Reply, Send
-from lm_core.engine.keytable import KeyTable
+from lm_core.engine.keytable import KeyEntry, KeyTable
 from lm_core.engine.leader import NEVER as _NEVER
 from lm_core.engine.leader import ClaimWait, LeaderState
 from lm_core.engine.leases import Clocks
@@ -130,26 +130,39 @@ class SeatMoves:
                 continue
             if rec.license in self.allowed:
                 self.allowed[rec.license] = max(0, self.allowed[rec.license] - rec.count)
-            if rec.license in self._grace_allowed:
-                # what I held back for my restart grace included those seats too
-                self._grace_allowed[rec.license] = max(
-                    0, self._grace_allowed[rec.license] - rec.count
-                )
-            entry = self.keys.by_serial(int(serial))
-            if entry is not None:
-                out.append(LogUsage("moved", entry.client_id, entry.license, entry.count, rec.key,
-                                    identity=entry.identity))  # fmt: skip
-                if entry.claim_hold > now:
-                    entry.revoked = True
-                    # Counted (held back) until its claim hold ends: I may have renewed
-                    # it since the ticket was claimed, and if the leader that honoured
-                    # the claim falls before crediting it, no adopter keeps the seat for
-                    # its client -- my count is then all that covers the client's lease.
-                    self.keys.hold(entry)
-                else:
-                    self.keys.remove(entry.client_id, entry.license)
-                    out.append(PersistKey(entry.client_id, entry.license, None))
+            self._let_go(now, self.keys.by_serial(int(serial)), rec, out)
         self.revoked = listed
+
+    def _let_go_own(self, now: float, entry: KeyEntry, rec: ClaimRecord, out: list[Effect]) -> None:
+        """Leading: a claim on my own ticket moves its seat at once (the leader that would
+        revoke it is me): the entry ends, and my allowance drops by its seats."""
+        a = self._lead().ledger.get(self.id, rec.license)
+        a.sent = a.peak = max(0, a.sent - rec.count)
+        self._let_go(now, entry, rec, out)
+        # a later leader lists this claim in its heartbeats: applied already
+        self.revoked[rec.key] = None
+
+    def _let_go(
+        self, now: float, entry: KeyEntry | None, rec: ClaimRecord, out: list[Effect]
+    ) -> None:
+        """The seats of `rec`'s ticket (my `entry`, if I still have it) moved away."""
+        if rec.license in self._grace_allowed:
+            # what I held back for my restart grace included those seats too
+            self._grace_allowed[rec.license] = max(0, self._grace_allowed[rec.license] - rec.count)
+        if entry is None:
+            return
+        out.append(LogUsage("moved", entry.client_id, entry.license, entry.count, rec.key,
+                            identity=entry.identity))  # fmt: skip
+        if entry.claim_hold > now:
+            entry.revoked = True
+            # Counted (held back) until its claim hold ends: I may have renewed it since
+            # the ticket was claimed, and if the leader that honoured the claim falls
+            # before crediting it, no adopter keeps the seat for its client -- my count
+            # is then all that covers the client's lease.
+            self.keys.hold(entry)
+        else:
+            self.keys.remove(entry.client_id, entry.license)
+            out.append(PersistKey(entry.client_id, entry.license, None))
 
     def _take_adoptions(self, now: float, adopt: tuple[Adoption, ...], out: list[Effect]) -> None:
         """Seats that came with their clients' claims (L2): kept for those clients, once
@@ -269,8 +282,8 @@ class SeatMoves:
             return f"no license {lic!r}"
         if t.count != count:
             return f"ticket is for {t.count} seats, not {count}"
-        if t.server == target or t.server not in self.peers:
-            # (a seat of mine stays mine: I am alive, and may grant it again)
+        mine = t.server == self.id
+        if t.server == target or not (mine or t.server in self.peers):
             return f"ticket of {t.server!r} cannot move seats to {target}"
         if t.key in self.table.claims:
             return f"ticket {t.key} was used before"
@@ -278,15 +291,25 @@ class SeatMoves:
             return f"{t.server} is fenced: its seats moved already"
         # A granting server that may still grant must let go of the seats first: the
         # claim waits for its ACK of the heartbeat that revokes them (or for its lease
-        # to run out), within the ticket's claim window (see `_check_claims`).
-        source_done = now >= ld.lease_granted.get(t.server, -_NEVER) or drain.settled(
-            self.table, t.server, self._acked_table(t.server)
+        # to run out), within the ticket's claim window (see `_check_claims`). My own
+        # ticket I judge by my key table, and let go of at once (`_let_go_own`).
+        source_done = (
+            mine
+            or now >= ld.lease_granted.get(t.server, -_NEVER)
+            or drain.settled(self.table, t.server, self._acked_table(t.server))
         )
         if not self._serving_lease(now):
             return self._no_lease_why(now)
         if not ledger.known.get(target, False):
             return f"{target} has not reported to this leader yet"
-        until = self._ticket_until(t)
+        own = self.keys.by_serial(t.serial) if mine else None
+        if mine:
+            if own is None or own.revoked or (own.client_id, own.license) != (client_id, lic):
+                # released or expired: its seat may be someone else's by now
+                return f"ticket {t.key}: no such seat held here"
+            until: float | str = now + self.clocks.claim_window
+        else:
+            until = self._ticket_until(t)
         if isinstance(until, str):
             return until
         if now >= until:
@@ -304,9 +327,12 @@ class SeatMoves:
             # below the seats it keeps for the claimant
             self._allocate(now, lic, target, count - from_row - from_free, True, out)
         self.table.claims[t.key] = ClaimRecord(key=t.key, term=t.term, license=lic, count=count)
-        # what the granting server holds is unknown from now until it reports again
-        # (its report then lacks the seats claimed away, or the leader discounts them)
-        ledger.forget(t.server)
+        if own is not None:
+            self._let_go_own(now, own, self.table.claims[t.key], out)
+        else:
+            # what the granting server holds is unknown from now until it reports again
+            # (its report then lacks the seats claimed away, or the leader discounts them)
+            ledger.forget(t.server)
         ledger.reserve(target, lic, count)
         out.append(
             self._note(
@@ -329,8 +355,11 @@ class SeatMoves:
                 key=t.key,
                 client_id=client_id,
                 # the client's lease from t.server ends by then, whatever ticket it
-                # showed: t.server renewed nothing after its renew window
-                until=max(ld.lease_granted.get(t.server, -_NEVER), ld.became_leader_at)
+                # showed: t.server renewed nothing after its renew window (mine: I
+                # renew it no more from now)
+                until=now + self.clocks.claim_window
+                if mine
+                else max(ld.lease_granted.get(t.server, -_NEVER), ld.became_leader_at)
                 + self.clocks.claim_window,
                 source=t.server,
                 ticket_until=until,

@@ -1142,7 +1142,7 @@ class LicenseServer(Leading, SeatMoves):
         if entry is not None and entry.revoked:
             # held back only to cover a lease I may have renewed before the revoke: the
             # seat itself moved with the client's claim, its adopter keeps it for it
-            deny("no_seats", f"{self.id}: this seat moved with {client}'s fail-over claim")
+            deny("fail_over", f"{self.id}: this seat moved with {client}'s fail-over claim")
             return
         if (
             entry is not None
@@ -1282,14 +1282,13 @@ class LicenseServer(Leading, SeatMoves):
     ) -> None:
         lic = entry.license
         count = msg.count
-        # re-adoption after a restart (S4) needs room among the live seats
+        # Re-adoption after a restart (S4) needs room among the live seats: I may have
+        # been fenced while down and my seats handed out. Without room the client fails
+        # over at once with its ticket: a claim moves exactly this entry's seat to its
+        # adopter (once I let go of it), where waiting here would outlast its lease.
         if not entry.live and self.keys.live(lic) + entry.count > limit:
-            out.append(
-                Reply(
-                    token,
-                    self._deny(msg, "no_seats", "not re-adopted: no room", self.clocks.retry_after),
-                )
-            )
+            detail = f"{self.id}: not re-adopted after a restart (no room): fail over"
+            out.append(Reply(token, self._deny(msg, "fail_over", detail)))
             return
         # A REQUEST renewing an entry is rare (its RELEASE was overtaken, or a duplicate):
         # persist its request id, so a restart still knows that older RELEASEs are stale.

@@ -29,6 +29,10 @@ class DenyReason(enum.StrEnum):
     # an operator drained this server for maintenance: the client walks on to the next
     # server (its seats follow it there with its ticket), as for a server that is down
     DRAINED = "drained"
+    # this server cannot keep the client's seats: they moved with its fail-over claim, or
+    # it restarted and has no room to re-adopt them; the client fails over at once,
+    # presenting its ticket (its seats follow it, L2)
+    FAIL_OVER = "fail_over"
     BINDING = "binding"  # a bound code's servers are not (a majority) in this pool (V1)
     # No server sends this one: the client library's word for a server it cannot reach,
     # handed to the client machine as a Deny so that it walks on to the next server.
