@@ -6,7 +6,7 @@ from __future__ import annotations
 from lm_core.engine.claims import TEST_CLAIM_KEY, ClaimError, Ticket, mint, read
 from lm_core.engine.harness import Pool
 from lm_core.engine.leases import Clocks
-from lm_core.engine.messages import Authorize, Deny, Reclaim
+from lm_core.engine.messages import Authorize, Deny, Reclaim, Release
 
 from . import fullpool
 from .fullpool import LIC, answer, hb, req
@@ -189,3 +189,67 @@ def test_a_dropped_entry_is_held_while_its_ticket_may_still_be_claimed() -> None
     # B0 itself may still come back to its seat
     assert isinstance(only(pool.ask("B", hb("B0", 5), token="b0")), Authorize)
     del tickets
+
+
+def test_a_leader_back_from_a_quick_restart_lets_its_clients_seats_move() -> None:
+    """A crashes and is back (and leading again) before its clients' leases ran out; its
+    clients walked meanwhile and show A's tickets at B. The leader that would revoke those
+    seats is A itself: it lets go of the entry at once and moves exactly that seat to B
+    (a leader's own tickets used to be refused, leaving its clients seatless in a full
+    pool until their leases lapsed)."""
+    pool, tickets = full_pool()
+    pool.crash("A")
+    pool.run(pool.now + 0.5)
+    pool.start("A")
+    pool.run(pool.now + 3.0)
+    assert pool.leader() == "A"
+    ans = answer(pool, "B", hb("A0", 5, ticket=tickets["A0"], failover=True), "c-A0")
+    assert isinstance(ans, Authorize), ans
+    assert pool.servers["A"].keys.get("A0", LIC) is None or pool.servers["A"].keys.get(
+        "A0", LIC
+    ).revoked  # fmt: skip
+    assert table_row(pool, "A") == 39
+    assert table_row(pool, "B") == 31
+    # the seat moved, it was not made: nobody else gets one anywhere
+    for sid in "ABC":
+        assert isinstance(only(pool.ask(sid, req("newcomer", 9), token=f"n-{sid}")), Deny)
+    # and the ticket moves nothing a second time
+    again = answer(pool, "C", hb("A0", 6, ticket=tickets["A0"], failover=True), "c-A0b")
+    assert isinstance(again, Deny), again
+    assert all(s.table.conserved() for s in pool.servers.values())
+
+
+def test_a_leaders_ticket_of_a_released_seat_moves_nothing() -> None:
+    """A0 released its seat at the leader A, and a newcomer took it: A0's old ticket,
+    shown at B, must not move a seat that is now the newcomer's."""
+    pool, tickets = full_pool()
+    rel = Release(pool="eng", sender="A0", request_id=2, license=LIC)
+    pool.ask("A", rel, token="rel")
+    assert isinstance(only(pool.ask("A", req("newcomer", 1), token="n")), Authorize)
+    ans = answer(pool, "B", hb("A0", 5, ticket=tickets["A0"], failover=True), "c-A0")
+    assert isinstance(ans, Deny), ans
+    assert pool.servers["A"].keys.get("newcomer", LIC) is not None
+    assert table_row(pool, "A") == 40
+    assert all(s.table.conserved() for s in pool.servers.values())
+
+
+def test_a_restarted_server_without_room_sends_its_clients_on_with_their_tickets() -> None:
+    """B crashes; B0's claim moves its seat to C. B is back with its store: B0's entry is
+    revoked but still counted (held back until its claim hold), so the pool counts that
+    seat twice and B's allowance cannot be raised to re-adopt B1. B tells B1 to fail over
+    now (not "ask me again", which would outlast B1's lease): B1's ticket then moves
+    its seat to A once B has let go of it."""
+    pool, tickets = full_pool()
+    pool.crash("B")
+    pool.run(pool.now + 2.5)  # B's lease has run out: B0's claim is honoured at once
+    assert isinstance(answer(pool, "C", hb("B0", 5, ticket=tickets["B0"], failover=True), "c0"),
+                      Authorize)  # fmt: skip
+    pool.start("B")
+    pool.run(pool.now + 2.0)
+    assert pool.status("B")["serving"]
+    ans = only(pool.ask("B", hb("B1", 5), token="b1"))
+    assert isinstance(ans, Deny), ans
+    assert ans.reason == "fail_over", ans
+    moved = answer(pool, "A", hb("B1", 6, ticket=tickets["B1"], failover=True), "c1")
+    assert isinstance(moved, Authorize), moved
+    assert all(s.table.conserved() for s in pool.servers.values())
