@@ -12,7 +12,9 @@ on a server:
                  over-issues during the fault lets one in (max held > 100)
 
 then one fault: the leader A killed (`kill -9`), the follower B killed, or the leader A
-paused (SIGSTOP for --pause seconds, longer than its server lease, then SIGCONT). The row
+paused (SIGSTOP for --pause seconds, longer than its server lease, then SIGCONT), or the
+leader A or the follower B killed and started again with its store --restart-after
+seconds later (default 2 s: systemd's RestartSec in contrib/lm-daemon.service). The row
 ends when every client of the faulted server holds a seat again and every client was
 granted twice more (or after --limit seconds without the first).
 
@@ -28,7 +30,8 @@ holding its seat killed; its re-seat time and the time to a new leader with a ma
 (the README's former fail-over figure).
 
     .venv/bin/python bench/failover.py [--runs 1] [--baseline-runs 5] [--loads 78,100]
-        [--faults leader-killed,follower-killed,leader-paused] [--waiters 6] [--plaintext]
+        [--faults leader-killed,follower-killed,leader-paused,leader-restarted,
+                  follower-restarted] [--restart-after 2] [--waiters 6] [--plaintext]
     .venv/bin/python bench/failover.py --heal [--runs 1] [--cuts 15,30,45]
         (only the heal rows: partitions in network namespaces, see _netns.py)
 
@@ -120,15 +123,35 @@ def leader_paused(pause: float) -> Callable[[LivePool], Awaitable[Fault]]:
     return fault
 
 
+def restarted(leader: bool, after: float) -> Callable[[LivePool], Awaitable[Fault]]:
+    """`kill -9` of the leader (or a follower), started again `after` seconds later with
+    its store, as systemd's `Restart=on-failure` does (contrib/lm-daemon.service:
+    `RestartSec=2`)."""
+
+    async def fault(pool: LivePool) -> Fault:
+        st = await pool.wait_status(lambda s: leader_of(s) is not None, "a leader")
+        victim = st["leader"] if leader else next(s for s in pool.ids if s != st["leader"])
+        t0 = time.monotonic()
+        pool.kill(victim)
+        await asyncio.sleep(max(0.0, t0 + after - time.monotonic()))
+        back = time.monotonic()
+        pool.start(victim)
+        return Fault(victim, t0, back)
+
+    return fault
+
+
 FaultFn = Callable[[LivePool], Awaitable[Fault]]
 
 
-def faults(pause: float) -> dict[str, FaultFn]:
+def faults(pause: float, restart_after: float = 2.0) -> dict[str, FaultFn]:
     """The faults by name (the --faults words)."""
     return {
         "leader-killed": leader_killed,
         "follower-killed": follower_killed,
         "leader-paused": leader_paused(pause),
+        "leader-restarted": restarted(True, restart_after),
+        "follower-restarted": restarted(False, restart_after),
     }
 
 
@@ -224,7 +247,7 @@ async def loaded_run(load: int, fault_name: str, args: argparse.Namespace) -> tu
                     sid: args.waiters // 3 + (i < args.waiters % 3) for i, sid in enumerate(DIST)
                 }
                 fleet.queue(per)
-            fault = await faults(args.pause)[fault_name](pool)
+            fault = await faults(args.pause, args.restart_after)[fault_name](pool)
             await settle(fleet, fault, args.limit)
             out = fleet.outcome(fault.victim, fault.t0, fault.back)
     finally:
@@ -342,6 +365,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--faults", default=",".join(faults(0)), help="comma-separated fault names")
     ap.add_argument("--waiters", type=int, default=6, help="waiting clients on a full pool")
     ap.add_argument("--pause", type=float, default=4.0, help="SIGSTOP length, seconds")
+    ap.add_argument(
+        "--restart-after", type=float, default=2.0, help="kill -9 to restart (s) for *-restarted"
+    )
     ap.add_argument("--limit", type=float, default=30.0, help="give up re-seating after (s)")
     ap.add_argument("--plaintext", action="store_true", help="--insecure-loopback daemons")
     ap.add_argument("--heal", action="store_true", help="only the heal rows (bench/_netns.py)")
@@ -389,7 +415,7 @@ def main() -> None:
         f"{timing.client_heartbeat:g} s, client lease {timing.client_lease:g} s, leader timeout "
         f"{timing.leader_timeout:g} s, server lease {timing.server_lease:g} s); "
         f"{args.runs} pool(s) per row; {args.waiters} waiting clients on a full pool; "
-        f"pause {args.pause:g} s\n"
+        f"pause {args.pause:g} s; restart after {args.restart_after:g} s\n"
     )
     print(markdown(HEADER, [r.cells() for r in rows]))
     print(
