@@ -366,6 +366,10 @@ class SeatMoves:
                 source_done=source_done,
             )
         )
+        if not source_done:
+            # the claim waits for the granting server's ACK of a heartbeat that lists
+            # the revoke: send it that heartbeat now, not at the next round
+            out.append(Send(t.server, self._heartbeat(now, t.server, tuple(self._up(now)))))
         self._check_claims(now, out)
         return ""
 
