@@ -8,7 +8,9 @@ pool they wait, and a pool that over-issues during the fault lets one in. Then a
 * the leader A is killed (`kill -9`);
 * a follower B is killed;
 * the leader A is paused (SIGSTOP) for longer than its server lease and the leader
-  timeout, then continued.
+  timeout, then continued;
+* the leader A is killed and started again at once with its store (systemd's
+  `Restart=`): it may win the election again, and its clients walked meanwhile.
 
 Counted from the clients' side (their own events and `Lease.holds`, sampled every 20 ms,
 see `lm_core.runtime.fleet`): every client of the faulted server holds a seat again, no
@@ -133,6 +135,25 @@ async def test_full_pool_survives_leader_pause(pool_factory: Callable[..., Pool]
                 for s in st["servers"]
             ),
             "A follows again after SIGCONT",
+            limit=30,
+        )
+        await _settle(fleet, "A", t0, back)
+        _verdict(fleet, "A", t0, back)
+
+
+async def test_full_pool_survives_leader_crash_restart(pool_factory: Callable[..., Pool]) -> None:
+    async with full_pool(pool_factory) as (pool, fleet):
+        t0 = time.monotonic()
+        pool.kill("A")
+        back = time.monotonic()
+        pool.start("A")
+        await pool.wait_async(
+            lambda st: (
+                st.get("leader") is not None
+                and st["majority"]["ok"]
+                and all(s["reachable"] for s in st["servers"])
+            ),
+            "a leader, A back",
             limit=30,
         )
         await _settle(fleet, "A", t0, back)
