@@ -76,6 +76,7 @@ class Leading:
         def _bump_cfg(self) -> None: ...
         def _cfg_fields(self) -> dict[str, int]: ...
         def _check_claims(self, now: float, out: list[Effect]) -> None: ...
+        def _drop_claims_for(self, server: str) -> None: ...
         def _claim(
             self,
             now: float,
@@ -177,6 +178,7 @@ class Leading:
             since = max(ld.peer(p).last_ack_recv, ld.became_leader_at)
             if now - since > self.clocks.fence:
                 ld.ledger.fence(p)
+                self._drop_claims_for(p)
                 fenced_any = True
                 out.append(self._note(now, "fence", f"{p} fenced (out of contact)", server=p))
         if fenced_any:

@@ -568,9 +568,7 @@ def _from_doc(doc: Mapping[str, Any]) -> Rlf:
     majority = _get(doc, "majority_rule", bool, (), required=False, default=True)
     threshold = _get(doc, "borrowing_threshold", (int, float), (), required=False, default=0.8)
     threshold = _float_of(threshold, ("borrowing_threshold",))
-    retention = _get(
-        doc, "retention_days", int, (), required=False, default=RETENTION_DAYS_DEFAULT
-    )
+    retention = _get(doc, "retention_days", int, (), required=False, default=RETENTION_DAYS_DEFAULT)
     signature: str | None = None
     if "signature" in doc:
         sig_table = _get(doc, "signature", dict, ())
@@ -773,8 +771,7 @@ def render_rlf(rlf: Rlf) -> str:
         f"borrowing_threshold = {_float(rlf.borrowing_threshold)}",
         *(
             [
-                "# Days the servers keep usage and audit rows (default "
-                f"{RETENTION_DAYS_DEFAULT}).",
+                f"# Days the servers keep usage and audit rows (default {RETENTION_DAYS_DEFAULT}).",
                 f"retention_days = {rlf.retention_days}",
             ]
             if rlf.retention_days != RETENTION_DAYS_DEFAULT

@@ -48,6 +48,7 @@ class SeatMoves:
         id: str
         keys: KeyTable
         leader_id: str | None
+        lease_until: float
         peers: tuple[str, ...]
         quorum: int
         revoked: dict[str, None]
@@ -166,13 +167,22 @@ class SeatMoves:
 
     def _take_adoptions(self, now: float, adopt: tuple[Adoption, ...], out: list[Effect]) -> None:
         """Seats that came with their clients' claims (L2): kept for those clients, once
-        per claim (the leader repeats the list until each hold ends)."""
+        per claim (the leader repeats the list until each hold ends), and only under a
+        lease that has not run out: a heartbeat that reaches me after my lease ended (I
+        was paused or cut off, and may have been fenced since) brings no seats."""
         listed: dict[str, None] = {}
         for a in adopt:
             listed[a.key] = None
-            if a.key not in self.adopted:
+            if a.key not in self.adopted and now < self.lease_until:
                 self._claim_arrived(now, a.client_id, a.license, a.count, a.hold)
         self.adopted = listed
+
+    def _drop_claims_for(self, server: str) -> None:
+        """Leader: `server` is fenced (its reservations are gone with its holds): claims
+        that would bring it seats lapse, and it is no longer told to keep any."""
+        ld = self._lead()
+        ld.claim_waits = [w for w in ld.claim_waits if w.target != server]
+        ld.credited = [w for w in ld.credited if w.target != server]
 
     def _claim_as_leader(self, now: float, msg: ClientHeartbeat, out: list[Effect]) -> None:
         """Leading: honour the claim myself; refused, find seats as for any fail-over."""

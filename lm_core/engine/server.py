@@ -631,7 +631,7 @@ class LicenseServer(Leading, SeatMoves):
     def _on_vote_request(
         self, now: float, sender: str, msg: VoteRequest, out: list[Effect]
     ) -> None:
-        if self._vote_granted(now, sender, msg, out):
+        if self._judge_vote(now, sender, msg, out) is Ballot.VOTE:
             if msg.term > self.term:
                 self._adopt_term(msg.term, now, out)
             self._record_vote(now, sender, msg, out)
@@ -639,17 +639,30 @@ class LicenseServer(Leading, SeatMoves):
     def _on_vote_request_candidate(
         self, now: float, sender: str, msg: VoteRequest, out: list[Effect]
     ) -> None:
-        """A candidate that gives its real vote to another stops standing."""
-        if self._vote_granted(now, sender, msg, out):
+        """A candidate that gives its real vote to another stops standing; so does one
+        in its pre-vote round that grants a pre-vote to a server of lower rank (which is
+        meant to stand first: a missed heartbeat can line two timers up, and both
+        standing at once split the vote, costing a whole election delay)."""
+        ballot = self._judge_vote(now, sender, msg, out)
+        if ballot is Ballot.VOTE:
             if msg.term > self.term:
                 self._adopt_term(msg.term, now, out)  # (which makes me a follower)
             else:
                 self._become(Role.FOLLOWER, now, out, f"voted for {sender}")
             self._record_vote(now, sender, msg, out)
+        elif ballot is Ballot.PRE and self.prevote and self._ranks_before_me(sender):
+            self._become(Role.FOLLOWER, now, out, f"{sender} stands first")
+            self.leader_id = None
+            self.last_contact = now - self.clocks.leader_timeout  # vote for it at once
+            self.check_sent = True  # no leader to check on: stand when my turn comes
+            self.elect_at = now + self.clocks.election_delay(self.rank)
 
-    def _vote_granted(self, now: float, sender: str, msg: VoteRequest, out: list[Effect]) -> bool:
+    def _ranks_before_me(self, sid: str) -> bool:
+        return sid in self.servers and self.servers.index(sid) < self.rank
+
+    def _judge_vote(self, now: float, sender: str, msg: VoteRequest, out: list[Effect]) -> Ballot:
         """Judge a (pre-)vote request and answer it, except for a real vote granted
-        (True): that answer goes out once `_record_vote` persisted the vote."""
+        (`Ballot.VOTE`): that answer goes out once `_record_vote` persisted the vote."""
         verdict = judge_vote(
             my_term=self.term,
             voted_for=self.voted_for,
@@ -663,11 +676,9 @@ class LicenseServer(Leading, SeatMoves):
         if verdict.ballot is Ballot.REFUSE:
             leader = (self.leader_id or "") if verdict.leader_alive else ""
             out.append(self._vote_reply(sender, msg, False, verdict.reason, leader))
-            return False
-        if verdict.ballot is not Ballot.VOTE:
+        elif verdict.ballot is not Ballot.VOTE:
             out.append(self._vote_reply(sender, msg, True))
-            return False
-        return True
+        return verdict.ballot
 
     def _record_vote(self, now: float, sender: str, msg: VoteRequest, out: list[Effect]) -> None:
         self.voted_for = sender
@@ -759,6 +770,11 @@ class LicenseServer(Leading, SeatMoves):
         # Only a heartbeat that answers an ACK of this incarnation counts: a replayed
         # heartbeat from before a restart must not bring back an old allowance or lease.
         fresh = self.started_at <= msg.echo <= now
+        if self.expecting and now >= self.lease_until:
+            # My lease ran out since those seats came: a leader may have fenced me and
+            # handed out everything I had (the seats kept for claimants too), so they
+            # are not mine to give beyond my allowance any more.
+            self.expecting = {}
         if msg.revoke or self.revoked:
             self._revoke(now, msg.revoke, out)
         if msg.adopt or self.adopted:
