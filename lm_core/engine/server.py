@@ -631,10 +631,14 @@ class LicenseServer(Leading, SeatMoves):
     def _on_vote_request(
         self, now: float, sender: str, msg: VoteRequest, out: list[Effect]
     ) -> None:
-        if self._judge_vote(now, sender, msg, out) is Ballot.VOTE:
+        ballot = self._judge_vote(now, sender, msg, out)
+        if ballot is Ballot.VOTE:
             if msg.term > self.term:
                 self._adopt_term(msg.term, now, out)
             self._record_vote(now, sender, msg, out)
+        elif ballot is Ballot.PRE and self._ranks_before_me(sender):
+            # a server meant to stand before me does: let it (see the candidate's case)
+            self.elect_at = max(self.elect_at, now + self.clocks.election_delay(self.rank))
 
     def _on_vote_request_candidate(
         self, now: float, sender: str, msg: VoteRequest, out: list[Effect]

@@ -24,7 +24,7 @@ def full_pool(
 ) -> tuple[Pool, dict[str, str]]:
     """Servers of `dist` (A leads), every seat held by a client named after its server
     ("A0", "A1", ...); returns each client's ticket. `settle`: seconds run afterwards."""
-    pool = make_kit(dist, borrowing_threshold=1.0, seats=seats).pool()
+    pool = make_kit(dist, ids=tuple(dist), borrowing_threshold=1.0, seats=seats).pool()
     for sid in dist:
         pool.start(sid)
     pool.run(4.0)

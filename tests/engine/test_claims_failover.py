@@ -253,3 +253,32 @@ def test_a_restarted_server_without_room_sends_its_clients_on_with_their_tickets
     moved = answer(pool, "A", hb("B1", 6, ticket=tickets["B1"], failover=True), "c1")
     assert isinstance(moved, Authorize), moved
     assert all(s.table.conserved() for s in pool.servers.values())
+
+
+def test_seats_kept_for_a_claimant_end_with_the_adopters_lease() -> None:
+    """C keeps B0's claimed seat for B0 (beyond its allowance if need be) only while C
+    holds its lease without a gap: C cut off long enough is fenced, and the leader hands
+    out everything C had. Back in contact, C must not seat B0 from that old promise
+    (seed 5356: an adopter paused past its fence seated its claimant, 4 seats of 3)."""
+    pool, tickets = fullpool.full_pool({"A": 40, "B": 20, "C": 20, "D": 10, "E": 10})
+    pool.crash("B")
+    pool.ask("C", hb("B0", 5, ticket=tickets["B0"], failover=True), token="lost")
+    pool.run(pool.now + 12.0)  # B's lease has run out; the claim is credited to C
+    pool.replies.pop("lost", None)
+    assert ("B0", LIC) in pool.servers["C"].expecting
+    pool.isolate("C")
+    clocks = Clocks.from_timing(pool.servers["C"].rlf.timing)
+    pool.run(pool.now + clocks.fence + 2.0)
+    ledger = pool.servers["A"].ledger
+    assert ledger is not None
+    assert "C" in ledger.fenced
+    # C's seats are handed out (its own clients are gone: their entries ran out)
+    for i in range(21):
+        pool.ask("A", req(f"new{i}", 1), token=f"n{i}")
+    pool.heal()
+    pool.run(pool.now + 3.0)
+    assert pool.status("C")["serving"]
+    pool.ask("C", hb("B0", 6, ticket=tickets["B0"], failover=True), token="again")
+    pool.run(pool.now + 1.0)
+    held = sum(s.keys.live(LIC) for s in pool.servers.values())
+    assert held <= 100, held
