@@ -6,7 +6,7 @@ from __future__ import annotations
 from lm_core.engine.claims import TEST_CLAIM_KEY, ClaimError, Ticket, mint, read
 from lm_core.engine.harness import Pool
 from lm_core.engine.leases import Clocks
-from lm_core.engine.messages import Authorize, Deny, Reclaim, Release
+from lm_core.engine.messages import Authorize, Deny, Reclaim, Release, ServerHeartbeat
 
 from . import fullpool
 from .fullpool import LIC, answer, hb, req
@@ -255,30 +255,64 @@ def test_a_restarted_server_without_room_sends_its_clients_on_with_their_tickets
     assert all(s.table.conserved() for s in pool.servers.values())
 
 
+class Holders:
+    """Clients that keep heartbeating their servers every second (the steady users of
+    a full pool), and when each believes its lease runs out."""
+
+    def __init__(self, pool: Pool, homes: dict[str, str], lease: float = 6.0) -> None:
+        self.pool, self.home, self.lease = pool, dict(homes), lease
+        self.rid = dict.fromkeys(homes, 10)
+        self.until = dict.fromkeys(homes, pool.now + lease)
+
+    def granted(self, client: str, server: str, answer: object) -> None:
+        if isinstance(answer, Authorize):
+            self.home[client] = server
+            self.until[client] = self.pool.now + self.lease
+            self.rid.setdefault(client, 10)
+
+    def run(self, until: float) -> None:
+        while self.pool.now < until:
+            self.pool.run(self.pool.now + 1.0)
+            for client, server in list(self.home.items()):
+                if server in self.pool.servers:
+                    self.rid[client] += 1
+                    got = self.pool.ask(server, hb(client, self.rid[client]), token=client)
+                    if got:
+                        self.granted(client, server, got[0])
+
+    def believers(self) -> int:
+        return sum(1 for u in self.until.values() if u > self.pool.now)
+
+
 def test_seats_kept_for_a_claimant_end_with_the_adopters_lease() -> None:
-    """C keeps B0's claimed seat for B0 (beyond its allowance if need be) only while C
-    holds its lease without a gap: C cut off long enough is fenced, and the leader hands
-    out everything C had. Back in contact, C must not seat B0 from that old promise
-    (seed 5356: an adopter paused past its fence seated its claimant, 4 seats of 3)."""
-    pool, tickets = fullpool.full_pool({"A": 40, "B": 20, "C": 20, "D": 10, "E": 10})
+    """C asks the leader for B0's claimed seat and is paused at once (SIGSTOP): the
+    leader credits the claim and lists the seat in its heartbeats to C, which queue up.
+    C stays paused past its fence, and the leader hands out everything C had. When C
+    runs again it reads the queued heartbeats: the seat they promise is no longer C's,
+    and C must not seat B0 with it (seed 5356 did: 4 seats believed held of 3)."""
+    dist = {"A": 4, "B": 2, "C": 2, "D": 1, "E": 1}
+    pool, tickets = fullpool.full_pool(dist, seats=10)
+    users = Holders(pool, {f"{s}{i}": s for s, n in dist.items() for i in range(n) if s != "B"})
     pool.crash("B")
-    pool.ask("C", hb("B0", 5, ticket=tickets["B0"], failover=True), token="lost")
-    pool.run(pool.now + 12.0)  # B's lease has run out; the claim is credited to C
-    pool.replies.pop("lost", None)
-    assert ("B0", LIC) in pool.servers["C"].expecting
-    pool.isolate("C")
-    clocks = Clocks.from_timing(pool.servers["C"].rlf.timing)
-    pool.run(pool.now + clocks.fence + 2.0)
+    users.run(pool.now + 2.5)  # B's lease has run out: a claim of its ticket is credited
+    c = pool.servers["C"]
+    claim = hb("B0", 5, ticket=tickets["B0"], failover=True)
+    pool._apply("C", c.handle(pool.now, "lost", claim))  # C asks the leader ...
+    del pool.servers["C"]  # ... and is paused
+    sent_before = len(pool.sent)
+    users.run(pool.now + Clocks.from_timing(c.rlf.timing).fence + 2.0)
     ledger = pool.servers["A"].ledger
     assert ledger is not None
     assert "C" in ledger.fenced
-    # C's seats are handed out (its own clients are gone: their entries ran out)
-    for i in range(21):
-        pool.ask("A", req(f"new{i}", 1), token=f"n{i}")
-    pool.heal()
-    pool.run(pool.now + 3.0)
+    queued = [(src, dst, msg) for src, dst, msg in pool.sent[sent_before:] if dst == "C"]
+    assert any(isinstance(m, ServerHeartbeat) and m.adopt for _, _, m in queued)
+    for i in range(4):  # B's and C's seats go to newcomers
+        users.granted(f"new{i}", "A", only(pool.ask("A", req(f"new{i}", 1), token=f"n{i}")))
+    assert users.believers() == 10
+    pool.servers["C"] = c  # SIGCONT: the queued messages arrive
+    pool.queue.extend(queued)
+    users.run(pool.now + 3.0)
     assert pool.status("C")["serving"]
-    pool.ask("C", hb("B0", 6, ticket=tickets["B0"], failover=True), token="again")
-    pool.run(pool.now + 1.0)
-    held = sum(s.keys.live(LIC) for s in pool.servers.values())
-    assert held <= 100, held
+    again = answer(pool, "C", hb("B0", 7, ticket=tickets["B0"], failover=True), "again")
+    users.granted("B0", "C", again)
+    assert users.believers() <= 10, again
