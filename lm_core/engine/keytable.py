@@ -42,9 +42,11 @@ class KeyEntry:
     live: bool = True
     gen: int = 0
     serial: int = 0  # this server's serial for the entry (0: unknown, loaded from old state)
-    # when the client last skipped request ids here: it spoke to other servers in
-    # between, so a fail-over claim of this entry may be in flight (see server `_renew`)
-    skipped: float = float("-inf")
+    # the client skipped request ids here (it spoke to other servers in between, and may
+    # have shown them a ticket of this entry): until then a claim of such a ticket can
+    # still be honoured (the entry's claim hold when the skip was seen; see server
+    # `_renew`)
+    skip_hold: float = float("-inf")
     # when the client last came back to this entry from a fail-over walk
     walked: float = float("-inf")
     # until then a ticket of this entry may be claimed: its seats stay counted
@@ -146,7 +148,7 @@ class KeyTable:
         entry.expires = max(entry.expires, expires)
         entry.last_heartbeat = now
         if request_id > entry.request_id + 1:
-            entry.skipped = now
+            entry.skip_hold = max(entry.skip_hold, entry.claim_hold)
         entry.request_id = max(entry.request_id, request_id)  # the newest the client sent
 
     def resize(self, entry: KeyEntry, count: int) -> None:

@@ -1191,13 +1191,14 @@ class LicenseServer(Leading, SeatMoves):
                 and entry.live
                 and count == entry.count
                 and now < self.renew_until
-                and now - entry.skipped >= self.clocks.claim_window
+                and now >= entry.skip_hold
                 and msg.request_id == entry.request_id + 1
             ):
                 # L2: keep renewing (never granting) what I hold while the pool elects;
                 # the renew window ends before any leader could fence me (see leases).
-                # Only a client that spoke to no other server lately (consecutive
-                # request ids): one that did may have a claim on this seat in flight.
+                # Only a client whose request ids here run on (consecutive), and whose
+                # tickets shown to other servers since it last skipped ids can no longer
+                # be claimed (`skip_hold`): else a claim on this seat may be in flight.
                 self._renew(now, token, msg, entry, entry.count, out)
                 return
             deny(why[0], why[1], self._retry_hint(why[0]))
@@ -1369,7 +1370,7 @@ class LicenseServer(Leading, SeatMoves):
         entry.last_heartbeat = now
         if msg.request_id > entry.request_id:
             if msg.request_id > entry.request_id + 1:
-                entry.skipped = now
+                entry.skip_hold = max(entry.skip_hold, entry.claim_hold)
             entry.request_id = msg.request_id
         expires = now + self.clocks.client_keep
         if expires > entry.expires:

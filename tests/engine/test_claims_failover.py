@@ -316,3 +316,23 @@ def test_seats_kept_for_a_claimant_end_with_the_adopters_lease() -> None:
     again = answer(pool, "C", hb("B0", 7, ticket=tickets["B0"], failover=True), "again")
     users.granted("B0", "C", again)
     assert users.believers() <= 10, again
+
+
+def test_no_renewal_in_an_election_while_a_claim_of_a_shown_ticket_may_arrive() -> None:
+    """B1 skipped request ids at B (it spoke to other servers, and may have shown them
+    B's ticket): while that ticket can still be claimed, B renews B1 in an election only
+    under a lease (a claim honoured meanwhile would move the seat B renewed); B0, whose
+    ids run on, is renewed as usual (the renew window)."""
+    pool, _ = full_pool()
+    assert isinstance(only(pool.ask("B", hb("B0", 2), token="b0")), Authorize)
+    assert isinstance(only(pool.ask("B", hb("B1", 7), token="b1")), Authorize)  # skipped 2-6
+    entry = pool.servers["B"].keys.get("B1", LIC)
+    assert entry is not None
+    assert entry.skip_hold > pool.now
+    pool.crash("A")
+    pool.run(pool.now + 2.2)  # B's lease from A has run out; no new leader yet
+    assert not pool.status("B")["serving"]
+    assert isinstance(only(pool.ask("B", hb("B0", 3), token="b0")), Authorize)
+    ans = only(pool.ask("B", hb("B1", 8), token="b1"))
+    assert isinstance(ans, Deny), ans
+    assert ans.reason == "no_majority"
