@@ -48,6 +48,7 @@ class Leading:
         _rlf_text: str
         allowed: dict[str, int]
         borrow_wait: dict[str, float]
+        known_at: float
         check_sent: bool
         clocks: Clocks
         heard: tuple[int, int, float]
@@ -139,6 +140,8 @@ class Leading:
     def _drop_leader_state(self, now: float, out: list[Effect]) -> None:
         ld, self.leader = self._lead(), None
         self.allowed = ld.ledger.allowances(self.id)
+        # a newer leader may fence me a fence-time after my lease ended
+        self.known_at = max(self.known_at, min(now, ld.lease_end))
         for p in ld.pending:
             self._answer_admin(p, False, "leader changed before the change was durable; retry", out)
 

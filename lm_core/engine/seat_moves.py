@@ -48,7 +48,6 @@ class SeatMoves:
         id: str
         keys: KeyTable
         leader_id: str | None
-        lease_until: float
         peers: tuple[str, ...]
         quorum: int
         revoked: dict[str, None]
@@ -75,6 +74,7 @@ class SeatMoves:
         ) -> None: ...
         def _heartbeat(self, now: float, peer: str, up: tuple[str, ...]) -> ServerHeartbeat: ...
         def _lead(self) -> LeaderState: ...
+        def _maybe_fenced(self, now: float, since: float) -> bool: ...
         def _limit(self, lic: str) -> int: ...
         def _msg(self, cls: type[_M], **fields: Any) -> _M: ...
         def _no_lease_why(self, now: float) -> str: ...
@@ -165,15 +165,16 @@ class SeatMoves:
             self.keys.remove(entry.client_id, entry.license)
             out.append(PersistKey(entry.client_id, entry.license, None))
 
-    def _take_adoptions(self, now: float, adopt: tuple[Adoption, ...], out: list[Effect]) -> None:
+    def _take_adoptions(self, now: float, adopt: tuple[Adoption, ...], echo: float) -> None:
         """Seats that came with their clients' claims (L2): kept for those clients, once
-        per claim (the leader repeats the list until each hold ends), and only under a
-        lease that has not run out: a heartbeat that reaches me after my lease ended (I
-        was paused or cut off, and may have been fenced since) brings no seats."""
+        per claim (the leader repeats the list until each hold ends). A heartbeat that
+        reaches me so long after the ACK it echoes (`echo`) that I may have been fenced
+        meanwhile (queued while I was paused or cut off) brings no seats: the fence
+        handed out all I had."""
         listed: dict[str, None] = {}
         for a in adopt:
             listed[a.key] = None
-            if a.key not in self.adopted and now < self.lease_until:
+            if a.key not in self.adopted and not self._maybe_fenced(now, echo):
                 self._claim_arrived(now, a.client_id, a.license, a.count, a.hold)
         self.adopted = listed
 

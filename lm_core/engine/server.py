@@ -204,6 +204,9 @@ class LicenseServer(Leading, SeatMoves):
         self.heard_log: dict[int, float] = {}
         self.waiting: dict[tuple[str, str], _WaitingClaim] = {}
         self.revoked: dict[str, None] = {}  # claim keys of my tickets already applied
+        # the latest moment a leader surely still counted my seats (my last ACK, or the
+        # end of my own leader lease): no fence of mine falls before a fence-time later
+        self.known_at = -_NEVER
         self.adopted: dict[str, None] = {}  # claim keys credited to me, already kept
         self.expecting: dict[tuple[str, str], tuple[int, float]] = {}  # see _spoken_for
         self.stepped_down = ""  # why this server left the leader role, until it follows
@@ -607,6 +610,9 @@ class LicenseServer(Leading, SeatMoves):
     def _start_vote(self, now: float, out: list[Effect]) -> None:
         self.prevote = False
         self.term += 1
+        # heartbeat numbers are the leader's of a term: a winner of this term (another
+        # candidate, if I lose) numbers from 1, whatever my last leader reached
+        self.last_hb_seq = 0
         self.voted_for = self.id
         self.votes = {self.id}
         self.elect_at = now + self.clocks.election_delay(self.rank)
@@ -774,15 +780,10 @@ class LicenseServer(Leading, SeatMoves):
         # Only a heartbeat that answers an ACK of this incarnation counts: a replayed
         # heartbeat from before a restart must not bring back an old allowance or lease.
         fresh = self.started_at <= msg.echo <= now
-        if self.expecting and now >= self.lease_until:
-            # My lease ran out since those seats came: a leader may have fenced me and
-            # handed out everything I had (the seats kept for claimants too), so they
-            # are not mine to give beyond my allowance any more.
-            self.expecting = {}
         if msg.revoke or self.revoked:
             self._revoke(now, msg.revoke, out)
         if msg.adopt or self.adopted:
-            self._take_adoptions(now, msg.adopt or (), out)
+            self._take_adoptions(now, msg.adopt or (), msg.echo if fresh else -_NEVER)
         raised = False
         if msg.allowed is not None and fresh:
             new = {a.license: a.count for a in msg.allowed}
@@ -834,7 +835,18 @@ class LicenseServer(Leading, SeatMoves):
         self._become(Role.FOLLOWER, now, out, f"{sender} leads term {term}")
         return True
 
+    def _maybe_fenced(self, now: float, since: float) -> bool:
+        """Could a leader have fenced me by now, if it last heard from me at `since`
+        (my ACK's time, on my clock)? Not before a fence-time (on its clock) later."""
+        return now >= since + self.clocks.fence * (1 - 2 * self.clocks.drift)
+
     def _ack(self, now: float, seq: int) -> ServerAck:
+        if self.expecting and self._maybe_fenced(now, self.known_at):
+            # Out of contact for so long that a leader may have fenced me and handed
+            # out everything I had (the seats kept for claimants too): they are not
+            # mine to give beyond my allowance any more.
+            self.expecting = {}
+        self.known_at = now
         rows = []
         for lic in self.table.licenses:
             in_use = self.keys.in_use(lic)
