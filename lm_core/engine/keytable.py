@@ -58,6 +58,13 @@ class KeyEntry:
     identity: ClientIdentity | None = None  # who holds it, as the client stated
     since: float = 0.0  # when this server granted (or re-adopted) it, on its clock
 
+    def saw_request(self, request_id: int) -> None:
+        """The client's request `request_id` renews me: a gap in its ids means it spoke
+        to other servers in between (see `skip_hold`)."""
+        if request_id > self.request_id + 1:
+            self.skip_hold = max(self.skip_hold, self.claim_hold)
+        self.request_id = max(self.request_id, request_id)
+
     def as_json(self) -> dict[str, Any]:
         """The durable part (times are this process's clock and are not kept)."""
         out: dict[str, Any] = {
@@ -147,9 +154,7 @@ class KeyTable:
             self._live[entry.license] = self._live.get(entry.license, 0) + entry.count
         entry.expires = max(entry.expires, expires)
         entry.last_heartbeat = now
-        if request_id > entry.request_id + 1:
-            entry.skip_hold = max(entry.skip_hold, entry.claim_hold)
-        entry.request_id = max(entry.request_id, request_id)  # the newest the client sent
+        entry.saw_request(request_id)  # the newest the client sent
 
     def resize(self, entry: KeyEntry, count: int) -> None:
         """Change an entry's seat count."""

@@ -1380,10 +1380,7 @@ class LicenseServer(Leading, SeatMoves):
         if state is None or state.expires < self._today_iso:
             return None
         entry.last_heartbeat = now
-        if msg.request_id > entry.request_id:
-            if msg.request_id > entry.request_id + 1:
-                entry.skip_hold = max(entry.skip_hold, entry.claim_hold)
-            entry.request_id = msg.request_id
+        entry.saw_request(msg.request_id)
         expires = now + self.clocks.client_keep
         if expires > entry.expires:
             entry.expires = expires
